@@ -1,0 +1,361 @@
+//! The settings model shared by both services.
+//!
+//! Every field has a default that needs no file and no external service: SQLite in `./data`,
+//! no Redis, listeners on loopback-friendly ports. Durations are whole milliseconds or seconds,
+//! named with their unit, so a TOML file reads unambiguously.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{Secret, SecretUrl};
+
+/// All of linkgate's settings. Each service reads the sections it needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub proxy: ProxySettings,
+    pub admin: AdminSettings,
+    pub store: StoreSettings,
+    pub redis: RedisSettings,
+    pub cache: CacheSettings,
+    pub clicks: ClickSettings,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    pub links: LinkSettings,
+    pub log: LogSettings,
+}
+
+/// The Pingora edge service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProxySettings {
+    /// Public listener: redirects, plus passthrough of `/api/*` and the dashboard to admin.
+    pub listen: SocketAddr,
+    /// Prometheus listener, kept off the public port.
+    pub metrics_listen: SocketAddr,
+    /// Where non-link paths are forwarded (the admin service).
+    pub admin_upstream: SocketAddr,
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
+    /// SIGTERM: stop accepting, finish in-flight requests, flush clicks, exit within this.
+    pub grace_period_secs: u64,
+    /// Peers whose X-Forwarded-For is believed. Anyone else's is ignored.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Maximum concurrent store lookups on cache misses (protects the database from a stampede).
+    pub store_concurrency: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_upstream: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            threads: 0,
+            grace_period_secs: 10,
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().expect("valid literal"),
+                "::1/128".parse().expect("valid literal"),
+            ],
+            store_concurrency: 64,
+        }
+    }
+}
+
+/// The warp admin service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    /// Largest accepted request body; bulk create of 1000 links fits well inside.
+    pub max_body_bytes: u64,
+    /// E-mail of the first administrator, created at start when no admin exists.
+    pub bootstrap_admin_email: Option<String>,
+    /// Password for that administrator; when absent a random one is generated and printed once.
+    pub bootstrap_admin_password: Option<Secret>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            max_body_bytes: 1024 * 1024,
+            bootstrap_admin_email: None,
+            bootstrap_admin_password: None,
+        }
+    }
+}
+
+/// Where links, users and clicks live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreSettings {
+    /// `sqlite://PATH` (embedded, the default) or `mysql://user:pass@host:port/db`.
+    pub url: SecretUrl,
+    /// Upper bound of pooled connections (MySQL) or reader connections (SQLite).
+    pub max_connections: usize,
+    /// Raw clicks older than this are deleted; aggregates are kept. 0 keeps them forever.
+    pub raw_click_retention_days: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretUrl::new("sqlite://data/linkgate.db"),
+            max_connections: 16,
+            raw_click_retention_days: 90,
+        }
+    }
+}
+
+/// Optional Redis: L2 cache, invalidation pub/sub, cluster-wide counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL; absent means single-node mode without Redis.
+    pub url: Option<SecretUrl>,
+    /// Per-command timeout on the redirect path; Redis must be faster than the store or skipped.
+    pub timeout_ms: u64,
+    /// After errors, Redis is skipped for this long (circuit breaker).
+    pub circuit_cooldown_ms: u64,
+    /// Prefix for every key, so linkgate shares a Redis with other users safely.
+    pub key_prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout_ms: 5,
+            circuit_cooldown_ms: 2000,
+            key_prefix: "lg:".to_owned(),
+        }
+    }
+}
+
+/// The proxy's two cache tiers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheSettings {
+    /// In-process (L1) cache bound, in bytes of cached link data.
+    pub l1_max_bytes: u64,
+    pub l1_ttl_secs: u64,
+    pub l2_ttl_secs: u64,
+    /// Unknown codes are remembered this long so enumeration does not reach the store.
+    pub negative_ttl_secs: u64,
+    /// How often the proxy polls `link_changes` (the invalidation safety net).
+    pub change_poll_ms: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            l1_max_bytes: 256 * 1024 * 1024,
+            l1_ttl_secs: 300,
+            l2_ttl_secs: 3600,
+            negative_ttl_secs: 5,
+            change_poll_ms: 500,
+        }
+    }
+}
+
+/// The click pipeline: queue, batching, enrichment, durability.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClickSettings {
+    /// Bounded lock-free queue between redirects and the batcher; full = counted drop.
+    pub queue_capacity: usize,
+    /// A batch is written when it holds this many events ...
+    pub batch_max_events: usize,
+    /// ... or when this much time has passed since the last write.
+    pub flush_interval_ms: u64,
+    /// Batches that cannot reach the store are journaled here and replayed.
+    pub journal_dir: PathBuf,
+    /// Keep client IPs in raw clicks (off by default: only a keyed visitor hash is stored).
+    pub store_raw_ip: bool,
+    /// When raw IPs are kept, truncate them to /24 (IPv4) and /48 (IPv6).
+    pub truncate_ip: bool,
+    /// Trusted load-balancer header with the client's country (e.g. `CF-IPCountry`).
+    pub country_header: Option<String>,
+    /// MaxMind-format country database, used when no country header is configured.
+    pub geoip_db: Option<PathBuf>,
+    /// Key for the visitor hash (IP + UA + daily salt). Generated and kept in the data
+    /// directory when absent.
+    pub visitor_hash_key: Option<Secret>,
+}
+
+impl Default for ClickSettings {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 65_536,
+            batch_max_events: 5_000,
+            flush_interval_ms: 100,
+            journal_dir: PathBuf::from("data/journal"),
+            store_raw_ip: false,
+            truncate_ip: true,
+            country_header: None,
+            geoip_db: None,
+            visitor_hash_key: None,
+        }
+    }
+}
+
+/// JWT access tokens and refresh tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// HMAC key for access tokens (at least 32 bytes). Generated and kept in the data directory
+    /// when absent, so a single node needs no setup; set it for more than one admin node.
+    pub jwt_secret: Option<Secret>,
+    /// `kid` header of the current key, for rotation.
+    pub jwt_key_id: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    /// Clock skew tolerated when checking exp/nbf; at most 5 s.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_key_id: "k1".to_owned(),
+            jwt_issuer: "linkgate".to_owned(),
+            jwt_audience: "linkgate-api".to_owned(),
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            leeway_secs: 5,
+        }
+    }
+}
+
+/// Request rate limits (GCRA); each is a count per minute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitSettings {
+    /// Link creations per user.
+    pub create_per_minute: u32,
+    /// Login and signup attempts per client IP.
+    pub login_per_minute: u32,
+    /// Requests for unknown codes per client IP at the proxy (code enumeration).
+    pub unknown_code_per_minute: u32,
+    /// Password attempts per client IP on protected links.
+    pub password_per_minute: u32,
+    /// All proxy requests per client IP; 0 disables the limit.
+    pub proxy_per_minute: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            create_per_minute: 60,
+            login_per_minute: 10,
+            unknown_code_per_minute: 60,
+            password_per_minute: 10,
+            proxy_per_minute: 0,
+        }
+    }
+}
+
+/// Short links as users see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinkSettings {
+    /// Base of every short URL handed out, e.g. `https://sho.rt`.
+    pub public_base_url: String,
+    /// Extra host names the proxy answers for (custom domains). The host of
+    /// `public_base_url` is always included.
+    pub domains: Vec<String>,
+    /// Length of generated codes (base62); at least 7 so codes cannot be enumerated cheaply.
+    pub code_length: usize,
+    /// Redirect status used when a link does not set its own: 301, 302, 307 or 308.
+    pub default_redirect_status: u16,
+    /// Hosts of other URL shorteners; links to them are refused (chains hide destinations).
+    pub blocked_shorteners: Vec<String>,
+    /// Refuse targets whose host is an IP literal in a private, loopback or link-local range.
+    pub refuse_private_targets: bool,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        Self {
+            public_base_url: "http://localhost:8080".to_owned(),
+            domains: Vec::new(),
+            code_length: 7,
+            default_redirect_status: 302,
+            blocked_shorteners: ["bit.ly", "tinyurl.com", "t.co", "goo.gl", "ow.ly", "is.gd"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            refuse_private_targets: true,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogSettings {
+    /// A `tracing` filter such as `info` or `linkgate_proxy=debug,info`.
+    pub filter: String,
+    /// JSON lines instead of human-readable text.
+    pub json: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            json: false,
+        }
+    }
+}
+
+/// Which database the store URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Embedded SQLite file at this path.
+    Sqlite(PathBuf),
+    /// A MySQL or MariaDB server.
+    Mysql,
+}
+
+impl StoreSettings {
+    /// The backend named by `url`; `None` when the scheme is neither `sqlite://` nor `mysql://`.
+    pub fn kind(&self) -> Option<StoreKind> {
+        let url = self.url.expose();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            Some(StoreKind::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("mysql://") {
+            Some(StoreKind::Mysql)
+        } else {
+            None
+        }
+    }
+}
+
+impl LinkSettings {
+    /// Every host name the service answers for, lower-cased, without port: the public base
+    /// URL's host plus `domains`. Targets on these hosts would redirect in a loop.
+    pub fn own_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = url::Url::parse(&self.public_base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .into_iter()
+            .collect();
+        for domain in &self.domains {
+            let host = domain.split(':').next().unwrap_or(domain).to_ascii_lowercase();
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+        hosts
+    }
+}
