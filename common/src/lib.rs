@@ -1,1 +1,3 @@
-//! placeholder
+//! linkgate's shared core: domain types and storage. Knows nothing of HTTP servers.
+
+pub mod domain;

@@ -1,0 +1,89 @@
+//! Identifiers. Database ids are newtypes so a user id can never be passed as a link id.
+
+use std::fmt;
+
+macro_rules! db_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+db_id!(
+    /// A user's row id.
+    UserId
+);
+db_id!(
+    /// A link's row id; stable across edits, so click rows and aggregates key on it.
+    LinkId
+);
+db_id!(
+    /// An API key's row id.
+    ApiKeyId
+);
+
+/// A click's 128-bit id: a UUIDv7, so ids are unique without coordination and sort by time,
+/// which keeps the raw-click primary key append-only in InnoDB's clustered index.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClickId(pub u128);
+
+impl ClickId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7().as_u128())
+    }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        <[u8; 16]>::try_from(bytes).ok().map(|b| Self(u128::from_be_bytes(b)))
+    }
+}
+
+impl Default for ClickId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for ClickId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClickId({})", uuid::Uuid::from_u128(self.0))
+    }
+}
+
+impl fmt::Display for ClickId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        uuid::Uuid::from_u128(self.0).fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn click_ids_are_unique_and_round_trip_through_bytes() {
+        let a = ClickId::new();
+        let b = ClickId::new();
+        assert_ne!(a, b);
+        assert_eq!(ClickId::from_bytes(&a.to_bytes()), Some(a));
+        assert_eq!(ClickId::from_bytes(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn click_ids_sort_by_creation_time() {
+        let first = ClickId::new();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(ClickId::new() > first);
+    }
+}
