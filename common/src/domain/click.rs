@@ -128,8 +128,18 @@ pub struct ClickBatch {
     pub clicks: Vec<StoredClick>,
     pub hourly: Vec<HourlyDelta>,
     pub breakdowns: Vec<BreakdownDelta>,
+    /// Distinct (link, hour, visitor) triples seen in the batch, for exact unique counts.
+    pub visitors: Vec<VisitorHour>,
     /// Per-link increments of `links.clicks`.
     pub link_totals: Vec<(LinkId, u64)>,
+}
+
+/// A visitor seen on a link in a UTC hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VisitorHour {
+    pub link_id: LinkId,
+    pub hour: Timestamp,
+    pub visitor: u64,
 }
 
 /// What writing a batch did.
