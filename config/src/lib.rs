@@ -4,11 +4,13 @@
 //! then `LINKGATE__SECTION__KEY` environment variables. Every invalid key is reported in one
 //! message; secrets are wrapped so they never print.
 
+mod cli;
 mod load;
 mod secret;
 mod settings;
 mod validate;
 
+pub use cli::load_or_exit_code;
 pub use load::{CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, EXIT_INVALID_CONFIG};
 pub use secret::{Secret, SecretUrl};
 pub use settings::{

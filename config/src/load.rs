@@ -17,7 +17,7 @@ use crate::validate::validate;
 pub const ENV_PREFIX: &str = "LINKGATE__";
 /// Environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_FILE_ENV: &str = "LINKGATE_CONFIG";
-/// Exit status for an invalid configuration (EX_USAGE in sysexits.h).
+/// Exit status for an invalid configuration (`EX_USAGE` in `sysexits.h`).
 pub const EXIT_INVALID_CONFIG: i32 = 64;
 
 /// Key names whose values must never appear in an error message.
@@ -32,7 +32,10 @@ const SECRET_KEYS: &[&str] = &[
 #[derive(Debug)]
 pub enum ConfigError {
     /// The configuration file could not be read.
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// One or more settings are invalid.
     Invalid(Vec<String>),
 }
@@ -41,7 +44,11 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Read { path, error } => {
-                write!(f, "cannot read configuration file {}: {error}", path.display())
+                write!(
+                    f,
+                    "cannot read configuration file {}: {error}",
+                    path.display()
+                )
             }
             Self::Invalid(problems) => {
                 write!(f, "invalid configuration ({} problem", problems.len())?;
@@ -95,7 +102,14 @@ impl Settings {
             .collect();
         vars.sort();
         for (name, value) in vars {
-            apply_env(&mut tree, &defaults, &name, &value, &mut origins, &mut problems);
+            apply_env(
+                &mut tree,
+                &defaults,
+                &name,
+                &value,
+                &mut origins,
+                &mut problems,
+            );
         }
 
         let settings = deserialize_collecting(tree, &origins, &mut problems);
@@ -165,7 +179,10 @@ fn apply_env(
         section.insert(path[1].clone(), value);
         origins.insert(path.join("."), name.to_owned());
     } else {
-        problems.push(format!("{name}: [{}] in the file is not a section", path[0]));
+        problems.push(format!(
+            "{name}: [{}] in the file is not a section",
+            path[0]
+        ));
     }
 }
 
@@ -297,7 +314,10 @@ mod tests {
             env(&[
                 ("LINKGATE__STORE__URL", "mysql://u:p@127.0.0.1:3306/lg"),
                 ("LINKGATE__CLICKS__STORE_RAW_IP", "true"),
-                ("LINKGATE__PROXY__TRUSTED_PROXIES", "10.0.0.0/8, 192.168.0.0/16"),
+                (
+                    "LINKGATE__PROXY__TRUSTED_PROXIES",
+                    "10.0.0.0/8, 192.168.0.0/16",
+                ),
                 ("UNRELATED", "x"),
             ]),
         )
@@ -312,7 +332,10 @@ mod tests {
     fn an_optional_secret_can_be_set_from_the_environment() {
         let settings = Settings::load_from(
             None,
-            env(&[("LINKGATE__AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef")]),
+            env(&[(
+                "LINKGATE__AUTH__JWT_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            )]),
         )
         .expect("valid");
         assert_eq!(

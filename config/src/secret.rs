@@ -121,7 +121,10 @@ mod tests {
         let shown = format!("{u:?} {u}");
         assert!(!shown.contains("pa55word"), "{shown}");
         assert!(shown.contains("127.0.0.1:3306/linkgate"));
-        assert_eq!(u.expose(), "mysql://linkgate:pa55word@127.0.0.1:3306/linkgate");
+        assert_eq!(
+            u.expose(),
+            "mysql://linkgate:pa55word@127.0.0.1:3306/linkgate"
+        );
     }
 
     #[test]

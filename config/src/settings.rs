@@ -1,6 +1,6 @@
 //! The settings model shared by both services.
 //!
-//! Every field has a default that needs no file and no external service: SQLite in `./data`,
+//! Every field has a default that needs no file and no external service: `SQLite` in `./data`,
 //! no Redis, listeners on loopback-friendly ports. Durations are whole milliseconds or seconds,
 //! named with their unit, so a TOML file reads unambiguously.
 
@@ -351,7 +351,11 @@ impl LinkSettings {
             .into_iter()
             .collect();
         for domain in &self.domains {
-            let host = domain.split(':').next().unwrap_or(domain).to_ascii_lowercase();
+            let host = domain
+                .split(':')
+                .next()
+                .unwrap_or(domain)
+                .to_ascii_lowercase();
             if !hosts.contains(&host) {
                 hosts.push(host);
             }

@@ -11,12 +11,22 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
 
     p.range("proxy.grace_period_secs", s.proxy.grace_period_secs, 1, 300);
     p.range("proxy.threads", s.proxy.threads, 0, 1024);
-    p.range("proxy.store_concurrency", s.proxy.store_concurrency, 1, 10_000);
+    p.range(
+        "proxy.store_concurrency",
+        s.proxy.store_concurrency,
+        1,
+        10_000,
+    );
     if s.proxy.listen == s.proxy.metrics_listen && s.proxy.listen.port() != 0 {
         p.add("proxy.metrics_listen", "must differ from proxy.listen");
     }
 
-    p.range("admin.max_body_bytes", s.admin.max_body_bytes, 1024, 64 * 1024 * 1024);
+    p.range(
+        "admin.max_body_bytes",
+        s.admin.max_body_bytes,
+        1024,
+        64 * 1024 * 1024,
+    );
     if let Some(email) = &s.admin.bootstrap_admin_email
         && !looks_like_email(email)
     {
@@ -25,14 +35,20 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
     if let Some(password) = &s.admin.bootstrap_admin_password {
         let len = password.expose().len();
         if !(8..=128).contains(&len) {
-            p.add("admin.bootstrap_admin_password", "must be 8 to 128 bytes long");
+            p.add(
+                "admin.bootstrap_admin_password",
+                "must be 8 to 128 bytes long",
+            );
         }
     }
 
     match s.store.kind() {
         None => p.add("store.url", "must start with sqlite:// or mysql://"),
         Some(StoreKind::Sqlite(path)) if path.as_os_str().is_empty() => {
-            p.add("store.url", "sqlite:// needs a file path, e.g. sqlite://data/linkgate.db");
+            p.add(
+                "store.url",
+                "sqlite:// needs a file path, e.g. sqlite://data/linkgate.db",
+            );
         }
         Some(StoreKind::Mysql) => {
             if url::Url::parse(s.store.url.expose())
@@ -54,11 +70,19 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
         let ok = url::Url::parse(url.expose())
             .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some());
         if !ok {
-            p.add("redis.url", "must be a redis:// or rediss:// URL with a host");
+            p.add(
+                "redis.url",
+                "must be a redis:// or rediss:// URL with a host",
+            );
         }
     }
     p.range("redis.timeout_ms", s.redis.timeout_ms, 1, 10_000);
-    p.range("redis.circuit_cooldown_ms", s.redis.circuit_cooldown_ms, 10, 600_000);
+    p.range(
+        "redis.circuit_cooldown_ms",
+        s.redis.circuit_cooldown_ms,
+        10,
+        600_000,
+    );
     if s.redis.key_prefix.len() > 32 || s.redis.key_prefix.contains(['{', '}', ' ']) {
         p.add(
             "redis.key_prefix",
@@ -66,16 +90,41 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
         );
     }
 
-    p.range("cache.l1_max_bytes", s.cache.l1_max_bytes, 1024 * 1024, 1 << 40);
+    p.range(
+        "cache.l1_max_bytes",
+        s.cache.l1_max_bytes,
+        1024 * 1024,
+        1 << 40,
+    );
     p.range("cache.l1_ttl_secs", s.cache.l1_ttl_secs, 1, 86_400);
     p.range("cache.l2_ttl_secs", s.cache.l2_ttl_secs, 1, 30 * 86_400);
-    p.range("cache.negative_ttl_secs", s.cache.negative_ttl_secs, 1, 3600);
+    p.range(
+        "cache.negative_ttl_secs",
+        s.cache.negative_ttl_secs,
+        1,
+        3600,
+    );
     // Changes must reach every proxy within 1 s, so the poll interval has to stay well below.
     p.range("cache.change_poll_ms", s.cache.change_poll_ms, 50, 500);
 
-    p.range("clicks.queue_capacity", s.clicks.queue_capacity, 16, 1 << 24);
-    p.range("clicks.batch_max_events", s.clicks.batch_max_events, 1, 100_000);
-    p.range("clicks.flush_interval_ms", s.clicks.flush_interval_ms, 1, 10_000);
+    p.range(
+        "clicks.queue_capacity",
+        s.clicks.queue_capacity,
+        16,
+        1 << 24,
+    );
+    p.range(
+        "clicks.batch_max_events",
+        s.clicks.batch_max_events,
+        1,
+        100_000,
+    );
+    p.range(
+        "clicks.flush_interval_ms",
+        s.clicks.flush_interval_ms,
+        1,
+        10_000,
+    );
     if let Some(header) = &s.clicks.country_header
         && (header.is_empty() || !header.bytes().all(is_header_name_byte))
     {
@@ -98,9 +147,14 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
     let kid = &s.auth.jwt_key_id;
     if kid.is_empty()
         || kid.len() > 64
-        || !kid.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        || !kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     {
-        p.add("auth.jwt_key_id", "must be 1-64 characters of A-Z a-z 0-9 . _ -");
+        p.add(
+            "auth.jwt_key_id",
+            "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+        );
     }
     if s.auth.jwt_issuer.trim().is_empty() {
         p.add("auth.jwt_issuer", "must not be empty");
@@ -109,14 +163,44 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
         p.add("auth.jwt_audience", "must not be empty");
     }
     p.range("auth.access_ttl_secs", s.auth.access_ttl_secs, 60, 86_400);
-    p.range("auth.refresh_ttl_secs", s.auth.refresh_ttl_secs, 3600, 365 * 86_400);
+    p.range(
+        "auth.refresh_ttl_secs",
+        s.auth.refresh_ttl_secs,
+        3600,
+        365 * 86_400,
+    );
     p.range("auth.leeway_secs", s.auth.leeway_secs, 0, 5);
 
-    p.range("limits.create_per_minute", s.limits.create_per_minute, 1, 1_000_000);
-    p.range("limits.login_per_minute", s.limits.login_per_minute, 1, 1_000_000);
-    p.range("limits.unknown_code_per_minute", s.limits.unknown_code_per_minute, 1, 1_000_000);
-    p.range("limits.password_per_minute", s.limits.password_per_minute, 1, 1_000_000);
-    p.range("limits.proxy_per_minute", s.limits.proxy_per_minute, 0, 100_000_000);
+    p.range(
+        "limits.create_per_minute",
+        s.limits.create_per_minute,
+        1,
+        1_000_000,
+    );
+    p.range(
+        "limits.login_per_minute",
+        s.limits.login_per_minute,
+        1,
+        1_000_000,
+    );
+    p.range(
+        "limits.unknown_code_per_minute",
+        s.limits.unknown_code_per_minute,
+        1,
+        1_000_000,
+    );
+    p.range(
+        "limits.password_per_minute",
+        s.limits.password_per_minute,
+        1,
+        1_000_000,
+    );
+    p.range(
+        "limits.proxy_per_minute",
+        s.limits.proxy_per_minute,
+        0,
+        100_000_000,
+    );
 
     match url::Url::parse(&s.links.public_base_url) {
         Ok(u)
@@ -138,13 +222,19 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
     }
     for host in &s.links.blocked_shorteners {
         if !is_host_and_port(host) {
-            p.add("links.blocked_shorteners", &format!("{host:?} is not a host name"));
+            p.add(
+                "links.blocked_shorteners",
+                &format!("{host:?} is not a host name"),
+            );
         }
     }
     // Below 7 base62 characters (3.5e12 codes) guessing live codes becomes practical.
     p.range("links.code_length", s.links.code_length, 7, 64);
     if !matches!(s.links.default_redirect_status, 301 | 302 | 307 | 308) {
-        p.add("links.default_redirect_status", "must be 301, 302, 307 or 308");
+        p.add(
+            "links.default_redirect_status",
+            "must be 301, 302, 307 or 308",
+        );
     }
 
     if s.log.filter.trim().is_empty() {
@@ -190,7 +280,9 @@ fn is_host_and_port(s: &str) -> bool {
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });

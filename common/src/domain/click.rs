@@ -92,7 +92,13 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Self; 5] = [Self::Referrer, Self::Country, Self::Device, Self::Browser, Self::Os];
+    pub const ALL: [Self; 5] = [
+        Self::Referrer,
+        Self::Country,
+        Self::Device,
+        Self::Browser,
+        Self::Os,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -45,7 +45,9 @@ impl ClickId {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        <[u8; 16]>::try_from(bytes).ok().map(|b| Self(u128::from_be_bytes(b)))
+        <[u8; 16]>::try_from(bytes)
+            .ok()
+            .map(|b| Self(u128::from_be_bytes(b)))
     }
 }
 

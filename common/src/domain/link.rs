@@ -101,7 +101,9 @@ impl LinkDomain {
             && host.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
         if host_ok && port_ok {
@@ -146,7 +148,11 @@ impl Tag {
             && lower
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.:".contains(&b));
-        if ok { Ok(Self(lower)) } else { Err(LinkFieldError::Tag) }
+        if ok {
+            Ok(Self(lower))
+        } else {
+            Err(LinkFieldError::Tag)
+        }
     }
 
     /// Parses, de-duplicates and sorts a list of tags.
@@ -324,7 +330,10 @@ mod tests {
     #[test]
     fn redirect_statuses_are_the_four_redirect_codes() {
         for code in [301, 302, 307, 308] {
-            assert_eq!(RedirectStatus::from_code(code).map(RedirectStatus::code), Some(code));
+            assert_eq!(
+                RedirectStatus::from_code(code).map(RedirectStatus::code),
+                Some(code)
+            );
         }
         for code in [200, 300, 303, 304, 399, 0] {
             assert_eq!(RedirectStatus::from_code(code), None);
@@ -334,9 +343,20 @@ mod tests {
     #[test]
     fn domains_are_lower_cased_and_validated() {
         assert_eq!(LinkDomain::parse("Sho.RT").unwrap().as_str(), "sho.rt");
-        assert_eq!(LinkDomain::parse("localhost:8080").unwrap().as_str(), "localhost:8080");
+        assert_eq!(
+            LinkDomain::parse("localhost:8080").unwrap().as_str(),
+            "localhost:8080"
+        );
         assert_eq!(LinkDomain::parse("sho.rt.").unwrap().as_str(), "sho.rt");
-        for bad in ["", "a b", "x:99999", "x:0", "evil.com/\r\n", "a..b", "ex_ample.com"] {
+        for bad in [
+            "",
+            "a b",
+            "x:99999",
+            "x:0",
+            "evil.com/\r\n",
+            "a..b",
+            "ex_ample.com",
+        ] {
             assert!(LinkDomain::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -344,7 +364,10 @@ mod tests {
     #[test]
     fn tags_are_folded_deduplicated_and_bounded() {
         let tags = Tag::parse_list(&["Promo", "promo", "q4:2026"]).unwrap();
-        assert_eq!(tags.iter().map(Tag::as_str).collect::<Vec<_>>(), ["promo", "q4:2026"]);
+        assert_eq!(
+            tags.iter().map(Tag::as_str).collect::<Vec<_>>(),
+            ["promo", "q4:2026"]
+        );
         assert_eq!(Tag::parse("has space"), Err(LinkFieldError::Tag));
         assert_eq!(Tag::parse(""), Err(LinkFieldError::Tag));
         assert_eq!(Tag::parse(&"x".repeat(33)), Err(LinkFieldError::Tag));
@@ -363,7 +386,10 @@ mod tests {
     #[test]
     fn an_empty_patch_is_recognised() {
         assert!(LinkPatch::default().is_empty());
-        let patch = LinkPatch { forward_query: Some(true), ..LinkPatch::default() };
+        let patch = LinkPatch {
+            forward_query: Some(true),
+            ..LinkPatch::default()
+        };
         assert!(!patch.is_empty());
     }
 }

@@ -16,10 +16,39 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 /// Paths the service itself answers (or may one day); a code must not shadow them. Compared
 /// case-insensitively, so `/API` cannot be taken either.
 pub const RESERVED_CODES: &[&str] = &[
-    "about", "account", "admin", "api", "app", "assets", "auth", "dashboard", "docs", "favicon",
-    "health", "healthz", "help", "livez", "login", "logout", "me", "metrics", "openapi", "public",
-    "qr", "readyz", "register", "robots", "settings", "signin", "signup", "static", "status",
-    "support", "ui", "well-known", "www",
+    "about",
+    "account",
+    "admin",
+    "api",
+    "app",
+    "assets",
+    "auth",
+    "dashboard",
+    "docs",
+    "favicon",
+    "health",
+    "healthz",
+    "help",
+    "livez",
+    "login",
+    "logout",
+    "me",
+    "metrics",
+    "openapi",
+    "public",
+    "qr",
+    "readyz",
+    "register",
+    "robots",
+    "settings",
+    "signin",
+    "signup",
+    "static",
+    "status",
+    "support",
+    "ui",
+    "well-known",
+    "www",
 ];
 
 /// A short code: case-sensitive, `[A-Za-z0-9_-]`, not a reserved word.
@@ -61,7 +90,7 @@ impl ShortCode {
         Ok(Self(input.to_owned()))
     }
 
-    /// A fresh code of `len` base62 characters from the thread-local CSPRNG (ChaCha, seeded
+    /// A fresh code of `len` base62 characters from the thread-local CSPRNG (`ChaCha`, seeded
     /// from the OS). Collisions are handled by the caller retrying the insert.
     pub fn generate(len: usize) -> Self {
         let len = len.clamp(1, MAX_CODE_LEN);
@@ -126,14 +155,20 @@ mod tests {
 
     #[test]
     fn codes_are_case_sensitive() {
-        assert_ne!(ShortCode::parse("Abc").unwrap(), ShortCode::parse("abc").unwrap());
+        assert_ne!(
+            ShortCode::parse("Abc").unwrap(),
+            ShortCode::parse("abc").unwrap()
+        );
     }
 
     #[test]
     fn a_custom_code_outside_the_length_bounds_is_rejected() {
         assert_eq!(ShortCode::parse("ab"), Err(ShortCodeError::Length));
         assert_eq!(ShortCode::parse(""), Err(ShortCodeError::Length));
-        assert_eq!(ShortCode::parse(&"x".repeat(65)), Err(ShortCodeError::Length));
+        assert_eq!(
+            ShortCode::parse(&"x".repeat(65)),
+            Err(ShortCodeError::Length)
+        );
     }
 
     #[test]
@@ -142,14 +177,23 @@ mod tests {
             "a b", "a/b", "a.b", "a%20", "ab\r\n", "ab\0", "émoji", "a+b", "../x", "ab?", "a#b",
             "café", "аbc",
         ] {
-            assert_eq!(ShortCode::parse(code), Err(ShortCodeError::Characters), "{code:?}");
+            assert_eq!(
+                ShortCode::parse(code),
+                Err(ShortCodeError::Characters),
+                "{code:?}"
+            );
         }
     }
 
     #[test]
     fn reserved_words_are_rejected_in_any_case() {
-        for code in ["api", "API", "healthz", "ReadyZ", "metrics", "static", "assets", "admin", "login"] {
-            assert!(matches!(ShortCode::parse(code), Err(ShortCodeError::Reserved(_))), "{code}");
+        for code in [
+            "api", "API", "healthz", "ReadyZ", "metrics", "static", "assets", "admin", "login",
+        ] {
+            assert!(
+                matches!(ShortCode::parse(code), Err(ShortCodeError::Reserved(_))),
+                "{code}"
+            );
         }
     }
 

@@ -64,7 +64,11 @@ impl TargetUrl {
         match host {
             Host::Domain(name) => {
                 let name = name.trim_end_matches('.');
-                if policy.own_hosts.iter().any(|own| own.eq_ignore_ascii_case(name)) {
+                if policy
+                    .own_hosts
+                    .iter()
+                    .any(|own| own.eq_ignore_ascii_case(name))
+                {
                     return Err(TargetUrlError::OwnDomain);
                 }
                 if policy
@@ -109,7 +113,10 @@ impl TargetUrl {
     pub fn host(&self) -> &str {
         // Validated at construction: an http(s) URL always has an authority.
         let after_scheme = self.0.split_once("://").map_or("", |(_, rest)| rest);
-        let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or_default();
+        let authority = after_scheme
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default();
         if let Some(v6) = authority.strip_prefix('[') {
             return v6.split(']').next().unwrap_or_default();
         }
@@ -229,9 +236,17 @@ fn host_is_or_under(host: &str, domain: &str) -> bool {
 fn is_local_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     !lower.contains('.')
-        || ["localhost", "local", "internal", "localdomain", "home.arpa", "intranet", "lan"]
-            .iter()
-            .any(|suffix| host_is_or_under(&lower, suffix))
+        || [
+            "localhost",
+            "local",
+            "internal",
+            "localdomain",
+            "home.arpa",
+            "intranet",
+            "lan",
+        ]
+        .iter()
+        .any(|suffix| host_is_or_under(&lower, suffix))
 }
 
 /// True for addresses reachable on the public internet.
@@ -301,17 +316,29 @@ mod tests {
     #[test]
     fn ordinary_http_and_https_urls_are_accepted_and_normalised() {
         assert_eq!(ok("https://example.com"), "https://example.com/");
-        assert_eq!(ok("HTTPS://EXAMPLE.com/Path?q=1#frag"), "https://example.com/Path?q=1#frag");
-        assert_eq!(ok("http://example.com:8080/a b"), "http://example.com:8080/a%20b");
+        assert_eq!(
+            ok("HTTPS://EXAMPLE.com/Path?q=1#frag"),
+            "https://example.com/Path?q=1#frag"
+        );
+        assert_eq!(
+            ok("http://example.com:8080/a b"),
+            "http://example.com:8080/a%20b"
+        );
         assert_eq!(ok("  https://example.com/x  "), "https://example.com/x");
         assert_eq!(ok("https://example.com:443/"), "https://example.com/");
         assert_eq!(ok("https://8.8.8.8/dns"), "https://8.8.8.8/dns");
-        assert_eq!(ok("https://example.com/%2F%41"), "https://example.com/%2F%41");
+        assert_eq!(
+            ok("https://example.com/%2F%41"),
+            "https://example.com/%2F%41"
+        );
     }
 
     #[test]
     fn idn_hosts_are_kept_as_punycode() {
-        assert_eq!(ok("https://bücher.example/"), "https://xn--bcher-kva.example/");
+        assert_eq!(
+            ok("https://bücher.example/"),
+            "https://xn--bcher-kva.example/"
+        );
         // Cyrillic "а" in a look-alike of apple.com stays visibly different.
         assert_eq!(ok("https://аpple.com/"), "https://xn--pple-43d.com/");
         assert_eq!(ok("https://пример.рф/"), "https://xn--e1afmkfd.xn--p1ai/");
@@ -388,7 +415,11 @@ mod tests {
             "https://example.com/\u{00A0}x",
             "https://example.com/\u{2066}x",
         ] {
-            assert_eq!(refused(input), TargetUrlError::ControlCharacter, "{input:?}");
+            assert_eq!(
+                refused(input),
+                TargetUrlError::ControlCharacter,
+                "{input:?}"
+            );
         }
     }
 
@@ -404,7 +435,11 @@ mod tests {
             "https://example.com/%1B",
             "https://example.com/%09tab",
         ] {
-            assert_eq!(refused(input), TargetUrlError::EncodedControlCharacter, "{input:?}");
+            assert_eq!(
+                refused(input),
+                TargetUrlError::EncodedControlCharacter,
+                "{input:?}"
+            );
         }
         // An encoded percent sign is data, not a control character.
         assert_eq!(ok("https://example.com/%250d"), "https://example.com/%250d");
@@ -421,7 +456,10 @@ mod tests {
         ] {
             let err = refused(input);
             assert!(
-                matches!(err, TargetUrlError::Credentials | TargetUrlError::PrivateAddress),
+                matches!(
+                    err,
+                    TargetUrlError::Credentials | TargetUrlError::PrivateAddress
+                ),
                 "{input:?}: {err:?}"
             );
         }
@@ -432,7 +470,10 @@ mod tests {
         let base = "https://example.com/";
         let fits = format!("{base}{}", "a".repeat(MAX_TARGET_URL_BYTES - base.len()));
         assert_eq!(ok(&fits).len(), MAX_TARGET_URL_BYTES);
-        let over = format!("{base}{}", "a".repeat(MAX_TARGET_URL_BYTES - base.len() + 1));
+        let over = format!(
+            "{base}{}",
+            "a".repeat(MAX_TARGET_URL_BYTES - base.len() + 1)
+        );
         assert_eq!(refused(&over), TargetUrlError::TooLong);
         // Spaces become %20 and triple in size: the limit applies to the normalised form.
         let grows = format!("{base}{}", " x".repeat(700));
@@ -459,7 +500,10 @@ mod tests {
     #[test]
     fn other_shorteners_are_rejected() {
         assert_eq!(refused("https://bit.ly/abc"), TargetUrlError::Shortener);
-        assert_eq!(refused("https://www.TinyURL.com/abc"), TargetUrlError::Shortener);
+        assert_eq!(
+            refused("https://www.TinyURL.com/abc"),
+            TargetUrlError::Shortener
+        );
         ok("https://notbit.ly/abc");
     }
 
@@ -499,9 +543,18 @@ mod tests {
         assert_eq!(refused(""), TargetUrlError::Empty);
         assert_eq!(refused("   "), TargetUrlError::Empty);
         assert!(matches!(refused("https://"), TargetUrlError::Malformed(_)));
-        assert!(matches!(refused("http://[::1"), TargetUrlError::Malformed(_)));
-        assert!(matches!(refused("https://exa mple.com/"), TargetUrlError::Malformed(_)));
-        assert!(matches!(refused("https://a<b.com/"), TargetUrlError::Malformed(_)));
+        assert!(matches!(
+            refused("http://[::1"),
+            TargetUrlError::Malformed(_)
+        ));
+        assert!(matches!(
+            refused("https://exa mple.com/"),
+            TargetUrlError::Malformed(_)
+        ));
+        assert!(matches!(
+            refused("https://a<b.com/"),
+            TargetUrlError::Malformed(_)
+        ));
     }
 
     #[test]
@@ -514,8 +567,18 @@ mod tests {
     #[test]
     fn the_host_accessor_handles_ports_and_ipv6() {
         let p = TargetPolicy::default();
-        assert_eq!(TargetUrl::parse("https://a.example:8443/x", &p).unwrap().host(), "a.example");
-        assert_eq!(TargetUrl::parse("https://[2001:4860::1]:80/", &p).unwrap().host(), "2001:4860::1");
+        assert_eq!(
+            TargetUrl::parse("https://a.example:8443/x", &p)
+                .unwrap()
+                .host(),
+            "a.example"
+        );
+        assert_eq!(
+            TargetUrl::parse("https://[2001:4860::1]:80/", &p)
+                .unwrap()
+                .host(),
+            "2001:4860::1"
+        );
     }
 
     proptest! {
@@ -529,7 +592,7 @@ mod tests {
             fragment in prop::option::of("[a-zA-Z0-9 #/]{0,10}"),
         ) {
             let mut input = format!("{scheme}://{host}");
-            if let Some(port) = port { input.push_str(&format!(":{port}")); }
+            if let Some(port) = port { input = format!("{input}:{port}"); }
             input.push_str(&path);
             if let Some(q) = query { input.push('?'); input.push_str(&q); }
             if let Some(f) = fragment { input.push('#'); input.push_str(&f); }

@@ -32,11 +32,13 @@ impl Timestamp {
     }
 
     /// Start of the UTC hour containing this instant.
+    #[must_use]
     pub const fn hour_start(self) -> Self {
         Self(self.0.div_euclid(Self::MILLIS_PER_HOUR) * Self::MILLIS_PER_HOUR)
     }
 
     /// Start of the UTC day containing this instant.
+    #[must_use]
     pub const fn day_start(self) -> Self {
         Self(self.0.div_euclid(Self::MILLIS_PER_DAY) * Self::MILLIS_PER_DAY)
     }
@@ -107,7 +109,10 @@ mod tests {
         assert_eq!(t.hour_start().to_rfc3339(), "2026-11-27T13:00:00Z");
         assert_eq!(t.day_start().to_rfc3339(), "2026-11-27T00:00:00Z");
         let before_epoch = Timestamp::from_millis(-1);
-        assert_eq!(before_epoch.hour_start().as_millis(), -Timestamp::MILLIS_PER_HOUR);
+        assert_eq!(
+            before_epoch.hour_start().as_millis(),
+            -Timestamp::MILLIS_PER_HOUR
+        );
     }
 
     #[test]

@@ -163,9 +163,22 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_junk_is_refused() {
-        assert_eq!(Email::parse("  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
-        for bad in ["", "ann", "ann@", "@example.com", "ann@example", "a b@example.com",
-            "ann@@example.com", "ann@example.com.", "ann@.example.com", "a\r\n@example.com"] {
+        assert_eq!(
+            Email::parse("  Ann@Example.COM ").unwrap().as_str(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a b@example.com",
+            "ann@@example.com",
+            "ann@example.com.",
+            "ann@.example.com",
+            "a\r\n@example.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
     }

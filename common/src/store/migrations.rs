@@ -58,7 +58,10 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1, "{}", m.name);
         }
-        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(LATEST_SCHEMA_VERSION));
+        assert_eq!(
+            MIGRATIONS.last().map(|m| m.version),
+            Some(LATEST_SCHEMA_VERSION)
+        );
     }
 
     #[test]
@@ -83,7 +86,10 @@ mod tests {
         let sql = "-- c\nCREATE TABLE a (\n x INT\n);\n\nCREATE INDEX i ON a (x);\n";
         assert_eq!(
             statements(sql),
-            vec!["CREATE TABLE a (\n x INT\n)".to_owned(), "CREATE INDEX i ON a (x)".to_owned()]
+            vec![
+                "CREATE TABLE a (\n x INT\n)".to_owned(),
+                "CREATE INDEX i ON a (x)".to_owned()
+            ]
         );
     }
 }

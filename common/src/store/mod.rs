@@ -7,8 +7,8 @@
 //! (`common/tests/store`). Split into sub-traits by concern; `Store` is all of them.
 
 pub mod mysql;
-pub mod sqlite;
 pub(crate) mod sql;
+pub mod sqlite;
 
 mod migrations;
 
@@ -80,7 +80,10 @@ pub trait SchemaStore: Send + Sync {
         if found == LATEST_SCHEMA_VERSION {
             Ok(())
         } else {
-            Err(StoreError::SchemaVersion { found, expected: LATEST_SCHEMA_VERSION })
+            Err(StoreError::SchemaVersion {
+                found,
+                expected: LATEST_SCHEMA_VERSION,
+            })
         }
     }
     /// A trivial round-trip, for readiness checks.
@@ -107,8 +110,11 @@ pub trait UserStore: Send + Sync {
         now: Timestamp,
     ) -> StoreResult<RotateOutcome>;
     /// Revokes the family of `presented` (logout). Returns whether the token was known.
-    async fn revoke_refresh_family(&self, presented: &TokenHash, now: Timestamp)
-    -> StoreResult<bool>;
+    async fn revoke_refresh_family(
+        &self,
+        presented: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     async fn revoke_user_refresh_tokens(&self, user: UserId, now: Timestamp) -> StoreResult<()>;
 
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKey>;
@@ -129,8 +135,11 @@ pub trait LinkStore: Send + Sync {
     /// code never comes back to point somewhere else).
     async fn create_link(&self, link: &NewLink) -> StoreResult<Link>;
     /// The link on `domain` with `code`, deleted or not (the caller decides what to show).
-    async fn link_by_code(&self, domain: &LinkDomain, code: &ShortCode)
-    -> StoreResult<Option<Link>>;
+    async fn link_by_code(
+        &self,
+        domain: &LinkDomain,
+        code: &ShortCode,
+    ) -> StoreResult<Option<Link>>;
     async fn link_by_id(&self, id: LinkId) -> StoreResult<Option<Link>>;
     /// Applies `patch`; `NotFound` for an unknown or deleted link.
     async fn update_link(&self, id: LinkId, patch: &LinkPatch) -> StoreResult<Link>;
@@ -165,8 +174,12 @@ pub trait ClickStore: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<(String, u64)>>;
     /// Exact distinct visitors over the hours in `[from, to)`.
-    async fn unique_visitors(&self, link: LinkId, from: Timestamp, to: Timestamp)
-    -> StoreResult<u64>;
+    async fn unique_visitors(
+        &self,
+        link: LinkId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<u64>;
     /// Raw click rows kept for a link (tests and audits; analytics never scan raw clicks).
     async fn raw_click_count(&self, link: LinkId) -> StoreResult<u64>;
     /// Deletes raw clicks older than `before`, at most `limit` rows; returns how many.
@@ -193,7 +206,10 @@ pub trait AdminStore: Send + Sync {
 }
 
 /// Everything linkgate persists.
-pub trait Store: SchemaStore + UserStore + LinkStore + ClickStore + AdminStore + std::fmt::Debug {}
+pub trait Store:
+    SchemaStore + UserStore + LinkStore + ClickStore + AdminStore + std::fmt::Debug
+{
+}
 
 impl<T> Store for T where
     T: SchemaStore + UserStore + LinkStore + ClickStore + AdminStore + std::fmt::Debug
@@ -220,14 +236,16 @@ pub async fn create_link_with_retry(
 }
 
 /// Opens the store named by the settings (no migration; see [`open_and_migrate`]).
-pub async fn open(settings: &StoreSettings) -> StoreResult<Arc<dyn Store>> {
+pub fn open(settings: &StoreSettings) -> StoreResult<Arc<dyn Store>> {
     match settings.kind() {
-        Some(StoreKind::Sqlite(path)) => {
-            Ok(Arc::new(sqlite::SqliteStore::open(&path, settings.max_connections)?))
-        }
-        Some(StoreKind::Mysql) => Ok(Arc::new(
-            mysql::MysqlStore::open(settings.url.expose(), settings.max_connections).await?,
-        )),
+        Some(StoreKind::Sqlite(path)) => Ok(Arc::new(sqlite::SqliteStore::open(
+            &path,
+            settings.max_connections,
+        )?)),
+        Some(StoreKind::Mysql) => Ok(Arc::new(mysql::MysqlStore::open(
+            settings.url.expose(),
+            settings.max_connections,
+        )?)),
         None => Err(StoreError::Backend(
             "store.url must start with sqlite:// or mysql://".to_owned(),
         )),
@@ -236,7 +254,7 @@ pub async fn open(settings: &StoreSettings) -> StoreResult<Arc<dyn Store>> {
 
 /// Opens the store and applies pending migrations (what the admin service does at start).
 pub async fn open_and_migrate(settings: &StoreSettings) -> StoreResult<Arc<dyn Store>> {
-    let store = open(settings).await?;
+    let store = open(settings)?;
     store.migrate().await?;
     Ok(store)
 }

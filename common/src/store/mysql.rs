@@ -28,7 +28,7 @@ pub type MysqlStore = SqlStore<MysqlBackend>;
 impl MysqlStore {
     /// Creates the pool; connections are opened lazily, so this succeeds even while the
     /// server is down (the first query reports `Unavailable`).
-    pub async fn open(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+    pub fn open(url: &str, max_connections: usize) -> Result<Self, StoreError> {
         let opts = Opts::from_url(url)
             .map_err(|_| StoreError::Backend("store.url is not a valid mysql:// URL".into()))?;
         let constraints = PoolConstraints::new(0, max_connections.max(1))
@@ -37,7 +37,9 @@ impl MysqlStore {
             .pool_opts(PoolOpts::default().with_constraints(constraints))
             .stmt_cache_size(128)
             .tcp_nodelay(true);
-        Ok(SqlStore::new(MysqlBackend { pool: Pool::new(opts) }))
+        Ok(SqlStore::new(MysqlBackend {
+            pool: Pool::new(opts),
+        }))
     }
 
     /// Closes every pooled connection (tests call this before dropping their database).
@@ -67,7 +69,9 @@ impl Backend for MysqlBackend {
     async fn conn(&self) -> Result<MysqlConn, StoreError> {
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.pool.get_conn())
             .await
-            .map_err(|_| StoreError::Unavailable("timed out waiting for a MySQL connection".into()))?
+            .map_err(|_| {
+                StoreError::Unavailable("timed out waiting for a MySQL connection".into())
+            })?
             .map_err(map_error)?;
         Ok(MysqlConn(conn))
     }
@@ -78,14 +82,22 @@ impl Backend for MysqlBackend {
             .await?;
         match rows.first().map(|r| r.opt_i64(0)).transpose()?.flatten() {
             Some(1) => Ok(()),
-            _ => Err(StoreError::Unavailable("could not take the migration lock".into())),
+            _ => Err(StoreError::Unavailable(
+                "could not take the migration lock".into(),
+            )),
         }
     }
 
-    async fn unlock_migrations(&self, conn: &mut MysqlConn, _success: bool) -> Result<(), StoreError> {
+    async fn unlock_migrations(
+        &self,
+        conn: &mut MysqlConn,
+        _success: bool,
+    ) -> Result<(), StoreError> {
         // MySQL DDL commits implicitly, so there is nothing to roll back: each migration is
         // written with IF NOT EXISTS so a half-applied one can be re-run.
-        conn.query("SELECT RELEASE_LOCK(?)", vec![Value::from(MIGRATION_LOCK)]).await.map(drop)
+        conn.query("SELECT RELEASE_LOCK(?)", vec![Value::from(MIGRATION_LOCK)])
+            .await
+            .map(drop)
     }
 }
 
@@ -130,7 +142,10 @@ fn from_mysql(value: mysql_async::Value) -> Result<Value, StoreError> {
 #[async_trait]
 impl Conn for MysqlConn {
     async fn exec(&mut self, sql: &str, params: Vec<Value>) -> Result<Exec, StoreError> {
-        self.0.exec_drop(sql, to_params(params)).await.map_err(map_error)?;
+        self.0
+            .exec_drop(sql, to_params(params))
+            .await
+            .map_err(map_error)?;
         Ok(Exec {
             affected: self.0.affected_rows(),
             last_insert_id: self
@@ -142,8 +157,11 @@ impl Conn for MysqlConn {
     }
 
     async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
-        let rows: Vec<mysql_async::Row> =
-            self.0.exec(sql, to_params(params)).await.map_err(map_error)?;
+        let rows: Vec<mysql_async::Row> = self
+            .0
+            .exec(sql, to_params(params))
+            .await
+            .map_err(map_error)?;
         rows.into_iter()
             .map(|row| {
                 row.unwrap()
@@ -156,7 +174,10 @@ impl Conn for MysqlConn {
     }
 
     async fn begin(&mut self) -> Result<(), StoreError> {
-        self.0.query_drop("START TRANSACTION").await.map_err(map_error)
+        self.0
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(map_error)
     }
 
     async fn commit(&mut self) -> Result<(), StoreError> {

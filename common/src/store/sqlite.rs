@@ -88,7 +88,9 @@ impl Inner {
 
 impl fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteBackend").field("path", &self.inner.path).finish_non_exhaustive()
+        f.debug_struct("SqliteBackend")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -113,7 +115,11 @@ impl Backend for SqliteBackend {
                     .map_err(|_| StoreError::Backend("sqlite connect task failed".into()))??
             }
         };
-        Ok(SqliteConn { conn: Some(conn), inner: Arc::clone(&self.inner), _permit: permit })
+        Ok(SqliteConn {
+            conn: Some(conn),
+            inner: Arc::clone(&self.inner),
+            _permit: permit,
+        })
     }
 
     async fn lock_migrations(&self, conn: &mut SqliteConn) -> Result<(), StoreError> {
@@ -122,8 +128,16 @@ impl Backend for SqliteBackend {
         conn.begin().await
     }
 
-    async fn unlock_migrations(&self, conn: &mut SqliteConn, success: bool) -> Result<(), StoreError> {
-        if success { conn.commit().await } else { conn.rollback().await }
+    async fn unlock_migrations(
+        &self,
+        conn: &mut SqliteConn,
+        success: bool,
+    ) -> Result<(), StoreError> {
+        if success {
+            conn.commit().await
+        } else {
+            conn.rollback().await
+        }
     }
 }
 
@@ -138,7 +152,9 @@ pub struct SqliteConn {
 
 impl fmt::Debug for SqliteConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteConn").field("path", &self.inner.path).finish_non_exhaustive()
+        f.debug_struct("SqliteConn")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -241,6 +257,10 @@ impl ToSql for Value {
     }
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "shaped for `.map_err(map_error)`"
+)]
 fn map_error(error: rusqlite::Error) -> StoreError {
     match &error {
         rusqlite::Error::SqliteFailure(e, message) => match e.code {

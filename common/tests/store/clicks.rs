@@ -33,20 +33,28 @@ fn batch_of(clicks: Vec<StoredClick>) -> ClickBatch {
     let mut visitors = std::collections::BTreeSet::new();
     let mut totals: BTreeMap<i64, u64> = BTreeMap::new();
     for c in &clicks {
-        let h = hourly.entry((c.link_id.0, c.at.hour_start().as_millis())).or_insert(HourlyDelta {
-            link_id: c.link_id,
-            hour: c.at.hour_start(),
-            total: 0,
-            human: 0,
-            bot: 0,
-            suspicious: 0,
-        });
+        let h = hourly
+            .entry((c.link_id.0, c.at.hour_start().as_millis()))
+            .or_insert(HourlyDelta {
+                link_id: c.link_id,
+                hour: c.at.hour_start(),
+                total: 0,
+                human: 0,
+                bot: 0,
+                suspicious: 0,
+            });
         h.total += 1;
-        if c.is_bot { h.bot += 1 } else { h.human += 1 }
+        if c.is_bot {
+            h.bot += 1;
+        } else {
+            h.human += 1;
+        }
         if c.fraud_reasons != 0 {
             h.suspicious += 1;
         }
-        *breakdowns.entry((c.link_id.0, c.at.day_start().as_millis(), c.browser.clone())).or_default() += 1;
+        *breakdowns
+            .entry((c.link_id.0, c.at.day_start().as_millis(), c.browser.clone()))
+            .or_default() += 1;
         if !c.is_bot {
             visitors.insert((c.link_id.0, c.at.hour_start().as_millis(), c.visitor));
         }
@@ -87,7 +95,11 @@ async fn link_id(store: &dyn Store, c: &str) -> LinkId {
         Some(u) => u,
         None => user(store, "owner@example.com", Role::User).await,
     };
-    store.create_link(&new_link(&owner, c, "https://example.com/")).await.unwrap().id
+    store
+        .create_link(&new_link(&owner, c, "https://example.com/"))
+        .await
+        .unwrap()
+        .id
 }
 
 pub async fn a_batch_writes_raw_clicks_and_aggregates(store: &dyn Store) {
@@ -101,25 +113,45 @@ pub async fn a_batch_writes_raw_clicks_and_aggregates(store: &dyn Store) {
     clicks[1].fraud_reasons = 0b10;
     clicks[2].browser = "curl".into();
     let batch = batch_of(clicks);
-    assert_eq!(store.write_click_batch(&batch).await, Ok(BatchOutcome::Applied { inserted: 3 }));
+    assert_eq!(
+        store.write_click_batch(&batch).await,
+        Ok(BatchOutcome::Applied { inserted: 3 })
+    );
 
     assert_eq!(store.raw_click_count(link).await, Ok(3));
-    let hours = store.hourly_counts(link, t0, t0.plus_millis(24 * HOUR)).await.unwrap();
+    let hours = store
+        .hourly_counts(link, t0, t0.plus_millis(24 * HOUR))
+        .await
+        .unwrap();
     assert_eq!(hours.len(), 2);
-    assert_eq!((hours[0].total, hours[0].human, hours[0].bot, hours[0].suspicious), (2, 2, 0, 1));
+    assert_eq!(
+        (
+            hours[0].total,
+            hours[0].human,
+            hours[0].bot,
+            hours[0].suspicious
+        ),
+        (2, 2, 0, 1)
+    );
     assert_eq!((hours[1].total, hours[1].human, hours[1].bot), (1, 0, 1));
     assert_eq!(hours[0].hour.to_rfc3339(), "2026-11-27T10:00:00Z");
     let browsers = store
         .top_breakdown(link, Dimension::Browser, t0, t0.plus_millis(24 * HOUR), 10)
         .await
         .unwrap();
-    assert_eq!(browsers, vec![("Firefox".to_owned(), 2), ("curl".to_owned(), 1)]);
+    assert_eq!(
+        browsers,
+        vec![("Firefox".to_owned(), 2), ("curl".to_owned(), 1)]
+    );
     assert_eq!(store.link_by_id(link).await.unwrap().unwrap().clicks, 3);
 
     // A second batch adds to the same hour rather than replacing it.
     let more = batch_of(vec![click(link, t0.plus_millis(120_000), 3, false)]);
     store.write_click_batch(&more).await.unwrap();
-    let hours = store.hourly_counts(link, t0, t0.plus_millis(HOUR)).await.unwrap();
+    let hours = store
+        .hourly_counts(link, t0, t0.plus_millis(HOUR))
+        .await
+        .unwrap();
     assert_eq!(hours[0].total, 3);
     assert_eq!(store.link_by_id(link).await.unwrap().unwrap().clicks, 4);
 }
@@ -128,10 +160,19 @@ pub async fn a_replayed_batch_changes_nothing(store: &dyn Store) {
     let link = link_id(store, "replay").await;
     let t0 = Timestamp::now();
     let batch = batch_of((0..50).map(|i| click(link, t0, i, false)).collect());
-    assert_eq!(store.write_click_batch(&batch).await, Ok(BatchOutcome::Applied { inserted: 50 }));
-    assert_eq!(store.write_click_batch(&batch).await, Ok(BatchOutcome::AlreadyApplied));
+    assert_eq!(
+        store.write_click_batch(&batch).await,
+        Ok(BatchOutcome::Applied { inserted: 50 })
+    );
+    assert_eq!(
+        store.write_click_batch(&batch).await,
+        Ok(BatchOutcome::AlreadyApplied)
+    );
     assert_eq!(store.raw_click_count(link).await, Ok(50));
-    let hours = store.hourly_counts(link, t0, t0.plus_millis(HOUR)).await.unwrap();
+    let hours = store
+        .hourly_counts(link, t0, t0.plus_millis(HOUR))
+        .await
+        .unwrap();
     assert_eq!(hours.iter().map(|h| h.total).sum::<u64>(), 50);
     assert_eq!(store.link_by_id(link).await.unwrap().unwrap().clicks, 50);
 }
@@ -140,9 +181,15 @@ pub async fn a_click_already_stored_is_skipped_in_a_new_batch(store: &dyn Store)
     let link = link_id(store, "dupes").await;
     let t0 = Timestamp::now();
     let first = click(link, t0, 1, false);
-    store.write_click_batch(&batch_of(vec![first.clone()])).await.unwrap();
+    store
+        .write_click_batch(&batch_of(vec![first.clone()]))
+        .await
+        .unwrap();
     let second = batch_of(vec![first, click(link, t0, 2, false)]);
-    assert_eq!(store.write_click_batch(&second).await, Ok(BatchOutcome::Applied { inserted: 1 }));
+    assert_eq!(
+        store.write_click_batch(&second).await,
+        Ok(BatchOutcome::Applied { inserted: 1 })
+    );
     assert_eq!(store.raw_click_count(link).await, Ok(2));
 }
 
@@ -165,7 +212,13 @@ pub async fn a_ten_thousand_click_batch_is_written_completely(store: &dyn Store)
     assert_eq!(store.raw_click_count(a).await, Ok(7_500));
     assert_eq!(store.raw_click_count(b).await, Ok(2_500));
     let day = t0.plus_millis(24 * HOUR);
-    let total: u64 = store.hourly_counts(a, t0, day).await.unwrap().iter().map(|h| h.total).sum();
+    let total: u64 = store
+        .hourly_counts(a, t0, day)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.total)
+        .sum();
     assert_eq!(total, 7_500);
     assert_eq!(store.link_by_id(b).await.unwrap().unwrap().clicks, 2_500);
 }
@@ -186,10 +239,28 @@ pub async fn unique_visitors_are_exact_over_any_range(store: &dyn Store) {
         click(link, t0.plus_millis(HOUR + 7), u64::MAX, false),
     ];
     store.write_click_batch(&batch_of(clicks)).await.unwrap();
-    assert_eq!(store.unique_visitors(link, t0, t0.plus_millis(HOUR)).await, Ok(3));
-    assert_eq!(store.unique_visitors(link, t0.plus_millis(HOUR), t0.plus_millis(2 * HOUR)).await, Ok(3));
-    assert_eq!(store.unique_visitors(link, t0, t0.plus_millis(2 * HOUR)).await, Ok(5));
-    assert_eq!(store.unique_visitors(link, t0.plus_millis(2 * HOUR), t0.plus_millis(3 * HOUR)).await, Ok(0));
+    assert_eq!(
+        store.unique_visitors(link, t0, t0.plus_millis(HOUR)).await,
+        Ok(3)
+    );
+    assert_eq!(
+        store
+            .unique_visitors(link, t0.plus_millis(HOUR), t0.plus_millis(2 * HOUR))
+            .await,
+        Ok(3)
+    );
+    assert_eq!(
+        store
+            .unique_visitors(link, t0, t0.plus_millis(2 * HOUR))
+            .await,
+        Ok(5)
+    );
+    assert_eq!(
+        store
+            .unique_visitors(link, t0.plus_millis(2 * HOUR), t0.plus_millis(3 * HOUR))
+            .await,
+        Ok(0)
+    );
 }
 
 pub async fn purging_raw_clicks_keeps_recent_rows_and_aggregates(store: &dyn Store) {
@@ -197,13 +268,23 @@ pub async fn purging_raw_clicks_keeps_recent_rows_and_aggregates(store: &dyn Sto
     let old = Timestamp::parse_rfc3339("2025-01-01T00:00:00Z").unwrap();
     let new = Timestamp::parse_rfc3339("2026-11-27T00:00:00Z").unwrap();
     let clicks: Vec<_> = (0..30)
-        .map(|i| click(link, if i < 20 { old.plus_millis(i) } else { new }, 1, false))
+        .map(|i| {
+            click(
+                link,
+                if i < 20 { old.plus_millis(i) } else { new },
+                1,
+                false,
+            )
+        })
         .collect();
     store.write_click_batch(&batch_of(clicks)).await.unwrap();
     assert_eq!(store.purge_raw_clicks(new, 15).await, Ok(15));
     assert_eq!(store.purge_raw_clicks(new, 15).await, Ok(5));
     assert_eq!(store.purge_raw_clicks(new, 15).await, Ok(0));
     assert_eq!(store.raw_click_count(link).await, Ok(10));
-    let old_hours = store.hourly_counts(link, old, old.plus_millis(HOUR)).await.unwrap();
+    let old_hours = store
+        .hourly_counts(link, old, old.plus_millis(HOUR))
+        .await
+        .unwrap();
     assert_eq!(old_hours[0].total, 20, "aggregates outlive raw clicks");
 }

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use linkgate_common::domain::{
     Email, LinkDomain, NewLink, NewUser, Role, ShortCode, TargetPolicy, TargetUrl, User,
 };
+use linkgate_common::store::Store;
 use linkgate_common::store::mysql::MysqlStore;
 use linkgate_common::store::sqlite::SqliteStore;
-use linkgate_common::store::Store;
 use mysql_async::prelude::Queryable as _;
 
 /// Server URL (no database) used to create per-test databases. `scripts/services.sh`
@@ -21,7 +21,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub enum Backend {
     /// Holds the directory; the database goes with it.
     Sqlite { _dir: tempfile::TempDir },
-    Mysql { server_url: String, database: String },
+    Mysql {
+        server_url: String,
+        database: String,
+    },
 }
 
 /// A migrated store on its own database, removed by [`TestDb::cleanup`].
@@ -32,15 +35,18 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn sqlite() -> Self {
-        let store = Self::sqlite_unmigrated().await;
+        let store = Self::sqlite_unmigrated();
         store.store.migrate().await.expect("migrate sqlite");
         store
     }
 
-    pub async fn sqlite_unmigrated() -> Self {
+    pub fn sqlite_unmigrated() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("linkgate.db"), 8).expect("open sqlite");
-        Self { store: Arc::new(store), backend: Backend::Sqlite { _dir: dir } }
+        Self {
+            store: Arc::new(store),
+            backend: Backend::Sqlite { _dir: dir },
+        }
     }
 
     pub async fn mysql() -> Self {
@@ -64,23 +70,34 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {database}: {e}. {SERVICES_SCRIPT} grants the linkgate user CREATE on linkgate%"));
         drop(conn);
-        let store = MysqlStore::open(&format!("{server_url}/{database}"), 8)
-            .await
-            .expect("open mysql store");
-        Self { store: Arc::new(store), backend: Backend::Mysql { server_url, database } }
+        let store =
+            MysqlStore::open(&format!("{server_url}/{database}"), 8).expect("open mysql store");
+        Self {
+            store: Arc::new(store),
+            backend: Backend::Mysql {
+                server_url,
+                database,
+            },
+        }
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
     }
 
-    /// Drops the MySQL database (SQLite's directory goes with the TempDir).
+    /// Drops the MySQL database (`SQLite`'s directory goes with the `TempDir`).
     pub async fn cleanup(self) {
         let TestDb { store, backend } = self;
         drop(store);
-        if let Backend::Mysql { server_url, database } = backend {
+        if let Backend::Mysql {
+            server_url,
+            database,
+        } = backend
+        {
             let mut conn = connect(&server_url).await;
-            let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{database}`")).await;
+            let _ = conn
+                .query_drop(format!("DROP DATABASE IF EXISTS `{database}`"))
+                .await;
             let _ = conn.disconnect().await;
         }
     }
@@ -89,15 +106,20 @@ impl TestDb {
 async fn connect(server_url: &str) -> mysql_async::Conn {
     let opts = mysql_async::Opts::from_url(server_url)
         .unwrap_or_else(|_| panic!("LINKGATE_TEST_MYSQL_URL is not a valid mysql:// URL"));
-    match tokio::time::timeout(std::time::Duration::from_secs(10), mysql_async::Conn::new(opts)).await {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        mysql_async::Conn::new(opts),
+    )
+    .await
+    {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => panic!(
             "MariaDB/MySQL is not reachable as the linkgate test user ({e}). \
              Run `{SERVICES_SCRIPT}`: it installs and starts MariaDB and Redis and creates the user."
         ),
-        Err(_) => panic!(
-            "MariaDB/MySQL did not answer within 10 s. Run `{SERVICES_SCRIPT}` to start it."
-        ),
+        Err(tokio::time::error::Elapsed { .. }) => {
+            panic!("MariaDB/MySQL did not answer within 10 s. Run `{SERVICES_SCRIPT}` to start it.")
+        }
     }
 }
 

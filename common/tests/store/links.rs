@@ -21,10 +21,20 @@ pub async fn a_link_round_trips_with_every_field(store: &dyn Store) {
     assert_eq!(created.state, LinkState::Active);
     assert_eq!(created.clicks, 0);
 
-    let fetched = store.link_by_code(&domain(), &code("Launch-2026")).await.unwrap().unwrap();
+    let fetched = store
+        .link_by_code(&domain(), &code("Launch-2026"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(fetched, created);
-    assert_eq!(store.link_by_id(created.id).await.unwrap().unwrap(), created);
-    assert_eq!(fetched.tags.iter().map(Tag::as_str).collect::<Vec<_>>(), ["promo", "q4"]);
+    assert_eq!(
+        store.link_by_id(created.id).await.unwrap().unwrap(),
+        created
+    );
+    assert_eq!(
+        fetched.tags.iter().map(Tag::as_str).collect::<Vec<_>>(),
+        ["promo", "q4"]
+    );
     assert_eq!(fetched.title.as_deref(), Some("Launch — day one 🚀"));
 
     let changes = store.changes_since(0, 100).await.unwrap();
@@ -36,16 +46,28 @@ pub async fn a_link_round_trips_with_every_field(store: &dyn Store) {
 
 pub async fn codes_are_unique_per_domain_and_case_sensitive(store: &dyn Store) {
     let ann = user(store, "ann@example.com", Role::User).await;
-    store.create_link(&new_link(&ann, "abc", "https://a.example/")).await.unwrap();
-    let dup = store.create_link(&new_link(&ann, "abc", "https://b.example/")).await;
+    store
+        .create_link(&new_link(&ann, "abc", "https://a.example/"))
+        .await
+        .unwrap();
+    let dup = store
+        .create_link(&new_link(&ann, "abc", "https://b.example/"))
+        .await;
     assert_eq!(dup.unwrap_err(), StoreError::Conflict("code"));
     // Different case: a different code.
-    store.create_link(&new_link(&ann, "ABC", "https://c.example/")).await.unwrap();
+    store
+        .create_link(&new_link(&ann, "ABC", "https://c.example/"))
+        .await
+        .unwrap();
     // Same code on another domain: a different link.
     let mut other = new_link(&ann, "abc", "https://d.example/");
     other.domain = LinkDomain::parse("go.example.com").unwrap();
     store.create_link(&other).await.unwrap();
-    let upper = store.link_by_code(&domain(), &code("ABC")).await.unwrap().unwrap();
+    let upper = store
+        .link_by_code(&domain(), &code("ABC"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(upper.target.as_str(), "https://c.example/");
     assert_eq!(store.link_by_code(&domain(), &code("aBc")).await, Ok(None));
     // The failed insert left no change row behind.
@@ -62,16 +84,26 @@ pub async fn concurrent_inserts_of_one_code_let_exactly_one_succeed(store: &dyn 
         .collect();
     let results = futures::future::join_all(attempts).await;
     let won = results.iter().filter(|r| r.is_ok()).count();
-    let conflicts = results.iter().filter(|r| **r == Err(StoreError::Conflict("code"))).count();
+    let conflicts = results
+        .iter()
+        .filter(|r| **r == Err(StoreError::Conflict("code")))
+        .count();
     assert_eq!((won, conflicts), (1, 7), "{results:?}");
-    let stored = store.link_by_code(&domain(), &code("race")).await.unwrap().unwrap();
+    let stored = store
+        .link_by_code(&domain(), &code("race"))
+        .await
+        .unwrap()
+        .unwrap();
     let winner = results.into_iter().find_map(Result::ok).unwrap();
     assert_eq!(stored, winner);
 }
 
 pub async fn a_generated_code_is_retried_on_collision(store: &dyn Store) {
     let ann = user(store, "ann@example.com", Role::User).await;
-    store.create_link(&new_link(&ann, "taken01", "https://a.example/")).await.unwrap();
+    store
+        .create_link(&new_link(&ann, "taken01", "https://a.example/"))
+        .await
+        .unwrap();
     let mut codes = vec![code("fresh01"), code("taken01")];
     let link = create_link_with_retry(
         store,
@@ -105,7 +137,10 @@ pub async fn a_generated_code_is_retried_on_collision(store: &dyn Store) {
 
 pub async fn an_update_applies_the_patch_and_writes_one_change_row(store: &dyn Store) {
     let ann = user(store, "ann@example.com", Role::User).await;
-    let link = store.create_link(&new_link(&ann, "edit-me", "https://a.example/")).await.unwrap();
+    let link = store
+        .create_link(&new_link(&ann, "edit-me", "https://a.example/"))
+        .await
+        .unwrap();
     let seq = store.last_change_seq().await.unwrap();
     let patch = LinkPatch {
         target: Some(url("https://b.example/new")),
@@ -139,62 +174,128 @@ pub async fn an_update_applies_the_patch_and_writes_one_change_row(store: &dyn S
         )
         .await
         .unwrap();
-    assert_eq!((cleared.title, cleared.max_clicks, cleared.expires_at), (None, None, None));
+    assert_eq!(
+        (cleared.title, cleared.max_clicks, cleared.expires_at),
+        (None, None, None)
+    );
     assert!(cleared.tags.is_empty());
     assert_eq!(cleared.redirect_status, None);
 
     let changes = store.changes_since(seq, 100).await.unwrap();
     assert_eq!(changes.len(), 2);
-    assert!(changes.iter().all(|c| c.link_id == link.id && c.kind.as_str() == "updated"));
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.link_id == link.id && c.kind.as_str() == "updated")
+    );
 }
 
 pub async fn bans_and_unbans_are_recorded_as_such(store: &dyn Store) {
     let ann = user(store, "ann@example.com", Role::User).await;
-    let link = store.create_link(&new_link(&ann, "spam", "https://a.example/")).await.unwrap();
-    let ban = LinkPatch { state: Some(LinkState::Banned), ..LinkPatch::default() };
+    let link = store
+        .create_link(&new_link(&ann, "spam", "https://a.example/"))
+        .await
+        .unwrap();
+    let ban = LinkPatch {
+        state: Some(LinkState::Banned),
+        ..LinkPatch::default()
+    };
     store.update_link(link.id, &ban).await.unwrap();
-    let unban = LinkPatch { state: Some(LinkState::Active), ..LinkPatch::default() };
+    let unban = LinkPatch {
+        state: Some(LinkState::Active),
+        ..LinkPatch::default()
+    };
     store.update_link(link.id, &unban).await.unwrap();
-    let kinds: Vec<_> =
-        store.changes_since(0, 10).await.unwrap().iter().map(|c| c.kind.as_str()).collect();
+    let kinds: Vec<_> = store
+        .changes_since(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.kind.as_str())
+        .collect();
     assert_eq!(kinds, ["created", "banned", "unbanned"]);
 }
 
 pub async fn a_no_op_update_writes_no_change_row(store: &dyn Store) {
     let ann = user(store, "ann@example.com", Role::User).await;
-    let link = store.create_link(&new_link(&ann, "same", "https://a.example/")).await.unwrap();
+    let link = store
+        .create_link(&new_link(&ann, "same", "https://a.example/"))
+        .await
+        .unwrap();
     let seq = store.last_change_seq().await.unwrap();
-    let same = LinkPatch { target: Some(url("https://a.example/")), ..LinkPatch::default() };
+    let same = LinkPatch {
+        target: Some(url("https://a.example/")),
+        ..LinkPatch::default()
+    };
     assert_eq!(store.update_link(link.id, &same).await.unwrap(), link);
     assert_eq!(store.last_change_seq().await, Ok(seq));
 }
 
 pub async fn a_deleted_link_keeps_its_code_taken(store: &dyn Store) {
     let ann = user(store, "ann@example.com", Role::User).await;
-    let link = store.create_link(&new_link(&ann, "gone", "https://a.example/")).await.unwrap();
+    let link = store
+        .create_link(&new_link(&ann, "gone", "https://a.example/"))
+        .await
+        .unwrap();
     store.delete_link(link.id).await.unwrap();
-    let stored = store.link_by_code(&domain(), &code("gone")).await.unwrap().unwrap();
+    let stored = store
+        .link_by_code(&domain(), &code("gone"))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(stored.deleted_at.is_some());
     assert_eq!(
-        store.create_link(&new_link(&ann, "gone", "https://b.example/")).await.unwrap_err(),
+        store
+            .create_link(&new_link(&ann, "gone", "https://b.example/"))
+            .await
+            .unwrap_err(),
         StoreError::Conflict("code")
     );
-    let kinds: Vec<_> =
-        store.changes_since(0, 10).await.unwrap().iter().map(|c| c.kind.as_str()).collect();
+    let kinds: Vec<_> = store
+        .changes_since(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.kind.as_str())
+        .collect();
     assert_eq!(kinds, ["created", "deleted"]);
-    assert!(store.list_links(&LinkQuery { owner: Some(ann.id), limit: 10, ..LinkQuery::default() }).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_links(&LinkQuery {
+                owner: Some(ann.id),
+                limit: 10,
+                ..LinkQuery::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
-pub async fn updating_or_deleting_a_missing_link_is_not_found_and_writes_nothing(store: &dyn Store) {
+pub async fn updating_or_deleting_a_missing_link_is_not_found_and_writes_nothing(
+    store: &dyn Store,
+) {
     let ann = user(store, "ann@example.com", Role::User).await;
-    let link = store.create_link(&new_link(&ann, "once", "https://a.example/")).await.unwrap();
+    let link = store
+        .create_link(&new_link(&ann, "once", "https://a.example/"))
+        .await
+        .unwrap();
     store.delete_link(link.id).await.unwrap();
     let seq = store.last_change_seq().await.unwrap();
-    let patch = LinkPatch { forward_query: Some(true), ..LinkPatch::default() };
-    assert_eq!(store.update_link(link.id, &patch).await, Err(StoreError::NotFound));
+    let patch = LinkPatch {
+        forward_query: Some(true),
+        ..LinkPatch::default()
+    };
+    assert_eq!(
+        store.update_link(link.id, &patch).await,
+        Err(StoreError::NotFound)
+    );
     assert_eq!(store.delete_link(link.id).await, Err(StoreError::NotFound));
     let missing = linkgate_common::domain::LinkId(987_654);
-    assert_eq!(store.update_link(missing, &patch).await, Err(StoreError::NotFound));
+    assert_eq!(
+        store.update_link(missing, &patch).await,
+        Err(StoreError::NotFound)
+    );
     assert_eq!(store.last_change_seq().await, Ok(seq));
 }
 
@@ -203,20 +304,32 @@ pub async fn links_are_listed_by_owner_tag_and_search_with_a_cursor(store: &dyn 
     let bob = user(store, "bob@example.com", Role::User).await;
     let mut ids = Vec::new();
     for i in 0..25 {
-        let mut link = new_link(&ann, &format!("ann{i:02}"), &format!("https://example.com/{i}"));
+        let mut link = new_link(
+            &ann,
+            &format!("ann{i:02}"),
+            &format!("https://example.com/{i}"),
+        );
         if i % 5 == 0 {
             link.tags = Tag::parse_list(&["five"]).unwrap();
             link.title = Some(format!("Quarterly Report {i}"));
         }
         ids.push(store.create_link(&link).await.unwrap().id);
     }
-    store.create_link(&new_link(&bob, "bob01", "https://example.com/bob")).await.unwrap();
+    store
+        .create_link(&new_link(&bob, "bob01", "https://example.com/bob"))
+        .await
+        .unwrap();
 
     let mut seen = Vec::new();
     let mut before = None;
     loop {
         let page = store
-            .list_links(&LinkQuery { owner: Some(ann.id), before, limit: 10, ..LinkQuery::default() })
+            .list_links(&LinkQuery {
+                owner: Some(ann.id),
+                before,
+                limit: 10,
+                ..LinkQuery::default()
+            })
             .await
             .unwrap();
         if page.is_empty() {
@@ -249,10 +362,21 @@ pub async fn links_are_listed_by_owner_tag_and_search_with_a_cursor(store: &dyn 
         .await
         .unwrap();
     assert_eq!(found.len(), 2, "titles 10 and 15");
-    let all = store.list_links(&LinkQuery { limit: 1000, ..LinkQuery::default() }).await.unwrap();
+    let all = store
+        .list_links(&LinkQuery {
+            limit: 1000,
+            ..LinkQuery::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.len(), 26, "an administrator sees everyone's links");
     let bobs = store
-        .list_links(&LinkQuery { owner: Some(bob.id), search: Some("ann".into()), limit: 10, ..LinkQuery::default() })
+        .list_links(&LinkQuery {
+            owner: Some(bob.id),
+            search: Some("ann".into()),
+            limit: 10,
+            ..LinkQuery::default()
+        })
         .await
         .unwrap();
     assert!(bobs.is_empty(), "search never crosses owners");
@@ -266,7 +390,14 @@ pub async fn search_treats_wildcards_literally(store: &dyn Store) {
     let mut b = new_link(&ann, "plain", "https://example.com/b");
     b.title = Some("500 offXnow".into());
     store.create_link(&b).await.unwrap();
-    for (needle, expected) in [("50%", 1), ("%", 1), ("off_", 1), ("_", 1), ("!", 1), ("o", 2)] {
+    for (needle, expected) in [
+        ("50%", 1),
+        ("%", 1),
+        ("off_", 1),
+        ("_", 1),
+        ("!", 1),
+        ("o", 2),
+    ] {
         let found = store
             .list_links(&LinkQuery {
                 owner: Some(ann.id),

@@ -2,7 +2,10 @@
 //! and instantiated for both backends. Test names say which: `sqlite::...` and `mysql::...`.
 //! MySQL tests need the server `scripts/services.sh` starts; without it they fail, naming it.
 
-#![allow(unreachable_pub, reason = "suite functions are pub for the instantiating macro")]
+#![allow(
+    unreachable_pub,
+    reason = "suite functions are pub for the instantiating macro"
+)]
 
 mod admin;
 mod clicks;
@@ -70,17 +73,20 @@ conformance!(
 
 /// Tests that are about one backend only.
 mod backend_specific {
-    use linkgate_common::store::{SchemaStore, StoreError, LATEST_SCHEMA_VERSION};
+    use linkgate_common::store::{LATEST_SCHEMA_VERSION, SchemaStore, StoreError};
 
     use crate::helpers::TestDb;
 
     #[tokio::test]
     async fn sqlite_an_unmigrated_database_fails_the_schema_check() {
-        let db = TestDb::sqlite_unmigrated().await;
+        let db = TestDb::sqlite_unmigrated();
         assert_eq!(db.store.schema_version().await, Ok(0));
         assert_eq!(
             db.store.check_schema().await,
-            Err(StoreError::SchemaVersion { found: 0, expected: LATEST_SCHEMA_VERSION })
+            Err(StoreError::SchemaVersion {
+                found: 0,
+                expected: LATEST_SCHEMA_VERSION
+            })
         );
         db.cleanup().await;
     }
@@ -89,7 +95,10 @@ mod backend_specific {
     async fn mysql_an_unmigrated_database_fails_the_schema_check() {
         let db = TestDb::mysql_unmigrated().await;
         assert_eq!(db.store.schema_version().await, Ok(0));
-        assert!(matches!(db.store.check_schema().await, Err(StoreError::SchemaVersion { found: 0, .. })));
+        assert!(matches!(
+            db.store.check_schema().await,
+            Err(StoreError::SchemaVersion { found: 0, .. })
+        ));
         db.cleanup().await;
     }
 
@@ -99,7 +108,6 @@ mod backend_specific {
             "mysql://nobody:secret@127.0.0.1:1/none",
             2,
         )
-        .await
         .expect("opening the pool is lazy");
         let started = std::time::Instant::now();
         let err = store.ping().await.expect_err("nothing listens on port 1");

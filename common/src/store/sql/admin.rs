@@ -20,14 +20,20 @@ impl<B: Backend> AdminStore for SqlStore<B> {
             B::DIALECT.on_conflict_ignore("domain", "domain")
         );
         let done = self
-            .exec(&sql, params![normalise(domain), reason, by, Timestamp::now()])
+            .exec(
+                &sql,
+                params![normalise(domain), reason, by, Timestamp::now()],
+            )
             .await?;
         Ok(done.affected == 1)
     }
 
     async fn unblock_domain(&self, domain: &str) -> StoreResult<bool> {
         let done = self
-            .exec("DELETE FROM blocked_domains WHERE domain = ?", params![normalise(domain)])
+            .exec(
+                "DELETE FROM blocked_domains WHERE domain = ?",
+                params![normalise(domain)],
+            )
             .await?;
         Ok(done.affected == 1)
     }
@@ -127,7 +133,10 @@ mod tests {
 
     #[test]
     fn every_parent_domain_is_checked() {
-        assert_eq!(parent_domains("a.example.com"), ["a.example.com", "example.com", "com"]);
+        assert_eq!(
+            parent_domains("a.example.com"),
+            ["a.example.com", "example.com", "com"]
+        );
         assert!(parent_domains("").is_empty());
     }
 }

@@ -11,7 +11,7 @@ use crate::store::{ClickStore, StoreResult};
 
 /// Rows per INSERT statement. 500 rows x 12 columns = 6,000 placeholders: far below both
 /// SQLite's 32,766 and MySQL's 65,535, and a few hundred KiB per packet, well inside
-/// MariaDB's default 16 MiB max_allowed_packet. A 10,000-click batch is 20 statements.
+/// MariaDB's default 16 MiB `max_allowed_packet`. A 10,000-click batch is 20 statements.
 const ROWS_PER_STATEMENT: usize = 500;
 
 const CLICK_COLUMNS: usize = 12;
@@ -63,7 +63,13 @@ impl<B: Backend> ClickStore for SqlStore<B> {
                 "SELECT value, SUM(count) AS n FROM click_breakdowns \
                  WHERE link_id = ? AND dimension = ? AND day >= ? AND day < ? \
                  GROUP BY value ORDER BY n DESC, value LIMIT ?",
-                params![link, dimension.as_str(), from.day_start(), to, page_size(limit, 1000)],
+                params![
+                    link,
+                    dimension.as_str(),
+                    from.day_start(),
+                    to,
+                    page_size(limit, 1000)
+                ],
             )
             .await?;
         rows.iter().map(|r| Ok((r.str(0)?, r.u64(1)?))).collect()
@@ -87,7 +93,10 @@ impl<B: Backend> ClickStore for SqlStore<B> {
 
     async fn raw_click_count(&self, link: LinkId) -> StoreResult<u64> {
         let row = self
-            .query_one("SELECT COUNT(*) FROM clicks WHERE link_id = ?", params![link])
+            .query_one(
+                "SELECT COUNT(*) FROM clicks WHERE link_id = ?",
+                params![link],
+            )
             .await?;
         row.map_or(Ok(0), |r| r.u64(0))
     }
@@ -106,7 +115,10 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         }
         let mut deleted = 0;
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!("DELETE FROM clicks WHERE click_id IN {}", super::in_list(chunk.len()));
+            let sql = format!(
+                "DELETE FROM clicks WHERE click_id IN {}",
+                super::in_list(chunk.len())
+            );
             let params = chunk
                 .iter()
                 .map(|r| r.bytes(0).map(Value::Bytes))
@@ -128,7 +140,11 @@ async fn write_batch_in_tx<B: Backend>(
     let claimed = conn
         .exec(
             &claim,
-            params![batch.batch_id.to_be_bytes(), Timestamp::now(), batch.clicks.len() as u64],
+            params![
+                batch.batch_id.to_be_bytes(),
+                Timestamp::now(),
+                batch.clicks.len() as u64
+            ],
         )
         .await?;
     if claimed.affected == 0 {
@@ -149,7 +165,8 @@ async fn write_batch_in_tx<B: Backend>(
         inserted += conn.exec(&sql, params).await?.affected;
     }
 
-    let hourly_upsert = B::DIALECT.on_conflict_add("link_id, hour", &["total", "human", "bot", "suspicious"]);
+    let hourly_upsert =
+        B::DIALECT.on_conflict_add("link_id, hour", &["total", "human", "bot", "suspicious"]);
     for chunk in batch.hourly.chunks(ROWS_PER_STATEMENT) {
         let mut sql = multi_row_insert(
             "INSERT INTO click_hourly (link_id, hour, total, human, bot, suspicious)",
@@ -159,7 +176,16 @@ async fn write_batch_in_tx<B: Backend>(
         sql.push_str(&hourly_upsert);
         let params: Vec<Value> = chunk
             .iter()
-            .flat_map(|h| params![h.link_id, h.hour.hour_start(), h.total, h.human, h.bot, h.suspicious])
+            .flat_map(|h| {
+                params![
+                    h.link_id,
+                    h.hour.hour_start(),
+                    h.total,
+                    h.human,
+                    h.bot,
+                    h.suspicious
+                ]
+            })
             .collect();
         conn.exec(&sql, params).await?;
     }
@@ -174,15 +200,26 @@ async fn write_batch_in_tx<B: Backend>(
         sql.push_str(&breakdown_upsert);
         let params: Vec<Value> = chunk
             .iter()
-            .flat_map(|b| params![b.link_id, b.day.day_start(), b.dimension.as_str(), &b.value, b.count])
+            .flat_map(|b| {
+                params![
+                    b.link_id,
+                    b.day.day_start(),
+                    b.dimension.as_str(),
+                    &b.value,
+                    b.count
+                ]
+            })
             .collect();
         conn.exec(&sql, params).await?;
     }
 
     let visitor_ignore = B::DIALECT.on_conflict_ignore("link_id, hour, visitor", "visitor");
     for chunk in batch.visitors.chunks(ROWS_PER_STATEMENT) {
-        let mut sql =
-            multi_row_insert("INSERT INTO unique_visitors (link_id, hour, visitor)", 3, chunk.len());
+        let mut sql = multi_row_insert(
+            "INSERT INTO unique_visitors (link_id, hour, visitor)",
+            3,
+            chunk.len(),
+        );
         sql.push_str(&visitor_ignore);
         let params: Vec<Value> = chunk
             .iter()
@@ -193,7 +230,11 @@ async fn write_batch_in_tx<B: Backend>(
 
     // One UPDATE per link; a batch touches few distinct links compared with its clicks.
     for (link, n) in &batch.link_totals {
-        conn.exec("UPDATE links SET clicks = clicks + ? WHERE id = ?", params![*n, *link]).await?;
+        conn.exec(
+            "UPDATE links SET clicks = clicks + ? WHERE id = ?",
+            params![*n, *link],
+        )
+        .await?;
     }
     Ok(BatchOutcome::Applied { inserted })
 }

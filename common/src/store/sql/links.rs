@@ -11,7 +11,7 @@ use crate::domain::{
 use crate::store::{LinkQuery, LinkStore, StoreError, StoreResult};
 
 /// Columns of a link row, tags folded into one comma-separated column (tags never contain a
-/// comma) so a lookup is one query. GROUP_CONCAT is spelled the same in SQLite and MySQL.
+/// comma) so a lookup is one query. `GROUP_CONCAT` is spelled the same in SQLite and MySQL.
 const LINK_SELECT: &str = "SELECT l.id, l.owner_id, l.domain, l.code, l.target, l.title, \
     l.redirect_status, l.forward_query, l.password_hash, l.expires_at, l.max_clicks, \
     l.fallback_url, l.state, l.clicks, l.created_at, l.updated_at, l.deleted_at, \
@@ -67,7 +67,13 @@ fn link_from_row(row: &Row) -> StoreResult<Link> {
 async fn record_change<C: Conn>(conn: &mut C, link: &Link, kind: ChangeKind) -> StoreResult<()> {
     conn.exec(
         "INSERT INTO link_changes (link_id, domain, code, kind, at) VALUES (?, ?, ?, ?, ?)",
-        params![link.id, link.domain.as_str(), link.code.as_str(), kind.as_str(), link.updated_at],
+        params![
+            link.id,
+            link.domain.as_str(),
+            link.code.as_str(),
+            kind.as_str(),
+            link.updated_at
+        ],
     )
     .await
     .map(drop)
@@ -78,15 +84,23 @@ async fn insert_tags<C: Conn>(conn: &mut C, id: LinkId, tags: &[Tag]) -> StoreRe
         return Ok(());
     }
     let sql = super::multi_row_insert("INSERT INTO link_tags (link_id, tag)", 2, tags.len());
-    let params: Vec<Value> =
-        tags.iter().flat_map(|t| [Value::from(id), Value::from(t.as_str())]).collect();
+    let params: Vec<Value> = tags
+        .iter()
+        .flat_map(|t| [Value::from(id), Value::from(t.as_str())])
+        .collect();
     conn.exec(&sql, params).await.map(drop)
 }
 
 async fn load_for_update<B: Backend>(conn: &mut B::Conn, id: LinkId) -> StoreResult<Link> {
-    let sql = format!("{LINK_SELECT} WHERE l.id = ? AND l.deleted_at IS NULL{}", B::DIALECT.for_update());
+    let sql = format!(
+        "{LINK_SELECT} WHERE l.id = ? AND l.deleted_at IS NULL{}",
+        B::DIALECT.for_update()
+    );
     let rows = conn.query(&sql, params![id]).await?;
-    rows.first().map(link_from_row).transpose()?.ok_or(StoreError::NotFound)
+    rows.first()
+        .map(link_from_row)
+        .transpose()?
+        .ok_or(StoreError::NotFound)
 }
 
 #[async_trait]
@@ -162,7 +176,11 @@ impl<B: Backend> LinkStore for SqlStore<B> {
 
     async fn link_by_id(&self, id: LinkId) -> StoreResult<Option<Link>> {
         let sql = format!("{LINK_SELECT} WHERE l.id = ?");
-        self.query_one(&sql, params![id]).await?.as_ref().map(link_from_row).transpose()
+        self.query_one(&sql, params![id])
+            .await?
+            .as_ref()
+            .map(link_from_row)
+            .transpose()
     }
 
     async fn update_link(&self, id: LinkId, patch: &LinkPatch) -> StoreResult<Link> {
@@ -195,7 +213,8 @@ impl<B: Backend> LinkStore for SqlStore<B> {
             )
             .await?;
             if link.tags != before.tags {
-                conn.exec("DELETE FROM link_tags WHERE link_id = ?", params![link.id]).await?;
+                conn.exec("DELETE FROM link_tags WHERE link_id = ?", params![link.id])
+                    .await?;
                 insert_tags(&mut conn, link.id, &link.tags).await?;
             }
             let kind = match (before.state, link.state) {
@@ -244,10 +263,17 @@ impl<B: Backend> LinkStore for SqlStore<B> {
             params.push(before.into());
         }
         if let Some(tag) = &query.tag {
-            sql.push_str(" AND EXISTS (SELECT 1 FROM link_tags t WHERE t.link_id = l.id AND t.tag = ?)");
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM link_tags t WHERE t.link_id = l.id AND t.tag = ?)",
+            );
             params.push(tag.as_str().into());
         }
-        if let Some(search) = query.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        if let Some(search) = query
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             // '!' escapes LIKE wildcards in both dialects (a backslash means different things
             // in MySQL and SQLite string literals). LOWER() makes the match case-insensitive
             // whatever the column collation.
@@ -256,11 +282,19 @@ impl<B: Backend> LinkStore for SqlStore<B> {
                  OR LOWER(l.title) LIKE ? ESCAPE '!')",
             );
             let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
-            params.extend([pattern.clone().into(), pattern.clone().into(), pattern.into()]);
+            params.extend([
+                pattern.clone().into(),
+                pattern.clone().into(),
+                pattern.into(),
+            ]);
         }
         sql.push_str(" ORDER BY l.id DESC LIMIT ?");
         params.push(page_size(query.limit, 1000).into());
-        self.query(&sql, params).await?.iter().map(link_from_row).collect()
+        self.query(&sql, params)
+            .await?
+            .iter()
+            .map(link_from_row)
+            .collect()
     }
 
     async fn changes_since(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<LinkChange>> {
@@ -277,8 +311,7 @@ impl<B: Backend> LinkStore for SqlStore<B> {
                     seq: row.i64(0)?,
                     link_id: LinkId(row.i64(1)?),
                     domain: LinkDomain::parse(&row.str(2)?).map_err(|_| corrupt("domain"))?,
-                    code: ShortCode::parse_any_length(&row.str(3)?)
-                        .map_err(|_| corrupt("code"))?,
+                    code: ShortCode::parse_any_length(&row.str(3)?).map_err(|_| corrupt("code"))?,
                     kind: ChangeKind::parse(&row.str(4)?).ok_or_else(|| corrupt("change kind"))?,
                     at: row.ts(5)?,
                 })
@@ -287,8 +320,14 @@ impl<B: Backend> LinkStore for SqlStore<B> {
     }
 
     async fn last_change_seq(&self) -> StoreResult<i64> {
-        let row = self.query_one("SELECT MAX(seq) FROM link_changes", params![]).await?;
-        Ok(row.map(|r| r.opt_i64(0)).transpose()?.flatten().unwrap_or(0))
+        let row = self
+            .query_one("SELECT MAX(seq) FROM link_changes", params![])
+            .await?;
+        Ok(row
+            .map(|r| r.opt_i64(0))
+            .transpose()?
+            .flatten()
+            .unwrap_or(0))
     }
 }
 

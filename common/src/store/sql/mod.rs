@@ -49,13 +49,17 @@ impl Dialect {
     pub(crate) fn on_conflict_add(self, key: &str, counters: &[&str]) -> String {
         match self {
             Self::Sqlite => {
-                let sets: Vec<String> =
-                    counters.iter().map(|c| format!("{c} = {c} + excluded.{c}")).collect();
+                let sets: Vec<String> = counters
+                    .iter()
+                    .map(|c| format!("{c} = {c} + excluded.{c}"))
+                    .collect();
                 format!(" ON CONFLICT ({key}) DO UPDATE SET {}", sets.join(", "))
             }
             Self::Mysql => {
-                let sets: Vec<String> =
-                    counters.iter().map(|c| format!("{c} = {c} + VALUES({c})")).collect();
+                let sets: Vec<String> = counters
+                    .iter()
+                    .map(|c| format!("{c} = {c} + VALUES({c})"))
+                    .collect();
                 format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "))
             }
         }
@@ -192,7 +196,10 @@ mod tests {
 
     #[test]
     fn multi_row_inserts_have_one_group_per_row() {
-        assert_eq!(multi_row_insert("INSERT INTO t (a,b)", 2, 3), "INSERT INTO t (a,b) VALUES (?,?),(?,?),(?,?)");
+        assert_eq!(
+            multi_row_insert("INSERT INTO t (a,b)", 2, 3),
+            "INSERT INTO t (a,b) VALUES (?,?),(?,?),(?,?)"
+        );
         assert_eq!(in_list(3), "(?,?,?)");
     }
 
@@ -210,8 +217,14 @@ mod tests {
 
     #[test]
     fn conflicts_name_the_key_not_the_value() {
-        assert_eq!(conflict_subject("Duplicate entry 'x' for key 'links_domain_code'"), "code");
-        assert_eq!(conflict_subject("UNIQUE constraint failed: users.email"), "email");
+        assert_eq!(
+            conflict_subject("Duplicate entry 'x' for key 'links_domain_code'"),
+            "code"
+        );
+        assert_eq!(
+            conflict_subject("UNIQUE constraint failed: users.email"),
+            "email"
+        );
     }
 
     #[test]

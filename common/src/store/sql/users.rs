@@ -48,7 +48,12 @@ impl<B: Backend> UserStore for SqlStore<B> {
             .exec(
                 "INSERT INTO users (email, password_hash, role, disabled, created_at) \
                  VALUES (?, ?, ?, 0, ?)",
-                params![user.email.as_str(), &user.password_hash, user.role.as_str(), now],
+                params![
+                    user.email.as_str(),
+                    &user.password_hash,
+                    user.role.as_str(),
+                    now
+                ],
             )
             .await?;
         Ok(User {
@@ -63,7 +68,11 @@ impl<B: Backend> UserStore for SqlStore<B> {
 
     async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?");
-        self.query_one(&sql, params![id]).await?.as_ref().map(user_from_row).transpose()
+        self.query_one(&sql, params![id])
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
     }
 
     async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
@@ -77,7 +86,10 @@ impl<B: Backend> UserStore for SqlStore<B> {
 
     async fn count_admins(&self) -> StoreResult<u64> {
         let row = self
-            .query_one("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0", params![])
+            .query_one(
+                "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0",
+                params![],
+            )
             .await?;
         row.map_or(Ok(0), |r| r.u64(0))
     }
@@ -119,7 +131,10 @@ impl<B: Backend> UserStore for SqlStore<B> {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let Some(row) = self
-            .query_one("SELECT family FROM refresh_tokens WHERE token_hash = ?", params![presented])
+            .query_one(
+                "SELECT family FROM refresh_tokens WHERE token_hash = ?",
+                params![presented],
+            )
             .await?
         else {
             return Ok(false);
@@ -167,12 +182,20 @@ impl<B: Backend> UserStore for SqlStore<B> {
         let sql = format!(
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL"
         );
-        self.query_one(&sql, params![hash]).await?.as_ref().map(api_key_from_row).transpose()
+        self.query_one(&sql, params![hash])
+            .await?
+            .as_ref()
+            .map(api_key_from_row)
+            .transpose()
     }
 
     async fn list_api_keys(&self, user: UserId) -> StoreResult<Vec<ApiKey>> {
         let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY id");
-        self.query(&sql, params![user]).await?.iter().map(api_key_from_row).collect()
+        self.query(&sql, params![user])
+            .await?
+            .iter()
+            .map(api_key_from_row)
+            .collect()
     }
 
     async fn revoke_api_key(
@@ -192,9 +215,12 @@ impl<B: Backend> UserStore for SqlStore<B> {
     }
 
     async fn touch_api_key(&self, id: ApiKeyId, now: Timestamp) -> StoreResult<()> {
-        self.exec("UPDATE api_keys SET last_used_at = ? WHERE id = ?", params![now, id])
-            .await
-            .map(drop)
+        self.exec(
+            "UPDATE api_keys SET last_used_at = ? WHERE id = ?",
+            params![now, id],
+        )
+        .await
+        .map(drop)
     }
 }
 

@@ -159,7 +159,8 @@ impl Row {
     }
 
     pub(crate) fn i64(&self, i: usize) -> Result<i64, StoreError> {
-        self.opt_i64(i)?.ok_or_else(|| mismatch(i, "non-null integer"))
+        self.opt_i64(i)?
+            .ok_or_else(|| mismatch(i, "non-null integer"))
     }
 
     pub(crate) fn u64(&self, i: usize) -> Result<u64, StoreError> {

@@ -1,0 +1,52 @@
+//! `linkgate-admin`: parses arguments and configuration, then runs the requested command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "linkgate-admin", version, about = "linkgate admin service")]
+struct Args {
+    /// TOML configuration file (also `LINKGATE_CONFIG`); `LINKGATE__SECTION__KEY` overrides it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit (0 valid, 64 invalid).
+    #[arg(long, global = true)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending schema migrations to the configured store and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings =
+        match linkgate_config::load_or_exit_code(args.config.as_deref(), args.check_config) {
+            Ok(settings) => settings,
+            Err(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        };
+    linkgate_common::telemetry::init(&settings.log);
+    match args.command {
+        Some(Command::Migrate) => match linkgate_admin::migrate(&settings).await {
+            Ok((store, version)) => {
+                println!("{} schema is at version {version}", store.backend_name());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!(%error, "migration failed");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            eprintln!("nothing to do: give a command (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}

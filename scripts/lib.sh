@@ -1,0 +1,43 @@
+# Shared helpers for linkgate's scripts. Source it; do not run it.
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root (or sudo) to run: $*"
+  fi
+}
+
+APT_UPDATED=0
+# Installs Debian packages that are missing; runs apt-get update at most once.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* by hand"
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    log "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  log "installing $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Ensures a command exists, installing the named package when it does not.
+need() {
+  local cmd=$1 pkg=${2:-$1}
+  command -v "$cmd" >/dev/null 2>&1 || apt_install "$pkg"
+  command -v "$cmd" >/dev/null 2>&1 || die "$cmd is still missing after installing $pkg"
+}
+
+# Waits until a command succeeds, up to N seconds.
+wait_for() {
+  local seconds=$1; shift
+  local i
+  for ((i = 0; i < seconds * 4; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.25
+  done
+  return 1
+}
