@@ -40,7 +40,6 @@ impl BenchReport {
 }
 
 fn rate(rows: usize, took: Duration) -> f64 {
-    #[allow(clippy::cast_precision_loss, reason = "row counts are far below 2^52")]
     let rows = rows as f64;
     rows / took.as_secs_f64().max(1e-9)
 }

@@ -134,6 +134,9 @@ pub trait LinkStore: Send + Sync {
     /// `Conflict("code")` when the domain+code is taken (including by a deleted link: a
     /// code never comes back to point somewhere else).
     async fn create_link(&self, link: &NewLink) -> StoreResult<Link>;
+    /// Inserts many links in one transaction with multi-row statements (seeding, imports),
+    /// each with its change row. All or nothing: `Conflict("code")` if any code is taken.
+    async fn create_links_bulk(&self, links: &[NewLink]) -> StoreResult<Vec<Link>>;
     /// The link on `domain` with `code`, deleted or not (the caller decides what to show).
     async fn link_by_code(
         &self,

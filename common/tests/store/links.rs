@@ -410,3 +410,60 @@ pub async fn search_treats_wildcards_literally(store: &dyn Store) {
         assert_eq!(found.len(), expected, "search {needle:?}");
     }
 }
+
+pub async fn bulk_created_links_get_ids_tags_and_change_rows(store: &dyn Store) {
+    let ann = user(store, "ann@example.com", Role::User).await;
+    let links: Vec<_> = (0..1_200)
+        .map(|i| {
+            let mut l = new_link(
+                &ann,
+                &format!("bulk{i:04}"),
+                &format!("https://example.com/{i}"),
+            );
+            if i % 100 == 0 {
+                l.tags = Tag::parse_list(&["hundred"]).unwrap();
+            }
+            l
+        })
+        .collect();
+    let created = store.create_links_bulk(&links).await.unwrap();
+    assert_eq!(created.len(), 1_200);
+    for (new, link) in links.iter().zip(&created) {
+        assert_eq!(link.code, new.code);
+        assert_eq!(
+            store.link_by_id(link.id).await.unwrap().as_ref(),
+            Some(link)
+        );
+    }
+    let tagged = store
+        .list_links(&LinkQuery {
+            tag: Some(Tag::parse("hundred").unwrap()),
+            limit: 100,
+            ..LinkQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tagged.len(), 12);
+    assert_eq!(store.changes_since(0, 5_000).await.unwrap().len(), 1_200);
+}
+
+pub async fn a_bulk_create_with_a_taken_code_creates_nothing(store: &dyn Store) {
+    let ann = user(store, "ann@example.com", Role::User).await;
+    store
+        .create_link(&new_link(&ann, "taken", "https://example.com/"))
+        .await
+        .unwrap();
+    let links = vec![
+        new_link(&ann, "fresh1", "https://example.com/1"),
+        new_link(&ann, "taken", "https://example.com/2"),
+    ];
+    assert_eq!(
+        store.create_links_bulk(&links).await.unwrap_err(),
+        StoreError::Conflict("code")
+    );
+    assert_eq!(
+        store.link_by_code(&domain(), &code("fresh1")).await,
+        Ok(None)
+    );
+    assert_eq!(store.changes_since(0, 10).await.unwrap().len(), 1);
+}

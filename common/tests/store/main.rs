@@ -61,6 +61,8 @@ conformance!(
     links::updating_or_deleting_a_missing_link_is_not_found_and_writes_nothing,
     links::links_are_listed_by_owner_tag_and_search_with_a_cursor,
     links::search_treats_wildcards_literally,
+    links::bulk_created_links_get_ids_tags_and_change_rows,
+    links::a_bulk_create_with_a_taken_code_creates_nothing,
     clicks::a_batch_writes_raw_clicks_and_aggregates,
     clicks::a_replayed_batch_changes_nothing,
     clicks::a_click_already_stored_is_skipped_in_a_new_batch,

@@ -3,16 +3,11 @@
 use async_trait::async_trait;
 
 use super::value::{Value, params};
-use super::{Backend, Conn, SqlStore, finish, multi_row_insert, page_size};
+use super::{Backend, Conn, ROWS_PER_STATEMENT, SqlStore, finish, multi_row_insert, page_size};
 use crate::domain::{
     BatchOutcome, ClickBatch, Dimension, HourlyCounts, LinkId, StoredClick, Timestamp,
 };
 use crate::store::{ClickStore, StoreResult};
-
-/// Rows per INSERT statement. 500 rows x 12 columns = 6,000 placeholders: far below both
-/// SQLite's 32,766 and MySQL's 65,535, and a few hundred KiB per packet, well inside
-/// MariaDB's default 16 MiB `max_allowed_packet`. A 10,000-click batch is 20 statements.
-const ROWS_PER_STATEMENT: usize = 500;
 
 const CLICK_COLUMNS: usize = 12;
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::value::{Row, Value, params};
-use super::{Backend, Conn, SqlStore, finish, page_size};
+use super::{Backend, Conn, ROWS_PER_STATEMENT, SqlStore, finish, multi_row_insert, page_size};
 use crate::domain::{
     ChangeKind, Link, LinkChange, LinkDomain, LinkId, LinkPatch, LinkState, NewLink,
     RedirectStatus, ShortCode, Tag, TargetUrl, Timestamp, UserId,
@@ -114,51 +114,95 @@ impl<B: Backend> LinkStore for SqlStore<B> {
                     "INSERT INTO links (owner_id, domain, code, target, title, redirect_status, \
                      forward_query, password_hash, expires_at, max_clicks, fallback_url, state, \
                      clicks, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-                    params![
-                        new.owner_id,
-                        new.domain.as_str(),
-                        new.code.as_str(),
-                        new.target.as_str(),
-                        new.title.as_deref(),
-                        new.redirect_status.map(RedirectStatus::code),
-                        new.forward_query,
-                        new.password_hash.as_deref(),
-                        new.expires_at,
-                        new.max_clicks,
-                        new.fallback_url.as_ref().map(TargetUrl::as_str),
-                        LinkState::Active.as_str(),
-                        now,
-                        now
-                    ],
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    new_link_params(new, now),
                 )
                 .await?;
-            let link = Link {
-                id: LinkId(done.last_insert_id),
-                owner_id: new.owner_id,
-                domain: new.domain.clone(),
-                code: new.code.clone(),
-                target: new.target.clone(),
-                title: new.title.clone(),
-                tags: new.tags.clone(),
-                redirect_status: new.redirect_status,
-                forward_query: new.forward_query,
-                password_hash: new.password_hash.clone(),
-                expires_at: new.expires_at,
-                max_clicks: new.max_clicks,
-                fallback_url: new.fallback_url.clone(),
-                state: LinkState::Active,
-                clicks: 0,
-                created_at: now,
-                updated_at: now,
-                deleted_at: None,
-            };
+            let link = link_from_new(LinkId(done.last_insert_id), new, now);
             insert_tags(&mut conn, link.id, &link.tags).await?;
             record_change(&mut conn, &link, ChangeKind::Created).await?;
             Ok(link)
         }
         .await;
         finish(&mut conn, result).await
+    }
+
+    async fn create_links_bulk(&self, links: &[NewLink]) -> StoreResult<Vec<Link>> {
+        let now = Timestamp::now();
+        let mut conn = self.begin().await?;
+        let mut created = Vec::with_capacity(links.len());
+        let result = async {
+            for chunk in links.chunks(ROWS_PER_STATEMENT) {
+                let sql = multi_row_insert(
+                    "INSERT INTO links (owner_id, domain, code, target, title, redirect_status, \
+                     forward_query, password_hash, expires_at, max_clicks, fallback_url, state, \
+                     clicks, created_at, updated_at)",
+                    15,
+                    chunk.len(),
+                );
+                let params: Vec<Value> =
+                    chunk.iter().flat_map(|l| new_link_params(l, now)).collect();
+                conn.exec(&sql, params).await?;
+                // Ids come back by key: auto-increment ids of a multi-row insert are only
+                // guaranteed consecutive under some lock modes.
+                let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+                let sql =
+                    format!("SELECT id, domain, code FROM links WHERE (domain, code) IN ({pairs})");
+                let params: Vec<Value> = chunk
+                    .iter()
+                    .flat_map(|l| [Value::from(l.domain.as_str()), Value::from(l.code.as_str())])
+                    .collect();
+                let mut ids = std::collections::HashMap::with_capacity(chunk.len());
+                for row in conn.query(&sql, params).await? {
+                    ids.insert((row.str(1)?, row.str(2)?), LinkId(row.i64(0)?));
+                }
+                let first = created.len();
+                for l in chunk {
+                    let key = (l.domain.as_str().to_owned(), l.code.as_str().to_owned());
+                    let id = *ids
+                        .get(&key)
+                        .ok_or(StoreError::Corrupt("inserted link not found".into()))?;
+                    created.push(link_from_new(id, l, now));
+                }
+                let tag_rows: Vec<Value> = created[first..]
+                    .iter()
+                    .flat_map(|l| {
+                        l.tags
+                            .iter()
+                            .flat_map(|t| [Value::from(l.id), Value::from(t.as_str())])
+                    })
+                    .collect();
+                if !tag_rows.is_empty() {
+                    let sql = multi_row_insert(
+                        "INSERT INTO link_tags (link_id, tag)",
+                        2,
+                        tag_rows.len() / 2,
+                    );
+                    conn.exec(&sql, tag_rows).await?;
+                }
+                let sql = multi_row_insert(
+                    "INSERT INTO link_changes (link_id, domain, code, kind, at)",
+                    5,
+                    chunk.len(),
+                );
+                let params: Vec<Value> = created[first..]
+                    .iter()
+                    .flat_map(|l| {
+                        params![
+                            l.id,
+                            l.domain.as_str(),
+                            l.code.as_str(),
+                            ChangeKind::Created.as_str(),
+                            now
+                        ]
+                    })
+                    .collect();
+                conn.exec(&sql, params).await?;
+            }
+            Ok(())
+        }
+        .await;
+        finish(&mut conn, result).await.map(|()| created)
     }
 
     async fn link_by_code(
@@ -328,6 +372,49 @@ impl<B: Backend> LinkStore for SqlStore<B> {
             .transpose()?
             .flatten()
             .unwrap_or(0))
+    }
+}
+
+fn new_link_params(new: &NewLink, now: Timestamp) -> Vec<Value> {
+    params![
+        new.owner_id,
+        new.domain.as_str(),
+        new.code.as_str(),
+        new.target.as_str(),
+        new.title.as_deref(),
+        new.redirect_status.map(RedirectStatus::code),
+        new.forward_query,
+        new.password_hash.as_deref(),
+        new.expires_at,
+        new.max_clicks,
+        new.fallback_url.as_ref().map(TargetUrl::as_str),
+        LinkState::Active.as_str(),
+        0_i64,
+        now,
+        now
+    ]
+}
+
+fn link_from_new(id: LinkId, new: &NewLink, now: Timestamp) -> Link {
+    Link {
+        id,
+        owner_id: new.owner_id,
+        domain: new.domain.clone(),
+        code: new.code.clone(),
+        target: new.target.clone(),
+        title: new.title.clone(),
+        tags: new.tags.clone(),
+        redirect_status: new.redirect_status,
+        forward_query: new.forward_query,
+        password_hash: new.password_hash.clone(),
+        expires_at: new.expires_at,
+        max_clicks: new.max_clicks,
+        fallback_url: new.fallback_url.clone(),
+        state: LinkState::Active,
+        clicks: 0,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
     }
 }
 

@@ -1,0 +1,333 @@
+//! The load engine: closed loop (each connection sends as soon as its previous response is
+//! in) and open loop (requests are due at a constant rate and latency is measured from when
+//! each was due, so a stalled server cannot hide its stall by slowing the generator down:
+//! the coordinated-omission correction wrk2 made known).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use crate::client::{ClientError, Connection};
+use crate::report::{Report, histogram, micros};
+use crate::target::Target;
+use crate::workload::{Workload, rng};
+
+/// Longest run accepted: load tests must stop by themselves.
+pub const MAX_DURATION: Duration = Duration::from_hours(1);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// N connections, each as fast as the target answers.
+    Closed,
+    /// A constant request rate (per second) across all connections.
+    Open { rate: f64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub target: Target,
+    pub mode: Mode,
+    pub connections: usize,
+    /// Run before measuring (caches fill, connections settle); its results are discarded.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+    /// A request not answered in this time counts as an error and its connection is replaced.
+    pub request_timeout: Duration,
+}
+
+/// What one connection saw.
+struct Partial {
+    report: Report,
+}
+
+/// Runs one measurement. Always returns within warm-up + duration + request timeout + 2 s.
+pub async fn run(spec: &RunSpec, workload: Arc<Workload>) -> Report {
+    let connections = spec.connections.max(1);
+    let mode_name = match spec.mode {
+        Mode::Closed => "closed".to_owned(),
+        Mode::Open { rate } => format!("open {rate:.0}/s"),
+    };
+    let duration = spec.duration.min(MAX_DURATION);
+    let warmup = spec.warmup.min(MAX_DURATION);
+    let mut report = Report::new(&spec.target.label, &mode_name, connections);
+
+    // Connect first, so connection set-up is neither measured nor part of the schedule.
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        match tokio::time::timeout(spec.request_timeout, Connection::connect(spec.target.addr))
+            .await
+        {
+            Ok(Ok(c)) => conns.push(Some(c)),
+            Ok(Err(e)) => {
+                *report.errors.entry(format!("connect: {e}")).or_default() += 1;
+                conns.push(None);
+            }
+            Err(_) => {
+                *report
+                    .errors
+                    .entry("connect: timed out".into())
+                    .or_default() += 1;
+                conns.push(None);
+            }
+        }
+    }
+
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    report.measured = duration;
+
+    let hard_stop = end + spec.request_timeout + Duration::from_secs(2);
+    let mut tasks = JoinSet::new();
+    match spec.mode {
+        Mode::Closed => {
+            for conn in conns {
+                let ctx = ConnCtx::new(spec, &workload, &mode_name, conn, measure_from, end);
+                tasks.spawn(closed_loop(ctx));
+            }
+            collect(&mut tasks, &mut report, hard_stop).await;
+        }
+        Mode::Open { rate } => {
+            let (tx, rx) = async_channel::unbounded::<Instant>();
+            let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+            // Spinning to the due time costs up to `lead` of CPU per request; keep the total
+            // to about 5% of a core (at high rates workers are awake anyway and need no lead).
+            let lead = Duration::from_secs_f64((0.05 / rate.max(1e-3)).min(150e-6));
+            let dispatcher = std::thread::spawn(move || dispatch(&tx, start, end, interval, lead));
+            for conn in conns {
+                let ctx = ConnCtx::new(spec, &workload, &mode_name, conn, measure_from, end);
+                tasks.spawn(open_loop(ctx, rx.clone()));
+            }
+            collect(&mut tasks, &mut report, hard_stop).await;
+            if let Ok(lag) = dispatcher.join() {
+                report.dispatch_lag = Some(lag);
+            }
+            // Due in the measured window but never sent: the target could not keep up.
+            // Recorded at their lower-bound latency so percentiles never flatter it.
+            while let Ok(intended) = rx.try_recv() {
+                if intended >= measure_from {
+                    report.unsent += 1;
+                    let _ = report
+                        .latency
+                        .record(micros(end.saturating_duration_since(intended)));
+                }
+            }
+        }
+    }
+    report
+}
+
+async fn collect(tasks: &mut JoinSet<Partial>, report: &mut Report, hard_stop: Instant) {
+    let deadline = tokio::time::Instant::from_std(hard_stop);
+    loop {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(Ok(partial))) => {
+                let measured = report.measured;
+                report.merge(&partial.report);
+                report.measured = measured;
+            }
+            Ok(Some(Err(_))) => {
+                *report
+                    .errors
+                    .entry("connection task failed".into())
+                    .or_default() += 1;
+            }
+            Ok(None) => return,
+            Err(_) => {
+                let n = tasks.len() as u64;
+                tasks.abort_all();
+                *report
+                    .errors
+                    .entry("stopped at the hard deadline".into())
+                    .or_default() += n;
+                return;
+            }
+        }
+    }
+}
+
+/// How much of each wait the dispatcher spins instead of sleeping.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// Hands out intended send times at a constant rate, from a plain thread: its sleeps are
+/// accurate to tens of microseconds, where tokio's timer wheel rounds to milliseconds.
+/// Returns how late each hand-out was (generator jitter, reported beside the results).
+fn dispatch(
+    tx: &async_channel::Sender<Instant>,
+    start: Instant,
+    end: Instant,
+    interval: Duration,
+    lead: Duration,
+) -> hdrhistogram::Histogram<u64> {
+    // Linux lets a sleeping thread wake up to 50 µs late by default ("timer slack");
+    // asking for 1 ns keeps wake-ups within a few µs. Where unsupported, lag is just larger
+    // (and reported).
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_timerslack(1);
+    let mut lag = histogram();
+    let mut i: u32 = 0;
+    loop {
+        let intended = start + interval * i;
+        if intended >= end {
+            break;
+        }
+        // Hand the request over a little early: waking a parked async worker takes tens of
+        // µs, so the connection receives it ahead of time and spins to the exact moment.
+        let hand_over = intended.checked_sub(lead).unwrap_or(intended);
+        let now = Instant::now();
+        if hand_over > now + SPIN {
+            std::thread::sleep(hand_over.saturating_duration_since(now + SPIN));
+        }
+        // The last few µs are spun: a sleep cannot end that precisely.
+        while Instant::now() < hand_over {
+            std::hint::spin_loop();
+        }
+        let _ = lag.record(micros(Instant::now().saturating_duration_since(hand_over)));
+        if tx.send_blocking(intended).is_err() {
+            break;
+        }
+        i = i.saturating_add(1);
+    }
+    lag
+}
+
+struct ConnCtx {
+    target: Target,
+    workload: Arc<Workload>,
+    conn: Option<Connection>,
+    measure_from: Instant,
+    end: Instant,
+    timeout: Duration,
+    report: Report,
+}
+
+impl ConnCtx {
+    fn new(
+        spec: &RunSpec,
+        workload: &Arc<Workload>,
+        mode: &str,
+        conn: Option<Connection>,
+        measure_from: Instant,
+        end: Instant,
+    ) -> Self {
+        Self {
+            target: spec.target.clone(),
+            workload: Arc::clone(workload),
+            conn,
+            measure_from,
+            end,
+            timeout: spec.request_timeout,
+            report: Report::new(&spec.target.label, mode, 1),
+        }
+    }
+
+    /// Counts an error that happened in the measured window (by when it happened: a request
+    /// due during warm-up that times out afterwards is still a measured failure).
+    fn error(&mut self, what: String) {
+        if Instant::now() >= self.measure_from {
+            *self.report.errors.entry(what).or_default() += 1;
+        }
+    }
+
+    /// Sends one request, reconnecting if needed; returns when the response is complete.
+    async fn send(&mut self, buf: &[u8]) -> Option<u16> {
+        if self.conn.is_none() {
+            match tokio::time::timeout(self.timeout, Connection::connect(self.target.addr)).await {
+                Ok(Ok(c)) => self.conn = Some(c),
+                Ok(Err(e)) => {
+                    self.error(format!("connect: {e}"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    return None;
+                }
+                Err(_) => {
+                    self.error("connect: timed out".into());
+                    return None;
+                }
+            }
+        }
+        let conn = self.conn.as_mut()?;
+        match tokio::time::timeout(self.timeout, conn.round_trip(buf, false)).await {
+            Ok(Ok(response)) => {
+                if !conn.is_reusable() {
+                    self.conn = None;
+                }
+                Some(response.status)
+            }
+            Ok(Err(e)) => {
+                self.conn = None;
+                let what = match e {
+                    ClientError::Io(io) => format!("io: {}", io.kind()),
+                    other => other.to_string(),
+                };
+                self.error(what);
+                None
+            }
+            Err(_) => {
+                self.conn = None;
+                self.error("request timed out".into());
+                None
+            }
+        }
+    }
+
+    fn record(&mut self, status: u16, latency: Duration) {
+        let _ = self.report.latency.record(micros(latency));
+        *self.report.statuses.entry(status).or_default() += 1;
+    }
+}
+
+async fn closed_loop(mut ctx: ConnCtx) -> Partial {
+    let mut rng = rng();
+    let mut buf = Vec::with_capacity(512);
+    let host = ctx.target.host.clone();
+    loop {
+        let sent = Instant::now();
+        if sent >= ctx.end {
+            break;
+        }
+        ctx.workload.next_request(&mut rng, &host, &mut buf);
+        let counted = sent >= ctx.measure_from;
+        if let Some(status) = ctx.send(&buf).await
+            && counted
+        {
+            ctx.record(status, sent.elapsed());
+        }
+    }
+    Partial { report: ctx.report }
+}
+
+async fn open_loop(mut ctx: ConnCtx, rx: async_channel::Receiver<Instant>) -> Partial {
+    let mut rng = rng();
+    let mut buf = Vec::with_capacity(512);
+    let host = ctx.target.host.clone();
+    while Instant::now() < ctx.end {
+        let Ok(intended) = rx.recv().await else { break };
+        // Handed over up to `lead` early (see `dispatch`): wait out the rest precisely.
+        while Instant::now() < intended {
+            std::hint::spin_loop();
+        }
+        if Instant::now() >= ctx.end {
+            // Due but not sent in time: counted by the caller from what is left in the queue.
+            let counted = intended >= ctx.measure_from;
+            if counted {
+                ctx.report.unsent += 1;
+                let _ = ctx
+                    .report
+                    .latency
+                    .record(micros(ctx.end.saturating_duration_since(intended)));
+            }
+            break;
+        }
+        ctx.workload.next_request(&mut rng, &host, &mut buf);
+        let counted = intended >= ctx.measure_from;
+        if let Some(status) = ctx.send(&buf).await
+            && counted
+        {
+            // From when the request was due, not when it went out.
+            ctx.record(status, intended.elapsed());
+        }
+    }
+    Partial { report: ctx.report }
+}

@@ -1,0 +1,156 @@
+//! The harness measured against servers whose behaviour is known exactly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use linkgate_loadtest::fixed_server::{Behaviour, FixedServer};
+use linkgate_loadtest::report::Report;
+use linkgate_loadtest::run::{Mode, RunSpec, run};
+use linkgate_loadtest::target::Target;
+use linkgate_loadtest::workload::{RedirectMix, Workload};
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn workload() -> Arc<Workload> {
+    let codes = (0..100).map(|i| format!("c{i}")).collect();
+    Arc::new(Workload::Redirects(
+        RedirectMix::new(codes, 1.0, 0.0, 0.0).unwrap(),
+    ))
+}
+
+fn spec(addr: SocketAddr, mode: Mode, connections: usize, secs: f64) -> RunSpec {
+    RunSpec {
+        target: Target::parse(&format!("http://{addr}"), false).unwrap(),
+        mode,
+        connections,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_secs_f64(secs),
+        request_timeout: Duration::from_secs(2),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn describe(r: &Report) -> String {
+    linkgate_loadtest::report::table(&[r])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
+    let server = FixedServer::start(
+        any_port(),
+        Behaviour {
+            delay: Duration::from_millis(1),
+            stall: None,
+        },
+    )
+    .unwrap();
+    for mode in [Mode::Closed, Mode::Open { rate: 400.0 }] {
+        let report = run(&spec(server.addr, mode, 2, 2.0), workload()).await;
+        eprintln!("{}", describe(&report));
+        let p50 = ms(report.percentile(50.0));
+        assert!(
+            (0.9..=1.1).contains(&p50),
+            "{mode:?}: p50 {p50:.3} ms\n{}",
+            describe(&report)
+        );
+        assert_eq!(report.error_count(), 0, "{}", describe(&report));
+        assert!(report.responses() > 300, "{}", describe(&report));
+        assert_eq!(report.statuses.keys().copied().collect::<Vec<_>>(), [302]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_shows_a_stall_that_closed_loop_hides() {
+    let stall = Some((Duration::from_millis(1200), Duration::from_millis(200)));
+
+    let server = FixedServer::start(
+        any_port(),
+        Behaviour {
+            delay: Duration::ZERO,
+            stall,
+        },
+    )
+    .unwrap();
+    let open = run(
+        &spec(server.addr, Mode::Open { rate: 1000.0 }, 16, 3.0),
+        workload(),
+    )
+    .await;
+    drop(server);
+
+    let server = FixedServer::start(
+        any_port(),
+        Behaviour {
+            delay: Duration::ZERO,
+            stall,
+        },
+    )
+    .unwrap();
+    let closed = run(&spec(server.addr, Mode::Closed, 8, 3.0), workload()).await;
+    drop(server);
+
+    let table = linkgate_loadtest::report::table(&[&open, &closed]);
+    eprintln!("{table}");
+    // Open loop: ~200 requests fell due during the stall and each waited for it.
+    assert!(
+        ms(open.percentile(99.9)) >= 100.0,
+        "open loop hid the stall\n{table}"
+    );
+    assert!(
+        ms(open.percentile(99.0)) >= 20.0,
+        "open loop hid the stall\n{table}"
+    );
+    // Closed loop: only the 8 in-flight requests saw it, a vanishing share of the samples.
+    assert!(
+        ms(closed.percentile(99.9)) < 50.0,
+        "closed loop unexpectedly showed it\n{table}"
+    );
+    assert!(ms(closed.max()) >= 150.0, "the stall did happen\n{table}");
+    assert!(closed.responses() > 10 * open.responses() / 2, "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_is_reported_and_the_run_still_stops() {
+    // Accepts connections and never answers.
+    let listener = std::net::TcpListener::bind(any_port()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten().take(64) {
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let mut s = spec(addr, Mode::Open { rate: 200.0 }, 4, 1.0);
+    s.request_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let report = run(&s, workload()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(report.error_count() > 0, "{}", describe(&report));
+    assert_eq!(report.responses(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listening_is_counted_as_connection_errors() {
+    let addr = {
+        let l = std::net::TcpListener::bind(any_port()).unwrap();
+        l.local_addr().unwrap()
+    };
+    let report = run(&spec(addr, Mode::Closed, 2, 0.5), workload()).await;
+    assert_eq!(report.responses(), 0);
+    assert!(
+        report.errors.keys().any(|k| k.starts_with("connect")),
+        "{}",
+        describe(&report)
+    );
+}
