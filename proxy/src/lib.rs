@@ -1,13 +1,234 @@
-//! linkgate's edge proxy. This crate currently checks that the configured store is reachable
-//! and at the schema version this build expects; the Pingora service arrives with the proxy
-//! issue.
+//! linkgate's edge proxy: a Pingora service that answers link paths from a two-tier cache
+//! in `request_filter`, passes `/`, `/api/*` and dashboard assets through to the admin
+//! service, and pushes every redirect's click onto a lock-free queue.
+//!
+//! [`Proxy::new`] opens the store and Redis on a small runtime of the proxy's own (database
+//! and Redis connections and the background tasks live there, independent of Pingora's
+//! per-service runtimes); [`Proxy::run`] serves until the shutdown signal, then drains.
 
+pub mod app;
+pub mod client_ip;
+pub mod decide;
+pub mod metrics;
+pub mod pages;
+pub mod password;
+mod sync;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use linkgate_common::budget::ClickBudget;
+use linkgate_common::cache::{RedisTier, Resolver, ResolverSettings};
+use linkgate_common::clicks::ClickQueue;
+use linkgate_common::domain::RedirectStatus;
 use linkgate_common::store::{self, StoreError};
 use linkgate_config::Settings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+
+use crate::app::{LinkProxy, ProxyState};
+use crate::metrics::{Metrics, MetricsApp, ScrapeSource};
+use crate::password::PasswordGate;
 
 /// Connects to the configured store and verifies its schema version.
 pub async fn check_store(settings: &Settings) -> Result<u32, StoreError> {
     let store = store::open(&settings.store)?;
     store.check_schema().await?;
     store.schema_version().await
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    #[error("store: {0} (has `linkgate-admin migrate` been run?)")]
+    Store(#[from] StoreError),
+    #[error("redis: {0}")]
+    Redis(String),
+}
+
+/// A configured proxy, ready to run.
+pub struct Proxy {
+    settings: Settings,
+    state: Arc<ProxyState>,
+    /// Runs database and Redis connections and the background tasks.
+    io: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("listen", &self.settings.proxy.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Opens the store (which must be migrated) and prepares Redis (connected in the
+    /// background: a Redis that is down at start only means no L2 until it is back).
+    pub fn new(settings: Settings) -> Result<Self, StartError> {
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("linkgate-io")
+            .enable_all()
+            .build()?;
+        let store = io.block_on(async {
+            let store = store::open(&settings.store)?;
+            store.check_schema().await?;
+            Ok::<_, StoreError>(store)
+        })?;
+        let redis = match &settings.redis.url {
+            Some(url) => Some(
+                RedisTier::new(
+                    url.expose(),
+                    &settings.redis,
+                    Duration::from_secs(settings.cache.l2_ttl_secs),
+                )
+                .map_err(StartError::Redis)?,
+            ),
+            None => None,
+        };
+        if let Some(redis) = &redis
+            && let Err(error) = io.block_on(redis.connect())
+        {
+            tracing::warn!(%error, "redis is not reachable at start; serving without L2 until it is");
+        }
+        let resolver = Arc::new(Resolver::new(
+            ResolverSettings {
+                l1_max_bytes: settings.cache.l1_max_bytes,
+                l1_ttl: Duration::from_secs(settings.cache.l1_ttl_secs),
+                negative_ttl: Duration::from_secs(settings.cache.negative_ttl_secs),
+                store_concurrency: settings.proxy.store_concurrency,
+            },
+            store,
+            redis.clone(),
+        ));
+        let state = Arc::new(ProxyState {
+            resolver,
+            clicks: Arc::new(ClickQueue::new(settings.clicks.queue_capacity)),
+            budget: ClickBudget::new(redis),
+            passwords: PasswordGate::new(settings.limits.password_per_minute),
+            metrics: Arc::new(Metrics::new()),
+            trusted: settings.proxy.trusted_proxies.clone(),
+            admin_upstream: settings.proxy.admin_upstream,
+            default_status: RedirectStatus::from_code(settings.links.default_redirect_status)
+                .unwrap_or(RedirectStatus::Found),
+            ready: AtomicBool::new(false),
+        });
+        Ok(Self {
+            settings,
+            state,
+            io,
+        })
+    }
+
+    /// Shared state, for tests and embedding.
+    pub fn state(&self) -> &Arc<ProxyState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` fires, then stops accepting, lets in-flight requests finish
+    /// and returns within the configured grace period.
+    pub fn run(self, shutdown: Box<dyn ShutdownSignalWatch>) {
+        let Self {
+            settings,
+            state,
+            io,
+        } = self;
+        {
+            let _guard = io.enter();
+            sync::spawn_all(&state, Duration::from_millis(settings.cache.change_poll_ms));
+        }
+
+        let grace = settings.proxy.grace_period_secs.max(1);
+        let threads = if settings.proxy.threads == 0 {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        } else {
+            settings.proxy.threads
+        };
+        // Pingora first keeps serving in-flight requests for `grace_period_seconds` (new
+        // connections are no longer accepted), then gives its runtimes
+        // `graceful_shutdown_timeout_seconds` to finish. Together they stay inside our grace
+        // period, with a second left for the final click flush.
+        let serve_in_flight = (grace / 2).max(1);
+        let runtime_stop = grace.saturating_sub(serve_in_flight + 1);
+        let conf = ServerConf {
+            threads,
+            grace_period_seconds: Some(serve_in_flight),
+            graceful_shutdown_timeout_seconds: Some(runtime_stop),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+
+        let mut proxy = pingora::proxy::http_proxy_service(
+            &server.configuration,
+            LinkProxy {
+                state: Arc::clone(&state),
+            },
+        );
+        proxy.add_tcp(&settings.proxy.listen.to_string());
+        server.add_service(proxy);
+
+        let source: Arc<dyn ScrapeSource> = Arc::new(Scrape(Arc::clone(&state)));
+        let mut metrics = Service::new(
+            "linkgate metrics".to_owned(),
+            MetricsApp {
+                metrics: Arc::clone(&state.metrics),
+                source,
+            },
+        );
+        metrics.add_tcp(&settings.proxy.metrics_listen.to_string());
+        metrics.threads = Some(1);
+        server.add_service(metrics);
+
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            listen = %settings.proxy.listen,
+            metrics = %settings.proxy.metrics_listen,
+            admin_upstream = %settings.proxy.admin_upstream,
+            threads,
+            redis = settings.redis.url.is_some(),
+            "linkgate-proxy starting"
+        );
+        server.run(RunArgs {
+            shutdown_signal: shutdown,
+        });
+
+        let stats = state.clicks.stats();
+        tracing::info!(
+            queued = stats.depth,
+            offered = stats.offered,
+            dropped = stats.dropped,
+            "linkgate-proxy stopped"
+        );
+        io.shutdown_timeout(Duration::from_millis(500));
+    }
+}
+
+/// Scrape-time values for the metrics listener.
+struct Scrape(Arc<ProxyState>);
+
+impl ScrapeSource for Scrape {
+    fn queue_depth(&self) -> usize {
+        self.0.clicks.len()
+    }
+    fn clicks_offered(&self) -> u64 {
+        self.0.clicks.stats().offered
+    }
+    fn clicks_dropped(&self) -> u64 {
+        self.0.clicks.stats().dropped
+    }
+    fn redis_circuit_open(&self) -> Option<bool> {
+        self.0.resolver.l2().map(|r| r.circuit_open())
+    }
+    fn redis_circuit_opened(&self) -> u64 {
+        self.0.resolver.l2().map_or(0, |r| r.times_circuit_opened())
+    }
+    fn l1_entries(&self) -> u64 {
+        self.0.resolver.l1_entries()
+    }
 }

@@ -1,9 +1,10 @@
-//! `linkgate-proxy`: parses arguments and configuration, then runs the requested command.
+//! `linkgate-proxy`: parses arguments and configuration, then serves (or runs a check).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pingora::server::UnixShutdownSignalWatch;
 
 #[derive(Debug, Parser)]
 #[command(name = "linkgate-proxy", version, about = "linkgate edge proxy")]
@@ -20,12 +21,13 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve redirects (the default).
+    Serve,
     /// Check that the store is reachable and migrated to this build's schema version.
     CheckStore,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     let settings =
         match linkgate_config::load_or_exit_code(args.config.as_deref(), args.check_config) {
@@ -34,19 +36,38 @@ async fn main() -> ExitCode {
         };
     linkgate_common::telemetry::init(&settings.log);
     match args.command {
-        Some(Command::CheckStore) => match linkgate_proxy::check_store(&settings).await {
-            Ok(version) => {
-                println!("store is reachable at schema version {version}");
+        Some(Command::CheckStore) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(error) => {
+                    eprintln!("cannot start a runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(linkgate_proxy::check_store(&settings)) {
+                Ok(version) => {
+                    println!("store is reachable at schema version {version}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("store check failed: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Serve) | None => match linkgate_proxy::Proxy::new(settings) {
+            Ok(proxy) => {
+                proxy.run(Box::new(UnixShutdownSignalWatch));
                 ExitCode::SUCCESS
             }
             Err(error) => {
-                eprintln!("store check failed: {error}");
+                tracing::error!(%error, "cannot start");
+                eprintln!("linkgate-proxy cannot start: {error}");
                 ExitCode::FAILURE
             }
         },
-        None => {
-            eprintln!("nothing to do: give a command (see --help)");
-            ExitCode::from(2)
-        }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::timestamp::Timestamp;
+
 macro_rules! db_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -36,8 +38,19 @@ db_id!(
 pub struct ClickId(pub u128);
 
 impl ClickId {
+    /// A fresh id: the current millisecond and 74 random bits. Built from the thread-local
+    /// RNG rather than `Uuid::now_v7()`, whose shared clock-sequence context is a lock every
+    /// redirect thread would contend on.
     pub fn new() -> Self {
-        Self(uuid::Uuid::now_v7().as_u128())
+        use rand::Rng as _;
+        let millis = u64::try_from(Timestamp::now().as_millis()).unwrap_or_default();
+        let mut random = [0u8; 10];
+        rand::rng().fill_bytes(&mut random);
+        Self(
+            uuid::Builder::from_unix_timestamp_millis(millis, &random)
+                .into_uuid()
+                .as_u128(),
+        )
     }
 
     pub fn to_bytes(self) -> [u8; 16] {

@@ -21,7 +21,10 @@ pub use short_code::{
     DEFAULT_GENERATED_LEN, MAX_CODE_LEN, MIN_CUSTOM_CODE_LEN, RESERVED_CODES, ShortCode,
     ShortCodeError, is_reserved,
 };
-pub use target_url::{MAX_TARGET_URL_BYTES, TargetPolicy, TargetUrl, TargetUrlError, is_public_ip};
+pub use target_url::{
+    MAX_TARGET_URL_BYTES, TargetPolicy, TargetUrl, TargetUrlError, has_encoded_control,
+    is_public_ip,
+};
 pub use timestamp::Timestamp;
 pub use user::{
     ApiKey, AuditEntry, BlockedDomain, Email, EmailError, NewApiKey, NewAuditEntry, NewUser,

@@ -206,7 +206,7 @@ fn is_forbidden_char(c: char) -> bool {
 
 /// `%00`-`%1F` and `%7F`: harmless in a Location header, but they are how header-splitting
 /// payloads are smuggled to downstream systems that decode them, and no real link needs them.
-fn has_encoded_control(s: &str) -> bool {
+pub fn has_encoded_control(s: &str) -> bool {
     let bytes = s.as_bytes();
     bytes.windows(3).any(|w| {
         w[0] == b'%'

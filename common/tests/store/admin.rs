@@ -1,7 +1,7 @@
 use linkgate_common::domain::{NewAuditEntry, Role};
 use linkgate_common::store::Store;
 
-use crate::helpers::user;
+use linkgate_common::testing::user;
 
 pub async fn blocking_a_domain_blocks_its_subdomains(store: &dyn Store) {
     let admin = user(store, "admin@example.com", Role::Admin).await;

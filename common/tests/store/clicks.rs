@@ -4,7 +4,7 @@ use linkgate_common::domain::{
 };
 use linkgate_common::store::Store;
 
-use crate::helpers::{new_link, user};
+use linkgate_common::testing::{new_link, user};
 
 const HOUR: i64 = Timestamp::MILLIS_PER_HOUR;
 

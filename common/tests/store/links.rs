@@ -3,7 +3,7 @@ use linkgate_common::domain::{
 };
 use linkgate_common::store::{LinkQuery, Store, StoreError, create_link_with_retry};
 
-use crate::helpers::{code, domain, new_link, url, user};
+use linkgate_common::testing::{code, domain, new_link, url, user};
 
 pub async fn a_link_round_trips_with_every_field(store: &dyn Store) {
     let ann = user(store, "ann@example.com", Role::User).await;

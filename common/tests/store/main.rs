@@ -9,7 +9,6 @@
 
 mod admin;
 mod clicks;
-mod helpers;
 mod links;
 mod schema;
 mod users;
@@ -21,7 +20,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let db = crate::helpers::TestDb::sqlite().await;
+                    let db = linkgate_common::testing::TestDb::sqlite().await;
                     crate::$module::$name(&*db.store()).await;
                     db.cleanup().await;
                 }
@@ -31,7 +30,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let db = crate::helpers::TestDb::mysql().await;
+                    let db = linkgate_common::testing::TestDb::mysql().await;
                     crate::$module::$name(&*db.store()).await;
                     db.cleanup().await;
                 }
@@ -77,7 +76,7 @@ conformance!(
 mod backend_specific {
     use linkgate_common::store::{LATEST_SCHEMA_VERSION, SchemaStore, StoreError};
 
-    use crate::helpers::TestDb;
+    use linkgate_common::testing::TestDb;
 
     #[tokio::test]
     async fn sqlite_an_unmigrated_database_fails_the_schema_check() {

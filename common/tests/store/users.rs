@@ -3,7 +3,7 @@ use linkgate_common::domain::{
 };
 use linkgate_common::store::{Store, StoreError};
 
-use crate::helpers::user;
+use linkgate_common::testing::user;
 
 fn hash(n: u8) -> TokenHash {
     [n; 32]

@@ -1,14 +1,15 @@
-//! Isolated databases for store tests: a fresh SQLite file or a fresh MySQL database each.
+//! Test support (feature `testing`): isolated, migrated stores (a fresh SQLite file or a
+//! fresh MySQL database each) and small builders. Used by every crate's integration tests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use linkgate_common::domain::{
+use crate::domain::{
     Email, LinkDomain, NewLink, NewUser, Role, ShortCode, TargetPolicy, TargetUrl, User,
 };
-use linkgate_common::store::Store;
-use linkgate_common::store::mysql::MysqlStore;
-use linkgate_common::store::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::store::mysql::MysqlStore;
+use crate::store::sqlite::SqliteStore;
 use mysql_async::prelude::Queryable as _;
 
 /// Server URL (no database) used to create per-test databases. `scripts/services.sh`
@@ -18,9 +19,10 @@ const SERVICES_SCRIPT: &str = "bash scripts/services.sh";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+#[derive(Debug)]
 pub enum Backend {
     /// Holds the directory; the database goes with it.
-    Sqlite { _dir: tempfile::TempDir },
+    Sqlite { dir: tempfile::TempDir },
     Mysql {
         server_url: String,
         database: String,
@@ -28,6 +30,7 @@ pub enum Backend {
 }
 
 /// A migrated store on its own database, removed by [`TestDb::cleanup`].
+#[derive(Debug)]
 pub struct TestDb {
     pub store: Arc<dyn Store>,
     backend: Backend,
@@ -45,7 +48,7 @@ impl TestDb {
         let store = SqliteStore::open(&dir.path().join("linkgate.db"), 8).expect("open sqlite");
         Self {
             store: Arc::new(store),
-            backend: Backend::Sqlite { _dir: dir },
+            backend: Backend::Sqlite { dir },
         }
     }
 
@@ -83,6 +86,19 @@ impl TestDb {
 
     pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
+    }
+
+    /// The store URL, for services under test that open the store themselves.
+    pub fn url(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite { dir } => {
+                format!("sqlite://{}", dir.path().join("linkgate.db").display())
+            }
+            Backend::Mysql {
+                server_url,
+                database,
+            } => format!("{server_url}/{database}"),
+        }
     }
 
     /// Drops the MySQL database (`SQLite`'s directory goes with the `TempDir`).
@@ -156,4 +172,34 @@ pub async fn user(store: &dyn Store, email: &str, role: Role) -> User {
 
 pub fn new_link(owner: &User, c: &str, target: &str) -> NewLink {
     NewLink::new(owner.id, domain(), code(c), url(target))
+}
+
+/// The Redis URL for tests (`LINKGATE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`),
+/// after checking that something answers there. Fails, naming the script, when nothing does.
+pub fn redis_url() -> String {
+    let url = std::env::var("LINKGATE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let addr = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    let reachable = addr.parse::<std::net::SocketAddr>().ok().is_some_and(|a| {
+        std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+    });
+    assert!(
+        reachable,
+        "Redis is not reachable at {addr}. Run `{SERVICES_SCRIPT}`: it installs and starts MariaDB and Redis."
+    );
+    url
+}
+
+/// A key prefix unique to this test process and call, so parallel tests share one Redis.
+pub fn redis_prefix() -> String {
+    format!(
+        "lgt{}x{}:",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -1,0 +1,154 @@
+//! `CachedLink`: what the redirect path needs of a link, compact enough to hold a million.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Link, LinkId, LinkState, RedirectStatus, TargetUrl, Timestamp};
+
+/// The redirect-relevant part of a link. Targets are re-validated whenever one is built from
+/// outside data (the store or Redis), so a `Location` header can only come from a `TargetUrl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedLink {
+    pub id: LinkId,
+    pub target: TargetUrl,
+    pub redirect_status: Option<RedirectStatus>,
+    pub forward_query: bool,
+    pub password_hash: Option<Box<str>>,
+    pub expires_at: Option<Timestamp>,
+    pub max_clicks: Option<u64>,
+    /// Clicks persisted when this copy was loaded: where a max-clicks budget starts.
+    pub clicks: u64,
+    pub fallback_url: Option<TargetUrl>,
+    pub state: LinkState,
+    pub deleted: bool,
+}
+
+impl From<&Link> for CachedLink {
+    fn from(l: &Link) -> Self {
+        Self {
+            id: l.id,
+            target: l.target.clone(),
+            redirect_status: l.redirect_status,
+            forward_query: l.forward_query,
+            password_hash: l.password_hash.as_deref().map(Box::from),
+            expires_at: l.expires_at,
+            max_clicks: l.max_clicks,
+            clicks: l.clicks,
+            fallback_url: l.fallback_url.clone(),
+            state: l.state,
+            deleted: l.deleted_at.is_some(),
+        }
+    }
+}
+
+impl CachedLink {
+    /// Approximate bytes held, for the L1 weigher: the struct, its heap strings, and the
+    /// cache's own per-entry bookkeeping.
+    pub fn weight(&self) -> usize {
+        /// moka's per-entry overhead (entry info, deque nodes, Arc headers), measured order.
+        const ENTRY_OVERHEAD: usize = 160;
+        std::mem::size_of::<Self>()
+            + self.target.as_str().len()
+            + self.password_hash.as_ref().map_or(0, |h| h.len())
+            + self.fallback_url.as_ref().map_or(0, |u| u.as_str().len())
+            + ENTRY_OVERHEAD
+    }
+
+    /// The Redis form.
+    pub(crate) fn to_wire(&self) -> Wire {
+        Wire {
+            id: self.id.0,
+            target: self.target.as_str().to_owned(),
+            status: self.redirect_status.map(RedirectStatus::code),
+            forward_query: self.forward_query,
+            password_hash: self.password_hash.as_deref().map(str::to_owned),
+            expires_at: self.expires_at.map(Timestamp::as_millis),
+            max_clicks: self.max_clicks,
+            clicks: self.clicks,
+            fallback_url: self.fallback_url.as_ref().map(|u| u.as_str().to_owned()),
+            state: self.state.as_str().to_owned(),
+            deleted: self.deleted,
+        }
+    }
+
+    /// Parses and re-validates the Redis form; `None` if anything is off (then the store is
+    /// asked instead).
+    pub(crate) fn from_wire(w: Wire) -> Option<Arc<Self>> {
+        Some(Arc::new(Self {
+            id: LinkId(w.id),
+            target: TargetUrl::from_stored(&w.target).ok()?,
+            redirect_status: match w.status {
+                Some(code) => Some(RedirectStatus::from_code(code)?),
+                None => None,
+            },
+            forward_query: w.forward_query,
+            password_hash: w.password_hash.map(Box::from),
+            expires_at: w.expires_at.map(Timestamp::from_millis),
+            max_clicks: w.max_clicks,
+            clicks: w.clicks,
+            fallback_url: match w.fallback_url {
+                Some(u) => Some(TargetUrl::from_stored(&u).ok()?),
+                None => None,
+            },
+            state: LinkState::parse(&w.state)?,
+            deleted: w.deleted,
+        }))
+    }
+}
+
+/// JSON stored in Redis under the link's key.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Wire {
+    id: i64,
+    target: String,
+    status: Option<u16>,
+    forward_query: bool,
+    password_hash: Option<String>,
+    expires_at: Option<i64>,
+    max_clicks: Option<u64>,
+    clicks: u64,
+    fallback_url: Option<String>,
+    state: String,
+    deleted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::TargetPolicy;
+
+    fn sample() -> CachedLink {
+        CachedLink {
+            id: LinkId(7),
+            target: TargetUrl::parse("https://example.com/x", &TargetPolicy::default()).unwrap(),
+            redirect_status: Some(RedirectStatus::TemporaryRedirect),
+            forward_query: true,
+            password_hash: Some("$argon2id$x".into()),
+            expires_at: Some(Timestamp::from_millis(5)),
+            max_clicks: Some(3),
+            clicks: 1,
+            fallback_url: None,
+            state: LinkState::Active,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn the_wire_form_round_trips() {
+        let link = sample();
+        let json = serde_json::to_string(&link.to_wire()).unwrap();
+        let back = CachedLink::from_wire(serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(*back, link);
+    }
+
+    #[test]
+    fn a_tampered_wire_target_is_refused() {
+        let mut wire = sample().to_wire();
+        wire.target = "javascript:alert(1)".into();
+        assert!(CachedLink::from_wire(wire).is_none());
+        let mut wire = sample().to_wire();
+        wire.status = Some(200);
+        assert!(CachedLink::from_wire(wire).is_none());
+    }
+}

@@ -1,0 +1,13 @@
+//! The proxy's two-tier link cache: L1 in process (moka, bounded by bytes, per-entry TTL,
+//! negative entries for unknown codes), L2 in Redis (optional, short timeouts, circuit
+//! breaker), then the store with bounded concurrency. One load per key at a time.
+
+mod breaker;
+mod link;
+mod redis_tier;
+mod resolver;
+
+pub use breaker::Breaker;
+pub use link::CachedLink;
+pub use redis_tier::{RedisTier, RedisUnavailable, parse_invalidation};
+pub use resolver::{Resolved, Resolver, ResolverSettings, Tier};

@@ -1,0 +1,227 @@
+//! Redis as the shared second tier: cached links, cluster-wide click budgets, and the
+//! invalidation channel. Every call has a short timeout and goes through a circuit breaker;
+//! a Redis that is down or slow costs at most one timeout per cool-down, never a failed
+//! redirect.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use linkgate_config::RedisSettings;
+use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::breaker::Breaker;
+use super::link::{CachedLink, Wire};
+use crate::domain::LinkId;
+
+/// Why Redis was not used for a call. Callers fall back; the reason is for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RedisUnavailable {
+    #[error("redis circuit is open")]
+    CircuitOpen,
+    #[error("redis is not connected")]
+    NotConnected,
+    #[error("redis call timed out")]
+    Timeout,
+    #[error("redis call failed")]
+    Failed,
+}
+
+/// The Redis tier. Cheap to share (`Arc`); connects in the background.
+pub struct RedisTier {
+    client: redis::Client,
+    /// The live connection, once established. A std lock: held only to clone the handle.
+    conn: RwLock<Option<ConnectionManager>>,
+    timeout: Duration,
+    pub(crate) breaker: Breaker,
+    prefix: String,
+    /// Seconds a link stays in Redis.
+    ttl_secs: u64,
+    /// Lua: start a click budget at the persisted count if new, then take one.
+    take_script: redis::Script,
+}
+
+impl std::fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client holds the URL (and maybe a password): never print it.
+        f.debug_struct("RedisTier")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTier {
+    /// Validates the URL; no connection yet (see [`RedisTier::connect`]).
+    pub fn new(url: &str, settings: &RedisSettings, ttl: Duration) -> Result<Arc<Self>, String> {
+        let client = redis::Client::open(url)
+            .map_err(|_| "redis.url is not a valid Redis URL".to_owned())?;
+        Ok(Arc::new(Self {
+            client,
+            conn: RwLock::new(None),
+            timeout: Duration::from_millis(settings.timeout_ms),
+            breaker: Breaker::new(Duration::from_millis(settings.circuit_cooldown_ms)),
+            prefix: settings.key_prefix.clone(),
+            ttl_secs: ttl.as_secs().max(1),
+            take_script: redis::Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end \
+                 return redis.call('INCR', KEYS[1])",
+            ),
+        }))
+    }
+
+    /// Establishes the connection (the manager reconnects by itself afterwards). Called at
+    /// start and retried in the background while Redis is unreachable.
+    pub async fn connect(&self) -> Result<(), String> {
+        if self.is_connected() {
+            return Ok(());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(self.timeout.max(Duration::from_millis(1)) * 4))
+            .set_number_of_retries(1);
+        let manager = ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut slot) = self.conn.write() {
+            *slot = Some(manager);
+        }
+        Ok(())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.read().is_ok_and(|c| c.is_some())
+    }
+
+    /// True while the breaker is skipping Redis.
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    pub fn times_circuit_opened(&self) -> u64 {
+        self.breaker.times_opened()
+    }
+
+    /// The client, for subscriptions (pub/sub needs its own connection).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Runs one Redis call under the timeout and the breaker.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, RedisUnavailable>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if self.breaker.is_open() {
+            return Err(RedisUnavailable::CircuitOpen);
+        }
+        let conn = self
+            .conn
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or(RedisUnavailable::NotConnected)?;
+        match tokio::time::timeout(self.timeout, f(conn)).await {
+            Ok(Ok(value)) => {
+                self.breaker.record_success();
+                Ok(value)
+            }
+            Ok(Err(_)) => {
+                self.breaker.record_failure();
+                Err(RedisUnavailable::Failed)
+            }
+            Err(_) => {
+                self.breaker.record_failure();
+                Err(RedisUnavailable::Timeout)
+            }
+        }
+    }
+
+    fn link_key(&self, domain: &str, code: &str) -> String {
+        format!("{}link:{domain}/{code}", self.prefix)
+    }
+
+    fn budget_key(&self, id: LinkId) -> String {
+        format!("{}budget:{}", self.prefix, id.0)
+    }
+
+    /// The channel invalidations are published on.
+    pub fn invalidation_channel(&self) -> String {
+        format!("{}invalidate", self.prefix)
+    }
+
+    /// A cached link, if Redis has a valid one.
+    pub async fn get_link(
+        &self,
+        domain: &str,
+        code: &str,
+    ) -> Result<Option<Arc<CachedLink>>, RedisUnavailable> {
+        let key = self.link_key(domain, code);
+        let raw: Option<Vec<u8>> = self.call(|mut c| async move { c.get(key).await }).await?;
+        Ok(raw
+            .and_then(|bytes| serde_json::from_slice::<Wire>(&bytes).ok())
+            .and_then(CachedLink::from_wire))
+    }
+
+    pub async fn put_link(
+        &self,
+        domain: &str,
+        code: &str,
+        link: &CachedLink,
+    ) -> Result<(), RedisUnavailable> {
+        let key = self.link_key(domain, code);
+        let Ok(json) = serde_json::to_vec(&link.to_wire()) else {
+            return Ok(());
+        };
+        let ttl = self.ttl_secs;
+        self.call(|mut c| async move { c.set_ex::<_, _, ()>(key, json, ttl).await })
+            .await
+    }
+
+    pub async fn forget_link(&self, domain: &str, code: &str) -> Result<(), RedisUnavailable> {
+        let key = self.link_key(domain, code);
+        self.call(|mut c| async move { c.del::<_, ()>(key).await })
+            .await
+    }
+
+    /// Takes one click from a link's cluster-wide budget; returns the count including this
+    /// one (the redirect is allowed while it is <= `max_clicks`). The budget starts at
+    /// `persisted` the first time any node asks.
+    pub async fn take_click(&self, id: LinkId, persisted: u64) -> Result<u64, RedisUnavailable> {
+        let key = self.budget_key(id);
+        let script = &self.take_script;
+        self.call(|mut c| async move { script.key(key).arg(persisted).invoke_async(&mut c).await })
+            .await
+    }
+
+    /// Tells every proxy to drop its cached copy of a link.
+    pub async fn publish_invalidation(
+        &self,
+        domain: &str,
+        code: &str,
+    ) -> Result<(), RedisUnavailable> {
+        let channel = self.invalidation_channel();
+        let message = format!("{domain} {code}");
+        self.call(|mut c| async move { c.publish::<_, _, ()>(channel, message).await })
+            .await
+    }
+}
+
+/// Parses an invalidation message (`"domain code"`); `None` for anything malformed.
+pub fn parse_invalidation(message: &str) -> Option<(&str, &str)> {
+    let (domain, code) = message.split_once(' ')?;
+    (!domain.is_empty() && !code.is_empty() && !code.contains(' ')).then_some((domain, code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidation_messages_are_parsed_strictly() {
+        assert_eq!(parse_invalidation("sho.rt abc"), Some(("sho.rt", "abc")));
+        assert_eq!(parse_invalidation("sho.rt"), None);
+        assert_eq!(parse_invalidation(" abc"), None);
+        assert_eq!(parse_invalidation("a b c"), None);
+    }
+}

@@ -1,0 +1,515 @@
+//! The Pingora shell: routes a request, asks the resolver and `decide`, and writes the
+//! answer from `request_filter` without touching any upstream. Only non-link paths are
+//! proxied, to the admin service.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ipnet::IpNet;
+use linkgate_common::budget::ClickBudget;
+use linkgate_common::cache::{Resolver, Tier};
+use linkgate_common::clicks::ClickQueue;
+use linkgate_common::domain::{
+    ClickEvent, ClickId, ClickMethod, LinkId, RedirectStatus, Timestamp, capture_header,
+};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+
+use crate::client_ip::client_ip;
+use crate::decide::{self, Decision, Method, RequestFacts};
+use crate::metrics::{Metrics, Outcome, TierLabel};
+use crate::pages;
+use crate::password::{Attempt, PasswordGate, password_from_form};
+
+/// Largest password form body read.
+const MAX_FORM_BYTES: usize = 4096;
+
+/// Everything the request path shares. One per process.
+pub struct ProxyState {
+    pub resolver: Arc<Resolver>,
+    pub clicks: Arc<ClickQueue>,
+    pub budget: ClickBudget,
+    pub passwords: PasswordGate,
+    pub metrics: Arc<Metrics>,
+    pub trusted: Vec<IpNet>,
+    pub admin_upstream: SocketAddr,
+    pub default_status: RedirectStatus,
+    /// Set by the readiness checker: the store answered recently.
+    pub ready: AtomicBool,
+}
+
+impl std::fmt::Debug for ProxyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyState")
+            .field("admin_upstream", &self.admin_upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `ProxyHttp` implementation.
+#[derive(Debug, Clone)]
+pub struct LinkProxy {
+    pub state: Arc<ProxyState>,
+}
+
+/// Per-request context.
+#[derive(Debug)]
+pub struct Ctx {
+    started: Instant,
+    outcome: Option<Outcome>,
+    client: IpAddr,
+}
+
+enum Route<'a> {
+    Health,
+    Ready,
+    Admin,
+    Link(&'a str),
+}
+
+/// `/healthz` and `/readyz` are the proxy's own; `/`, `/api/...` and the dashboard's assets
+/// belong to admin; any other single path segment is a code.
+fn route(path: &str) -> Route<'_> {
+    match path {
+        "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
+        "/" | "/favicon.ico" | "/robots.txt" | "/openapi.json" => Route::Admin,
+        _ if ["/api/", "/static/", "/assets/", "/dashboard/"]
+            .iter()
+            .any(|p| path.starts_with(p))
+            || path == "/api"
+            || path == "/dashboard" =>
+        {
+            Route::Admin
+        }
+        _ => Route::Link(&path[1..]),
+    }
+}
+
+fn method_of(req: &RequestHeader) -> Method {
+    match req.method.as_str() {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        _ => Method::Other,
+    }
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn host_of(req: &RequestHeader) -> Option<&str> {
+    header_str(req, "host").or_else(|| req.uri.authority().map(http::uri::Authority::as_str))
+}
+
+/// Writes a complete response. HEAD gets the same headers without the body.
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: &'static str,
+    extra: &[(&'static str, &str)],
+) -> Result<()> {
+    let head = session.req_header().method == http::Method::HEAD;
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    resp.insert_header("content-type", content_type)?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    for (name, value) in extra {
+        resp.insert_header(*name, *value)?;
+    }
+    session
+        .write_response_header(Box::new(resp), head || body.is_empty())
+        .await?;
+    if !head && !body.is_empty() {
+        session
+            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn respond_html(session: &mut Session, status: u16, body: &'static str) -> Result<()> {
+    respond(session, status, "text/html; charset=utf-8", body, &[]).await
+}
+
+async fn respond_text(session: &mut Session, status: u16, body: &'static str) -> Result<()> {
+    respond(session, status, "text/plain; charset=utf-8", body, &[]).await
+}
+
+/// A redirect. `location` is a validated target (plus a validated query).
+async fn respond_redirect(session: &mut Session, status: u16, location: &str) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header("location", location)?;
+    resp.insert_header("content-length", "0")?;
+    // Temporary redirects are never cached so every visit is counted; permanent ones may be.
+    let cache = if matches!(status, 301 | 308) {
+        "public, max-age=3600"
+    } else {
+        "no-store"
+    };
+    resp.insert_header("cache-control", cache)?;
+    session.write_response_header(Box::new(resp), true).await
+}
+
+impl LinkProxy {
+    fn push_click(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        link: LinkId,
+        method: Method,
+        now: Timestamp,
+    ) {
+        let req = session.req_header();
+        let header = |name| header_str(req, name).map(capture_header);
+        self.state.clicks.push(ClickEvent {
+            click_id: ClickId::new(),
+            at: now,
+            link_id: link,
+            client_ip: ctx.client,
+            user_agent: header("user-agent"),
+            referrer: header("referer"),
+            accept: header("accept"),
+            method: match method {
+                Method::Head => ClickMethod::Head,
+                Method::Post => ClickMethod::Post,
+                Method::Get | Method::Other => ClickMethod::Get,
+            },
+            country: None,
+        });
+    }
+
+    async fn answer_link(&self, session: &mut Session, ctx: &mut Ctx, code: &str) -> Result<()> {
+        let req = session.req_header();
+        let method = method_of(req);
+        let Some(host) = host_of(req).map(str::to_owned) else {
+            ctx.outcome = Some(Outcome::BadRequest);
+            return respond_text(session, 400, pages::BAD_REQUEST).await;
+        };
+        let query = req.uri.query().map(str::to_owned);
+        let resolved = match self.state.resolver.resolve(&host, code).await {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::warn!(%error, "link lookup failed");
+                ctx.outcome = Some(Outcome::Error);
+                return respond(
+                    session,
+                    503,
+                    "text/plain; charset=utf-8",
+                    pages::UNAVAILABLE,
+                    &[("retry-after", "1")],
+                )
+                .await;
+            }
+        };
+        let metrics = &self.state.metrics;
+        match resolved.tier {
+            Tier::L1 => metrics.lookup(TierLabel::L1, true),
+            Tier::L2 => {
+                metrics.lookup(TierLabel::L1, false);
+                metrics.lookup(TierLabel::L2, true);
+            }
+            Tier::Store | Tier::Shared => {
+                metrics.lookup(TierLabel::L1, false);
+                if self.state.resolver.l2().is_some() {
+                    metrics.lookup(TierLabel::L2, false);
+                }
+                metrics.lookup(TierLabel::Store, resolved.link.is_some());
+            }
+        }
+        let now = Timestamp::now();
+        let facts = RequestFacts {
+            method,
+            query: query.as_deref(),
+            now,
+        };
+        let link = resolved.link;
+        let mut decision = decide::decide(link.as_deref(), &facts, self.state.default_status);
+
+        if decision == Decision::PasswordRequired
+            && let Some(link) = &link
+        {
+            if method != Method::Post {
+                ctx.outcome = Some(Outcome::Password);
+                return respond_html(session, 200, pages::PASSWORD_FORM).await;
+            }
+            let body = read_body(session, MAX_FORM_BYTES).await?;
+            let password = body
+                .as_deref()
+                .and_then(password_from_form)
+                .unwrap_or_default();
+            let hash = link.password_hash.as_deref().unwrap_or_default();
+            match self
+                .state
+                .passwords
+                .check(ctx.client, &password, hash)
+                .await
+            {
+                Attempt::Correct => {
+                    decision = decide::redirect(link, query.as_deref(), self.state.default_status);
+                }
+                Attempt::Wrong => {
+                    ctx.outcome = Some(Outcome::Password);
+                    return respond_html(session, 401, pages::WRONG_PASSWORD).await;
+                }
+                Attempt::Limited { retry_after_secs } => {
+                    ctx.outcome = Some(Outcome::Limited);
+                    let retry = retry_after_secs.to_string();
+                    return respond(
+                        session,
+                        429,
+                        "text/plain; charset=utf-8",
+                        pages::TOO_MANY_ATTEMPTS,
+                        &[("retry-after", &retry)],
+                    )
+                    .await;
+                }
+            }
+        }
+
+        match decision {
+            Decision::Redirect {
+                status,
+                location,
+                limited,
+            } => {
+                let link = link.as_deref().ok_or_else(|| {
+                    Error::explain(ErrorType::InternalError, "redirect without link")
+                })?;
+                if limited && !self.state.budget.take(link).await {
+                    ctx.outcome = Some(Outcome::Gone);
+                    return self.answer_gone(session, decide::gone(link)).await;
+                }
+                ctx.outcome = Some(if method == Method::Post {
+                    Outcome::Password
+                } else {
+                    match resolved.tier {
+                        Tier::L1 => Outcome::L1Hit,
+                        Tier::L2 => Outcome::L2Hit,
+                        Tier::Store | Tier::Shared => Outcome::StoreHit,
+                    }
+                });
+                self.push_click(session, ctx, link.id, method, now);
+                // After a POST the browser must GET the target: 303 See Other.
+                let status = if method == Method::Post { 303 } else { status };
+                respond_redirect(session, status, &location).await
+            }
+            gone @ Decision::Gone { .. } => {
+                ctx.outcome = Some(Outcome::Gone);
+                self.answer_gone(session, gone).await
+            }
+            Decision::Unavailable { banned } => {
+                ctx.outcome = Some(Outcome::Gone);
+                respond_html(
+                    session,
+                    410,
+                    if banned {
+                        pages::BANNED
+                    } else {
+                        pages::DISABLED
+                    },
+                )
+                .await
+            }
+            Decision::NotFound | Decision::PasswordRequired => {
+                ctx.outcome = Some(Outcome::NotFound);
+                respond_html(session, 404, pages::NOT_FOUND).await
+            }
+            Decision::MethodNotAllowed => {
+                ctx.outcome = Some(Outcome::BadRequest);
+                respond(
+                    session,
+                    405,
+                    "text/plain; charset=utf-8",
+                    pages::METHOD_NOT_ALLOWED,
+                    &[("allow", "GET, HEAD")],
+                )
+                .await
+            }
+            Decision::BadQuery => {
+                ctx.outcome = Some(Outcome::BadRequest);
+                respond_text(session, 400, pages::BAD_REQUEST).await
+            }
+            Decision::TooLong => {
+                ctx.outcome = Some(Outcome::BadRequest);
+                respond_text(session, 414, pages::URI_TOO_LONG).await
+            }
+        }
+    }
+
+    async fn answer_gone(&self, session: &mut Session, gone: Decision) -> Result<()> {
+        match gone {
+            Decision::Gone {
+                fallback: Some(url),
+            } => respond_redirect(session, 302, &url).await,
+            _ => respond_html(session, 410, pages::GONE).await,
+        }
+    }
+}
+
+/// Reads a request body up to `max` bytes; `None` when it is larger.
+async fn read_body(session: &mut Session, max: usize) -> Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+#[async_trait]
+impl ProxyHttp for LinkProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            outcome: None,
+            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SocketAddr::ip);
+        let forwarded = session
+            .req_header()
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        ctx.client = client_ip(
+            peer,
+            (!forwarded.is_empty()).then_some(forwarded.as_str()),
+            &self.state.trusted,
+        );
+
+        let path = session.req_header().uri.path().to_owned();
+        match route(&path) {
+            Route::Health => {
+                respond_text(session, 200, "ok\n").await?;
+                Ok(true)
+            }
+            Route::Ready => {
+                if self.state.ready.load(Ordering::Relaxed) {
+                    respond_text(session, 200, "ready\n").await?;
+                } else {
+                    respond_text(
+                        session,
+                        503,
+                        "not ready: the store has not answered recently\n",
+                    )
+                    .await?;
+                }
+                Ok(true)
+            }
+            Route::Admin => {
+                ctx.outcome = Some(Outcome::Passthrough);
+                Ok(false)
+            }
+            Route::Link(code) => {
+                self.answer_link(session, ctx, code).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(
+            self.state.admin_upstream,
+            false,
+            String::new(),
+        )))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // X-Forwarded-For: a trusted peer's chain is kept and the peer appended; an untrusted
+        // peer's claims are discarded. Admin sees the same client address the proxy used.
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(SocketAddr::ip);
+        let peer_trusted = peer.is_some_and(|p| self.state.trusted.iter().any(|n| n.contains(&p)));
+        let chain = if peer_trusted {
+            let existing = upstream
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(", ");
+            match (existing.is_empty(), peer) {
+                (false, Some(p)) => format!("{existing}, {p}"),
+                (true, Some(p)) => p.to_string(),
+                (_, None) => existing,
+            }
+        } else {
+            peer.map(|p| p.to_string()).unwrap_or_default()
+        };
+        upstream.remove_header("x-forwarded-for");
+        if !chain.is_empty() {
+            upstream.insert_header("x-forwarded-for", chain)?;
+        }
+        upstream.insert_header("x-real-ip", ctx.client.to_string())?;
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Ctx) {
+        let outcome = match (ctx.outcome, error) {
+            // A failed passthrough or an error before any decision is an error.
+            (Some(Outcome::Passthrough) | None, Some(_)) => Outcome::Error,
+            (Some(o), _) => o,
+            // Health and readiness probes are not traffic.
+            (None, None) => return,
+        };
+        self.state.metrics.observe(outcome, ctx.started.elapsed());
+        if let (Some(e), Outcome::Error) = (error, outcome) {
+            let status = session.response_written().map_or(0, |r| r.status.as_u16());
+            tracing::debug!(error = %e, status, "request failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_separate_probes_admin_paths_and_codes() {
+        assert!(matches!(route("/healthz"), Route::Health));
+        assert!(matches!(route("/readyz"), Route::Ready));
+        for admin in [
+            "/",
+            "/api/v1/links",
+            "/api",
+            "/static/app.js",
+            "/assets/x.css",
+            "/favicon.ico",
+        ] {
+            assert!(matches!(route(admin), Route::Admin), "{admin}");
+        }
+        assert!(matches!(route("/abc123"), Route::Link("abc123")));
+        assert!(
+            matches!(route("/a/b"), Route::Link("a/b")),
+            "not a valid code: resolves to 404"
+        );
+    }
+}

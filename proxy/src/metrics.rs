@@ -1,0 +1,338 @@
+//! Every Prometheus metric of the proxy, registered in one place, served on its own listener.
+//! Labels are bounded enums: never a code, a URL, a host or a raw path.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// How a request ended, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    L1Hit,
+    L2Hit,
+    StoreHit,
+    NotFound,
+    /// 410: expired, out of clicks, disabled or banned.
+    Gone,
+    /// 429: a rate limit refused the request.
+    Limited,
+    /// The password form or a password check.
+    Password,
+    /// 4xx for malformed requests (bad query, wrong method, missing host).
+    BadRequest,
+    /// 5xx: the store failed.
+    Error,
+    /// Forwarded to the admin service.
+    Passthrough,
+}
+
+impl Outcome {
+    const ALL: [Self; 10] = [
+        Self::L1Hit,
+        Self::L2Hit,
+        Self::StoreHit,
+        Self::NotFound,
+        Self::Gone,
+        Self::Limited,
+        Self::Password,
+        Self::BadRequest,
+        Self::Error,
+        Self::Passthrough,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::L1Hit => "l1_hit",
+            Self::L2Hit => "l2_hit",
+            Self::StoreHit => "store_hit",
+            Self::NotFound => "not_found",
+            Self::Gone => "gone",
+            Self::Limited => "limited",
+            Self::Password => "password",
+            Self::BadRequest => "bad_request",
+            Self::Error => "error",
+            Self::Passthrough => "passthrough",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+/// Cache tiers as labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierLabel {
+    L1,
+    L2,
+    Store,
+}
+
+/// Sources read at scrape time.
+pub trait ScrapeSource: Send + Sync {
+    fn queue_depth(&self) -> usize;
+    fn clicks_offered(&self) -> u64;
+    fn clicks_dropped(&self) -> u64;
+    fn redis_circuit_open(&self) -> Option<bool>;
+    fn redis_circuit_opened(&self) -> u64;
+    fn l1_entries(&self) -> u64;
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    requests: Vec<IntCounter>,
+    latency: Vec<Histogram>,
+    /// [tier][hit=0/miss=1]
+    lookups: [[IntCounter; 2]; 3],
+    queue_depth: IntGauge,
+    clicks_offered: IntCounter,
+    clicks_dropped: IntCounter,
+    redis_circuit_open: IntGauge,
+    redis_circuit_opened: IntCounter,
+    l1_entries: IntGauge,
+    /// Last totals copied into the counters (monotonic sources are copied as deltas).
+    /// A mutex: scrapes are rare and must not interleave.
+    copied: Mutex<[u64; 3]>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Latency buckets from 25 µs to 1 s.
+const BUCKETS: [f64; 15] = [
+    25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
+    500e-3, 1.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests_vec = IntCounterVec::new(
+            Opts::new("linkgate_proxy_requests_total", "Requests by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let latency_vec = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "linkgate_proxy_request_duration_seconds",
+                "Time to answer, by outcome",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let lookups_vec = IntCounterVec::new(
+            Opts::new(
+                "linkgate_proxy_cache_lookups_total",
+                "Cache lookups by tier and result",
+            ),
+            &["tier", "result"],
+        )
+        .expect("valid metric");
+        let queue_depth = IntGauge::new(
+            "linkgate_clicks_queue_depth",
+            "Click events waiting in the queue",
+        )
+        .expect("valid metric");
+        let clicks_offered = IntCounter::new(
+            "linkgate_clicks_offered_total",
+            "Click events offered to the queue",
+        )
+        .expect("valid metric");
+        let clicks_dropped = IntCounter::new(
+            "linkgate_clicks_dropped_total",
+            "Click events dropped because the queue was full",
+        )
+        .expect("valid metric");
+        let redis_circuit_open = IntGauge::new(
+            "linkgate_proxy_redis_circuit_open",
+            "1 while Redis is skipped after errors, 0 when in use, -1 when not configured",
+        )
+        .expect("valid metric");
+        let redis_circuit_opened = IntCounter::new(
+            "linkgate_proxy_redis_circuit_opened_total",
+            "Times the Redis circuit breaker opened",
+        )
+        .expect("valid metric");
+        let l1_entries = IntGauge::new(
+            "linkgate_proxy_l1_entries",
+            "Links (and negative entries) in the in-process cache",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests_vec.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency_vec.clone()),
+            Box::new(lookups_vec.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(clicks_offered.clone()),
+            Box::new(clicks_dropped.clone()),
+            Box::new(redis_circuit_open.clone()),
+            Box::new(redis_circuit_opened.clone()),
+            Box::new(l1_entries.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        let lookup = |tier: &str, result: &str| lookups_vec.with_label_values(&[tier, result]);
+        Self {
+            requests: Outcome::ALL
+                .iter()
+                .map(|o| requests_vec.with_label_values(&[o.label()]))
+                .collect(),
+            latency: Outcome::ALL
+                .iter()
+                .map(|o| latency_vec.with_label_values(&[o.label()]))
+                .collect(),
+            lookups: [
+                [lookup("l1", "hit"), lookup("l1", "miss")],
+                [lookup("l2", "hit"), lookup("l2", "miss")],
+                [lookup("store", "hit"), lookup("store", "miss")],
+            ],
+            queue_depth,
+            clicks_offered,
+            clicks_dropped,
+            redis_circuit_open,
+            redis_circuit_opened,
+            l1_entries,
+            registry,
+            copied: Mutex::new([0; 3]),
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn observe(&self, outcome: Outcome, took: Duration) {
+        let i = outcome.index();
+        self.requests[i].inc();
+        self.latency[i].observe(took.as_secs_f64());
+    }
+
+    pub fn lookup(&self, tier: TierLabel, hit: bool) {
+        let t = match tier {
+            TierLabel::L1 => 0,
+            TierLabel::L2 => 1,
+            TierLabel::Store => 2,
+        };
+        self.lookups[t][usize::from(!hit)].inc();
+    }
+
+    /// The text exposition, after copying the scrape-time values in.
+    pub fn render(&self, source: &dyn ScrapeSource) -> Vec<u8> {
+        self.queue_depth
+            .set(i64::try_from(source.queue_depth()).unwrap_or(i64::MAX));
+        self.l1_entries
+            .set(i64::try_from(source.l1_entries()).unwrap_or(i64::MAX));
+        self.redis_circuit_open
+            .set(match source.redis_circuit_open() {
+                None => -1,
+                Some(open) => i64::from(open),
+            });
+        if let Ok(mut copied) = self.copied.lock() {
+            for (slot, (counter, now)) in [
+                (&self.clicks_offered, source.clicks_offered()),
+                (&self.clicks_dropped, source.clicks_dropped()),
+                (&self.redis_circuit_opened, source.redis_circuit_opened()),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                counter.inc_by(now.saturating_sub(copied[slot]));
+                copied[slot] = copied[slot].max(now);
+            }
+        }
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The metrics listener's HTTP app: `GET /metrics` (any path) returns the exposition.
+#[allow(
+    missing_debug_implementations,
+    reason = "holds trait objects with nothing to show"
+)]
+pub struct MetricsApp {
+    pub metrics: std::sync::Arc<Metrics>,
+    pub source: std::sync::Arc<dyn ScrapeSource>,
+}
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, _session: &mut ServerSession) -> Response<Vec<u8>> {
+        let body = self.metrics.render(&*self.source);
+        Response::builder()
+            .status(200)
+            .header("content-type", "text/plain; version=0.0.4")
+            .header("content-length", body.len())
+            .body(body)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+    impl ScrapeSource for Fixed {
+        fn queue_depth(&self) -> usize {
+            7
+        }
+        fn clicks_offered(&self) -> u64 {
+            10
+        }
+        fn clicks_dropped(&self) -> u64 {
+            2
+        }
+        fn redis_circuit_open(&self) -> Option<bool> {
+            Some(true)
+        }
+        fn redis_circuit_opened(&self) -> u64 {
+            1
+        }
+        fn l1_entries(&self) -> u64 {
+            3
+        }
+    }
+
+    #[test]
+    fn the_exposition_has_bounded_labels_and_scrape_time_values() {
+        let m = Metrics::new();
+        m.observe(Outcome::L1Hit, Duration::from_micros(30));
+        m.lookup(TierLabel::L2, false);
+        let text = String::from_utf8(m.render(&Fixed)).unwrap();
+        assert!(
+            text.contains("linkgate_proxy_requests_total{outcome=\"l1_hit\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("linkgate_proxy_request_duration_seconds_bucket{outcome=\"l1_hit\",le=\"0.00005\"} 1"), "{text}");
+        assert!(
+            text.contains("linkgate_proxy_cache_lookups_total{result=\"miss\",tier=\"l2\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("linkgate_clicks_queue_depth 7"));
+        assert!(text.contains("linkgate_clicks_dropped_total 2"));
+        assert!(text.contains("linkgate_proxy_redis_circuit_open 1"));
+        // Counters copied as deltas: a second scrape does not double them.
+        let again = String::from_utf8(m.render(&Fixed)).unwrap();
+        assert!(
+            again.contains("linkgate_clicks_offered_total 10"),
+            "{again}"
+        );
+    }
+}
