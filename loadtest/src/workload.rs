@@ -58,7 +58,15 @@ impl RedirectMix {
             return Err(WorkloadError::NoCodes);
         }
         // Cold codes come from the end of the list so the hot set keeps the most-seeded ones.
-        let cold_count = if cold_share > 0.0 { codes.len() / 2 } else { 0 };
+        // A cold share of 1 makes every code cold: each is requested exactly once (filling a
+        // cache with all of them, for instance).
+        let cold_count = if cold_share >= 1.0 {
+            codes.len()
+        } else if cold_share > 0.0 {
+            codes.len() / 2
+        } else {
+            0
+        };
         let cold = codes.split_off(codes.len() - cold_count);
         let hot = codes;
         let n = hot.len().max(1) as f64;

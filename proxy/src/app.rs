@@ -11,14 +11,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ipnet::IpNet;
 use linkgate_common::budget::ClickBudget;
-use linkgate_common::cache::{Resolver, Tier};
+use linkgate_common::cache::{CachedLink, Resolved, Resolver, Tier};
 use linkgate_common::clicks::ClickQueue;
 use linkgate_common::domain::{
     ClickEvent, ClickId, ClickMethod, LinkId, RedirectStatus, Timestamp, capture_header,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, Result};
 
 use crate::client_ip::client_ip;
 use crate::decide::{self, Decision, Method, RequestFacts};
@@ -65,16 +65,16 @@ pub struct Ctx {
     client: IpAddr,
 }
 
-enum Route<'a> {
+enum Route {
     Health,
     Ready,
     Admin,
-    Link(&'a str),
+    Link,
 }
 
 /// `/healthz` and `/readyz` are the proxy's own; `/`, `/api/...` and the dashboard's assets
 /// belong to admin; any other single path segment is a code.
-fn route(path: &str) -> Route<'_> {
+fn route(path: &str) -> Route {
     match path {
         "/healthz" => Route::Health,
         "/readyz" => Route::Ready,
@@ -87,7 +87,7 @@ fn route(path: &str) -> Route<'_> {
         {
             Route::Admin
         }
-        _ => Route::Link(&path[1..]),
+        _ => Route::Link,
     }
 }
 
@@ -143,8 +143,9 @@ async fn respond_text(session: &mut Session, status: u16, body: &'static str) ->
     respond(session, status, "text/plain; charset=utf-8", body, &[]).await
 }
 
-/// A redirect. `location` is a validated target (plus a validated query).
-async fn respond_redirect(session: &mut Session, status: u16, location: &str) -> Result<()> {
+/// A redirect. `location` is a validated target (plus a validated query); it is moved into
+/// the header value without a copy.
+async fn respond_redirect(session: &mut Session, status: u16, location: String) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(3))?;
     resp.insert_header("location", location)?;
     resp.insert_header("content-length", "0")?;
@@ -158,19 +159,34 @@ async fn respond_redirect(session: &mut Session, status: u16, location: &str) ->
     session.write_response_header(Box::new(resp), true).await
 }
 
+/// What the read-only phase of a link request decided; the write phase sends it.
+enum Step {
+    Redirect {
+        status: u16,
+        location: String,
+    },
+    Decided(Decision),
+    /// A POST to a password link: read the body, check, then redirect or refuse.
+    CheckPassword {
+        link: Arc<CachedLink>,
+        query: Option<String>,
+    },
+    NoHost,
+    StoreFailed,
+}
+
 impl LinkProxy {
-    fn push_click(
-        &self,
-        session: &Session,
+    /// Builds the click event from the request (before any response is written).
+    fn click(
+        req: &RequestHeader,
         ctx: &Ctx,
         link: LinkId,
         method: Method,
         now: Timestamp,
-    ) {
-        let req = session.req_header();
+    ) -> ClickEvent {
         let header = |name| header_str(req, name).map(capture_header);
-        self.state.clicks.push(ClickEvent {
-            click_id: ClickId::new(),
+        ClickEvent {
+            click_id: ClickId::at(now),
             at: now,
             link_id: link,
             client_ip: ctx.client,
@@ -183,32 +199,10 @@ impl LinkProxy {
                 Method::Get | Method::Other => ClickMethod::Get,
             },
             country: None,
-        });
+        }
     }
 
-    async fn answer_link(&self, session: &mut Session, ctx: &mut Ctx, code: &str) -> Result<()> {
-        let req = session.req_header();
-        let method = method_of(req);
-        let Some(host) = host_of(req).map(str::to_owned) else {
-            ctx.outcome = Some(Outcome::BadRequest);
-            return respond_text(session, 400, pages::BAD_REQUEST).await;
-        };
-        let query = req.uri.query().map(str::to_owned);
-        let resolved = match self.state.resolver.resolve(&host, code).await {
-            Ok(r) => r,
-            Err(error) => {
-                tracing::warn!(%error, "link lookup failed");
-                ctx.outcome = Some(Outcome::Error);
-                return respond(
-                    session,
-                    503,
-                    "text/plain; charset=utf-8",
-                    pages::UNAVAILABLE,
-                    &[("retry-after", "1")],
-                )
-                .await;
-            }
-        };
+    fn count_lookup(&self, resolved: &Resolved) {
         let metrics = &self.state.metrics;
         match resolved.tier {
             Tier::L1 => metrics.lookup(TierLabel::L1, true),
@@ -224,86 +218,163 @@ impl LinkProxy {
                 metrics.lookup(TierLabel::Store, resolved.link.is_some());
             }
         }
-        let now = Timestamp::now();
-        let facts = RequestFacts {
-            method,
-            query: query.as_deref(),
-            now,
+    }
+
+    /// The read-only phase: everything is borrowed from the request, nothing is copied on
+    /// the cache-hit path except the `Location` value itself.
+    async fn look_up(&self, req: &RequestHeader, ctx: &mut Ctx, now: Timestamp) -> Step {
+        let method = method_of(req);
+        let Some(host) = host_of(req) else {
+            return Step::NoHost;
         };
+        let code = &req.uri.path()[1..];
+        let query = req.uri.query();
+        // The cache-hit path is synchronous: no future is built for it.
+        let resolved = match self.state.resolver.cached(host, code) {
+            Some(hit) => hit,
+            // Boxed: the miss path's state is large, and keeping it out of this future keeps
+            // the hit path's future small (it is moved and copied on every request).
+            None => match Box::pin(self.state.resolver.resolve(host, code)).await {
+                Ok(r) => r,
+                Err(error) => {
+                    tracing::warn!(%error, "link lookup failed");
+                    return Step::StoreFailed;
+                }
+            },
+        };
+        self.count_lookup(&resolved);
+        let facts = RequestFacts { method, query, now };
         let link = resolved.link;
-        let mut decision = decide::decide(link.as_deref(), &facts, self.state.default_status);
-
-        if decision == Decision::PasswordRequired
-            && let Some(link) = &link
-        {
-            if method != Method::Post {
-                ctx.outcome = Some(Outcome::Password);
-                return respond_html(session, 200, pages::PASSWORD_FORM).await;
-            }
-            let body = read_body(session, MAX_FORM_BYTES).await?;
-            let password = body
-                .as_deref()
-                .and_then(password_from_form)
-                .unwrap_or_default();
-            let hash = link.password_hash.as_deref().unwrap_or_default();
-            match self
-                .state
-                .passwords
-                .check(ctx.client, &password, hash)
-                .await
-            {
-                Attempt::Correct => {
-                    decision = decide::redirect(link, query.as_deref(), self.state.default_status);
-                }
-                Attempt::Wrong => {
-                    ctx.outcome = Some(Outcome::Password);
-                    return respond_html(session, 401, pages::WRONG_PASSWORD).await;
-                }
-                Attempt::Limited { retry_after_secs } => {
-                    ctx.outcome = Some(Outcome::Limited);
-                    let retry = retry_after_secs.to_string();
-                    return respond(
-                        session,
-                        429,
-                        "text/plain; charset=utf-8",
-                        pages::TOO_MANY_ATTEMPTS,
-                        &[("retry-after", &retry)],
-                    )
-                    .await;
-                }
-            }
-        }
-
-        match decision {
+        match decide::decide(link.as_deref(), &facts, self.state.default_status) {
             Decision::Redirect {
                 status,
                 location,
                 limited,
             } => {
-                let link = link.as_deref().ok_or_else(|| {
-                    Error::explain(ErrorType::InternalError, "redirect without link")
-                })?;
-                if limited && !self.state.budget.take(link).await {
-                    ctx.outcome = Some(Outcome::Gone);
-                    return self.answer_gone(session, decide::gone(link)).await;
+                let Some(link) = link else {
+                    return Step::Decided(Decision::NotFound);
+                };
+                if limited && !Box::pin(self.state.budget.take(&link)).await {
+                    return Step::Decided(decide::gone(&link));
                 }
-                ctx.outcome = Some(if method == Method::Post {
-                    Outcome::Password
-                } else {
-                    match resolved.tier {
-                        Tier::L1 => Outcome::L1Hit,
-                        Tier::L2 => Outcome::L2Hit,
-                        Tier::Store | Tier::Shared => Outcome::StoreHit,
-                    }
+                ctx.outcome = Some(match resolved.tier {
+                    Tier::L1 => Outcome::L1Hit,
+                    Tier::L2 => Outcome::L2Hit,
+                    Tier::Store | Tier::Shared => Outcome::StoreHit,
                 });
-                self.push_click(session, ctx, link.id, method, now);
-                // After a POST the browser must GET the target: 303 See Other.
-                let status = if method == Method::Post { 303 } else { status };
-                respond_redirect(session, status, &location).await
+                self.state
+                    .clicks
+                    .push(Self::click(req, ctx, link.id, method, now));
+                Step::Redirect { status, location }
             }
-            gone @ Decision::Gone { .. } => {
+            Decision::PasswordRequired if method == Method::Post => match link {
+                Some(link) => Step::CheckPassword {
+                    link,
+                    query: query.map(str::to_owned),
+                },
+                None => Step::Decided(Decision::NotFound),
+            },
+            other => Step::Decided(other),
+        }
+    }
+
+    async fn answer_link(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let now = Timestamp::now();
+        let step = self.look_up(session.req_header(), ctx, now).await;
+        match step {
+            Step::Redirect { status, location } => {
+                respond_redirect(session, status, location).await
+            }
+            Step::NoHost => {
+                ctx.outcome = Some(Outcome::BadRequest);
+                respond_text(session, 400, pages::BAD_REQUEST).await
+            }
+            Step::StoreFailed => {
+                ctx.outcome = Some(Outcome::Error);
+                respond(
+                    session,
+                    503,
+                    "text/plain; charset=utf-8",
+                    pages::UNAVAILABLE,
+                    &[("retry-after", "1")],
+                )
+                .await
+            }
+            Step::CheckPassword { link, query } => {
+                Box::pin(self.check_password(session, ctx, &link, query.as_deref(), now)).await
+            }
+            Step::Decided(decision) => self.answer_decision(session, ctx, decision).await,
+        }
+    }
+
+    async fn check_password(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        link: &CachedLink,
+        query: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        ctx.outcome = Some(Outcome::Password);
+        let body = read_body(session, MAX_FORM_BYTES).await?;
+        let password = body
+            .as_deref()
+            .and_then(password_from_form)
+            .unwrap_or_default();
+        let hash = link.password_hash.as_deref().unwrap_or_default();
+        match self
+            .state
+            .passwords
+            .check(ctx.client, &password, hash)
+            .await
+        {
+            Attempt::Correct => match decide::redirect(link, query, self.state.default_status) {
+                Decision::Redirect {
+                    location, limited, ..
+                } => {
+                    if limited && !self.state.budget.take(link).await {
+                        return self.answer_decision(session, ctx, decide::gone(link)).await;
+                    }
+                    let click = Self::click(session.req_header(), ctx, link.id, Method::Post, now);
+                    self.state.clicks.push(click);
+                    // After a POST the browser must GET the target: 303 See Other.
+                    respond_redirect(session, 303, location).await
+                }
+                other => self.answer_decision(session, ctx, other).await,
+            },
+            Attempt::Wrong => respond_html(session, 401, pages::WRONG_PASSWORD).await,
+            Attempt::Limited { retry_after_secs } => {
+                ctx.outcome = Some(Outcome::Limited);
+                let retry = retry_after_secs.to_string();
+                respond(
+                    session,
+                    429,
+                    "text/plain; charset=utf-8",
+                    pages::TOO_MANY_ATTEMPTS,
+                    &[("retry-after", &retry)],
+                )
+                .await
+            }
+        }
+    }
+
+    /// Writes every answer that is not a successful redirect.
+    async fn answer_decision(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        decision: Decision,
+    ) -> Result<()> {
+        match decision {
+            Decision::Redirect {
+                status, location, ..
+            } => respond_redirect(session, status, location).await,
+            Decision::Gone { fallback } => {
                 ctx.outcome = Some(Outcome::Gone);
-                self.answer_gone(session, gone).await
+                match fallback {
+                    Some(url) => respond_redirect(session, 302, url).await,
+                    None => respond_html(session, 410, pages::GONE).await,
+                }
             }
             Decision::Unavailable { banned } => {
                 ctx.outcome = Some(Outcome::Gone);
@@ -318,7 +389,11 @@ impl LinkProxy {
                 )
                 .await
             }
-            Decision::NotFound | Decision::PasswordRequired => {
+            Decision::PasswordRequired => {
+                ctx.outcome = Some(Outcome::Password);
+                respond_html(session, 200, pages::PASSWORD_FORM).await
+            }
+            Decision::NotFound => {
                 ctx.outcome = Some(Outcome::NotFound);
                 respond_html(session, 404, pages::NOT_FOUND).await
             }
@@ -341,15 +416,6 @@ impl LinkProxy {
                 ctx.outcome = Some(Outcome::BadRequest);
                 respond_text(session, 414, pages::URI_TOO_LONG).await
             }
-        }
-    }
-
-    async fn answer_gone(&self, session: &mut Session, gone: Decision) -> Result<()> {
-        match gone {
-            Decision::Gone {
-                fallback: Some(url),
-            } => respond_redirect(session, 302, &url).await,
-            _ => respond_html(session, 410, pages::GONE).await,
         }
     }
 }
@@ -397,8 +463,7 @@ impl ProxyHttp for LinkProxy {
             &self.state.trusted,
         );
 
-        let path = session.req_header().uri.path().to_owned();
-        match route(&path) {
+        match route(session.req_header().uri.path()) {
             Route::Health => {
                 respond_text(session, 200, "ok\n").await?;
                 Ok(true)
@@ -420,8 +485,8 @@ impl ProxyHttp for LinkProxy {
                 ctx.outcome = Some(Outcome::Passthrough);
                 Ok(false)
             }
-            Route::Link(code) => {
-                self.answer_link(session, ctx, code).await?;
+            Route::Link => {
+                self.answer_link(session, ctx).await?;
                 Ok(true)
             }
         }
@@ -506,9 +571,9 @@ mod tests {
         ] {
             assert!(matches!(route(admin), Route::Admin), "{admin}");
         }
-        assert!(matches!(route("/abc123"), Route::Link("abc123")));
+        assert!(matches!(route("/abc123"), Route::Link));
         assert!(
-            matches!(route("/a/b"), Route::Link("a/b")),
+            matches!(route("/a/b"), Route::Link),
             "not a valid code: resolves to 404"
         );
     }

@@ -112,7 +112,7 @@ async fn listen_invalidations(resolver: Arc<Resolver>) {
                             continue;
                         };
                         if let Some((domain, code)) = parse_invalidation(&text) {
-                            resolver.invalidate_local(domain, code).await;
+                            resolver.invalidate_local(domain, code);
                         }
                     }
                     tracing::warn!(

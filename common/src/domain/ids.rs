@@ -42,8 +42,13 @@ impl ClickId {
     /// RNG rather than `Uuid::now_v7()`, whose shared clock-sequence context is a lock every
     /// redirect thread would contend on.
     pub fn new() -> Self {
+        Self::at(Timestamp::now())
+    }
+
+    /// A fresh id for an event at `at` (callers that already read the clock pass it in).
+    pub fn at(at: Timestamp) -> Self {
         use rand::Rng as _;
-        let millis = u64::try_from(Timestamp::now().as_millis()).unwrap_or_default();
+        let millis = u64::try_from(at.as_millis()).unwrap_or_default();
         let mut random = [0u8; 10];
         rand::rng().fill_bytes(&mut random);
         Self(
