@@ -31,14 +31,14 @@ impl ClickBudget {
     /// Takes one click from the link's budget; false when it is spent. Links without a
     /// limit always pass without touching any counter.
     pub async fn take(&self, link: &CachedLink) -> bool {
-        let Some(max) = link.max_clicks else {
+        let Some(max) = link.max_clicks() else {
             return true;
         };
-        if link.clicks >= max {
+        if link.clicks() >= max {
             return false;
         }
         if let Some(redis) = &self.redis
-            && let Ok(count) = redis.take_click(link.id, link.clicks).await
+            && let Ok(count) = redis.take_click(link.id, link.clicks()).await
         {
             return count <= max;
         }
@@ -48,7 +48,7 @@ impl ClickBudget {
             };
             Arc::clone(
                 map.entry(link.id)
-                    .or_insert_with(|| Arc::new(AtomicU64::new(link.clicks))),
+                    .or_insert_with(|| Arc::new(AtomicU64::new(link.clicks()))),
             )
         };
         // fetch_update never goes past `max`, so the counter stays meaningful afterwards.
@@ -63,22 +63,16 @@ impl ClickBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{LinkState, TargetPolicy, TargetUrl};
+    use crate::domain::{TargetPolicy, TargetUrl};
 
     fn link(max: Option<u64>, clicks: u64) -> CachedLink {
-        CachedLink {
-            id: LinkId(1),
-            target: TargetUrl::parse("https://example.com/", &TargetPolicy::default()).unwrap(),
-            redirect_status: None,
-            forward_query: false,
-            password_hash: None,
-            expires_at: None,
-            max_clicks: max,
-            clicks,
-            fallback_url: None,
-            state: LinkState::Active,
-            deleted: false,
-        }
+        let mut link = CachedLink::new(
+            LinkId(1),
+            TargetUrl::parse("https://example.com/", &TargetPolicy::default()).unwrap(),
+        );
+        link.extras_mut().max_clicks = max;
+        link.extras_mut().clicks = clicks;
+        link
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -321,7 +321,7 @@ impl LinkProxy {
             .as_deref()
             .and_then(password_from_form)
             .unwrap_or_default();
-        let hash = link.password_hash.as_deref().unwrap_or_default();
+        let hash = link.password_hash().unwrap_or_default();
         match self
             .state
             .passwords

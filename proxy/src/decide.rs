@@ -62,7 +62,7 @@ pub fn decide(
     };
     match req.method {
         Method::Get | Method::Head => {}
-        Method::Post if link.password_hash.is_some() => {}
+        Method::Post if link.password_hash().is_some() => {}
         Method::Post | Method::Other => return Decision::MethodNotAllowed,
     }
     match link.state {
@@ -70,12 +70,12 @@ pub fn decide(
         LinkState::Disabled => return Decision::Unavailable { banned: false },
         LinkState::Active => {}
     }
-    let expired = link.expires_at.is_some_and(|at| at <= req.now);
-    let exhausted = link.max_clicks.is_some_and(|max| link.clicks >= max);
+    let expired = link.expires_at().is_some_and(|at| at <= req.now);
+    let exhausted = link.max_clicks().is_some_and(|max| link.clicks() >= max);
     if expired || exhausted {
         return gone(link);
     }
-    if link.password_hash.is_some() {
+    if link.password_hash().is_some() {
         return Decision::PasswordRequired;
     }
     redirect(link, req.query, default)
@@ -115,14 +115,14 @@ pub fn redirect(link: &CachedLink, query: Option<&str>, default: RedirectStatus)
     Decision::Redirect {
         status,
         location,
-        limited: link.max_clicks.is_some(),
+        limited: link.max_clicks().is_some(),
     }
 }
 
 /// The answer for an expired or exhausted link.
 pub fn gone(link: &CachedLink) -> Decision {
     Decision::Gone {
-        fallback: link.fallback_url.as_ref().map(|u| u.as_str().to_owned()),
+        fallback: link.fallback_url().map(|u| u.as_str().to_owned()),
     }
 }
 
@@ -133,19 +133,10 @@ mod tests {
     use super::*;
 
     fn link(target: &str) -> CachedLink {
-        CachedLink {
-            id: LinkId(1),
-            target: TargetUrl::parse(target, &TargetPolicy::default()).unwrap(),
-            redirect_status: None,
-            forward_query: false,
-            password_hash: None,
-            expires_at: None,
-            max_clicks: None,
-            clicks: 0,
-            fallback_url: None,
-            state: LinkState::Active,
-            deleted: false,
-        }
+        CachedLink::new(
+            LinkId(1),
+            TargetUrl::parse(target, &TargetPolicy::default()).unwrap(),
+        )
     }
 
     fn get(query: Option<&str>) -> RequestFacts<'_> {
@@ -260,12 +251,12 @@ mod tests {
     #[test]
     fn expired_links_are_gone_or_go_to_their_fallback() {
         let mut l = link("https://example.com/");
-        l.expires_at = Some(Timestamp::from_millis(1_000_000));
+        l.extras_mut().expires_at = Some(Timestamp::from_millis(1_000_000));
         assert_eq!(
             decide(Some(&l), &get(None), FOUND),
             Decision::Gone { fallback: None }
         );
-        l.fallback_url =
+        l.extras_mut().fallback_url =
             Some(TargetUrl::parse("https://example.com/over", &TargetPolicy::default()).unwrap());
         assert_eq!(
             decide(Some(&l), &get(None), FOUND),
@@ -273,7 +264,7 @@ mod tests {
                 fallback: Some("https://example.com/over".into())
             }
         );
-        l.expires_at = Some(Timestamp::from_millis(1_000_001));
+        l.extras_mut().expires_at = Some(Timestamp::from_millis(1_000_001));
         assert!(matches!(
             decide(Some(&l), &get(None), FOUND),
             Decision::Redirect { .. }
@@ -283,13 +274,13 @@ mod tests {
     #[test]
     fn a_spent_click_limit_is_gone_and_a_live_one_is_budgeted() {
         let mut l = link("https://example.com/");
-        l.max_clicks = Some(3);
-        l.clicks = 2;
+        l.extras_mut().max_clicks = Some(3);
+        l.extras_mut().clicks = 2;
         assert!(matches!(
             decide(Some(&l), &get(None), FOUND),
             Decision::Redirect { limited: true, .. }
         ));
-        l.clicks = 3;
+        l.extras_mut().clicks = 3;
         assert_eq!(
             decide(Some(&l), &get(None), FOUND),
             Decision::Gone { fallback: None }
@@ -314,7 +305,7 @@ mod tests {
     #[test]
     fn password_links_ask_for_the_password_and_accept_its_post() {
         let mut l = link("https://example.com/");
-        l.password_hash = Some("$argon2id$...".into());
+        l.extras_mut().password_hash = Some("$argon2id$...".into());
         assert_eq!(
             decide(Some(&l), &get(None), FOUND),
             Decision::PasswordRequired

@@ -8,6 +8,6 @@ mod redis_tier;
 mod resolver;
 
 pub use breaker::Breaker;
-pub use link::CachedLink;
+pub use link::{CachedLink, LinkExtras};
 pub use redis_tier::{RedisTier, RedisUnavailable, parse_invalidation};
 pub use resolver::{Resolved, Resolver, ResolverSettings, Tier};

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
 use moka::sync::Cache;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -52,37 +51,6 @@ pub struct ResolverSettings {
 
 type Entry = Option<Arc<CachedLink>>;
 
-/// Positive and negative entries live for different times.
-struct EntryExpiry {
-    positive: Duration,
-    negative: Duration,
-}
-
-impl Expiry<Box<[u8]>, Entry> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &Box<[u8]>,
-        value: &Entry,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(if value.is_some() {
-            self.positive
-        } else {
-            self.negative
-        })
-    }
-
-    fn expire_after_update(
-        &self,
-        key: &Box<[u8]>,
-        value: &Entry,
-        now: Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        self.expire_after_create(key, value, now)
-    }
-}
-
 /// Answers each thread remembers from L1, at most this many (then the memo starts over).
 const MEMO_CAPACITY: usize = 16_384;
 /// How long a thread trusts its memo without asking L1 again: bounds how far past L1's own
@@ -115,7 +83,11 @@ pub struct Resolver {
     id: u64,
     /// Bumped on every invalidation; memos from an older epoch are discarded.
     epoch: AtomicU64,
-    l1: Cache<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+    /// Known links. One global TTL (no per-entry timers: a million entries cost less).
+    l1: Cache<Box<[u8]>, Arc<CachedLink>, foldhash::fast::RandomState>,
+    /// Codes known not to exist, for a shorter time, in a cache of their own so a flood of
+    /// unknown codes cannot evict real links.
+    negative: Cache<Box<[u8]>, (), foldhash::fast::RandomState>,
     /// Loads in flight by key. A std mutex: held only to find or remove a cell.
     in_flight: Mutex<HashMap<Box<[u8]>, Flight>>,
     l2: Option<Arc<RedisTier>>,
@@ -139,20 +111,23 @@ impl Resolver {
         store: Arc<dyn Store>,
         l2: Option<Arc<RedisTier>>,
     ) -> Self {
+        // Keys come from requests, so they are hashed with a per-process random seed;
+        // foldhash is several times cheaper than the default SipHash on short keys.
         let l1 = Cache::builder()
             .max_capacity(settings.l1_max_bytes)
             .weigher(weigh)
-            .expire_after(EntryExpiry {
-                positive: settings.l1_ttl,
-                negative: settings.negative_ttl,
-            })
-            // Keys come from requests, so they are hashed with a per-process random seed;
-            // foldhash is several times cheaper than the default SipHash on short keys.
+            .time_to_live(settings.l1_ttl)
+            .build_with_hasher(foldhash::fast::RandomState::default());
+        let negative = Cache::builder()
+            .max_capacity(settings.l1_max_bytes / 8)
+            .weigher(weigh_negative)
+            .time_to_live(settings.negative_ttl)
             .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             id: NEXT_RESOLVER_ID.fetch_add(1, Ordering::Relaxed),
             epoch: AtomicU64::new(0),
             l1,
+            negative,
             in_flight: Mutex::new(HashMap::new()),
             l2,
             store,
@@ -195,7 +170,11 @@ impl Resolver {
                 tier: Tier::L1,
             });
         }
-        let link = self.l1.get(key)?;
+        let link = match self.l1.get(key) {
+            Some(link) => Some(link),
+            None if self.negative.contains_key(key) => None,
+            None => return None,
+        };
         MEMO.with_borrow_mut(|memo| {
             if let Some(memo) = memo
                 .as_mut()
@@ -244,8 +223,10 @@ impl Resolver {
         // retiring it, so a request arriving in between finds L1 filled).
         let first = match self.in_flight.lock() {
             Ok(mut in_flight) if in_flight.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) => {
-                if let Ok((entry, _)) = &result {
-                    self.l1.insert(Box::from(key), entry.clone());
+                match &result {
+                    Ok((Some(link), _)) => self.l1.insert(Box::from(key), Arc::clone(link)),
+                    Ok((None, _)) => self.negative.insert(Box::from(key), ()),
+                    Err(_) => {}
                 }
                 in_flight.remove(key);
                 true
@@ -295,6 +276,7 @@ impl Resolver {
         let mut buf = [0u8; KEY_BUF];
         if let Some(key) = key_into(&mut buf, host, code) {
             self.l1.invalidate(key);
+            self.negative.invalidate(key);
             // After the L1 removal (see `cached`): every thread's memo is now stale.
             self.epoch.fetch_add(1, Ordering::AcqRel);
         }
@@ -318,7 +300,7 @@ impl Resolver {
 
     /// Entries in L1 (approximate; pending maintenance is not flushed).
     pub fn l1_entries(&self) -> u64 {
-        self.l1.entry_count()
+        self.l1.entry_count() + self.negative.entry_count()
     }
 
     /// Weighted size of L1 in bytes (approximate).
@@ -329,14 +311,20 @@ impl Resolver {
     /// Applies pending cache maintenance (tests and size reports).
     pub fn sync(&self) {
         self.l1.run_pending_tasks();
+        self.negative.run_pending_tasks();
     }
 }
 
-/// Bytes an entry holds: its key plus the link (a negative entry is just a marker).
+/// Bytes a negative entry holds: its key and the cache's bookkeeping.
 #[allow(clippy::borrowed_box, reason = "the signature moka's weigher requires")]
-fn weigh(key: &Box<[u8]>, value: &Entry) -> u32 {
-    let bytes = key.len() + value.as_ref().map_or(48, |l| l.weight());
-    u32::try_from(bytes).unwrap_or(u32::MAX)
+fn weigh_negative(key: &Box<[u8]>, (): &()) -> u32 {
+    u32::try_from(key.len() + 96).unwrap_or(u32::MAX)
+}
+
+/// Bytes an entry holds: its key plus the link.
+#[allow(clippy::borrowed_box, reason = "the signature moka's weigher requires")]
+fn weigh(key: &Box<[u8]>, value: &Arc<CachedLink>) -> u32 {
+    u32::try_from(key.len() + value.weight()).unwrap_or(u32::MAX)
 }
 
 /// Writes `host \0 code` (host lower-cased) into `buf`; `None` when either part is empty or

@@ -15,7 +15,7 @@ pub const MAX_TARGET_URL_BYTES: usize = 2048;
 
 /// A validated, normalised http(s) URL.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct TargetUrl(String);
+pub struct TargetUrl(Box<str>);
 
 /// What else, beyond the structural rules, a target must not be.
 #[derive(Debug, Clone, Default)]
@@ -96,13 +96,13 @@ impl TargetUrl {
                 }
             }
         }
-        Ok(Self(url.into()))
+        Ok(Self(String::from(url).into_boxed_str()))
     }
 
     /// Re-checks a URL read back from the store with the structural rules only (policy may
     /// have changed since it was written; the link stays, but nothing unsafe reaches a header).
     pub fn from_stored(stored: &str) -> Result<Self, TargetUrlError> {
-        parse_structural(stored).map(|url| Self(url.into()))
+        parse_structural(stored).map(|url| Self(String::from(url).into_boxed_str()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -124,7 +124,7 @@ impl TargetUrl {
     }
 
     pub fn into_string(self) -> String {
-        self.0
+        self.0.into_string()
     }
 }
 
