@@ -316,7 +316,11 @@ impl Resolver {
 }
 
 /// Bytes a negative entry holds: its key and the cache's bookkeeping.
-#[allow(clippy::borrowed_box, reason = "the signature moka's weigher requires")]
+#[allow(
+    clippy::borrowed_box,
+    clippy::trivially_copy_pass_by_ref,
+    reason = "the signature moka's weigher requires"
+)]
 fn weigh_negative(key: &Box<[u8]>, (): &()) -> u32 {
     u32::try_from(key.len() + 96).unwrap_or(u32::MAX)
 }
