@@ -203,3 +203,14 @@ pub fn redis_prefix() -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A command for one of the workspace's binaries, isolated from the caller's linkgate
+/// configuration (no `LINKGATE_CONFIG`, no `LINKGATE__*`) and with quiet logs.
+pub fn binary(path: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(path);
+    cmd.env_remove("LINKGATE_CONFIG").env("RUST_LOG", "warn");
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LINKGATE__")) {
+        cmd.env_remove(k);
+    }
+    cmd
+}

@@ -10,6 +10,8 @@ mod secret;
 mod settings;
 mod validate;
 
+pub use validate::is_host_and_port;
+
 pub use cli::load_or_exit_code;
 pub use load::{CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, EXIT_INVALID_CONFIG};
 pub use secret::{Secret, SecretUrl};

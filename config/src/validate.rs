@@ -270,7 +270,8 @@ fn is_header_name_byte(b: u8) -> bool {
 }
 
 /// `host` or `host:port` with an ASCII DNS name (IDN domains must be given as punycode).
-fn is_host_and_port(s: &str) -> bool {
+/// Shared with the domain model, so configured domains and link domains follow one rule.
+pub fn is_host_and_port(s: &str) -> bool {
     let (host, port) = match s.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (s, None),

@@ -1,16 +1,11 @@
 //! The admin binary as an operator runs it: exit codes and output of `--check-config` and
 //! `migrate`.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn admin(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_linkgate-admin"));
-    cmd.args(args)
-        .env_remove("LINKGATE_CONFIG")
-        .env("RUST_LOG", "warn");
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LINKGATE__")) {
-        cmd.env_remove(k);
-    }
+    let mut cmd = linkgate_common::testing::binary(env!("CARGO_BIN_EXE_linkgate-admin"));
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -92,21 +92,7 @@ impl LinkDomain {
     /// Parses a host with an optional port, as found in a `Host` header or the configuration.
     pub fn parse(input: &str) -> Result<Self, LinkDomainError> {
         let lower = input.trim_end_matches('.').to_ascii_lowercase();
-        let (host, port) = match lower.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (lower.as_str(), None),
-        };
-        let host_ok = !host.is_empty()
-            && host.len() <= 253
-            && host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
-        if host_ok && port_ok {
+        if linkgate_config::is_host_and_port(&lower) {
             Ok(Self(lower))
         } else {
             Err(LinkDomainError(input.chars().take(80).collect()))

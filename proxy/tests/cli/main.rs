@@ -1,18 +1,13 @@
 //! The proxy binary as an operator runs it: `--check-config` and `check-store`.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use linkgate_common::store::SchemaStore as _;
 use linkgate_common::store::sqlite::SqliteStore;
 
 fn proxy(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_linkgate-proxy"));
-    cmd.args(args)
-        .env_remove("LINKGATE_CONFIG")
-        .env("RUST_LOG", "warn");
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LINKGATE__")) {
-        cmd.env_remove(k);
-    }
+    let mut cmd = linkgate_common::testing::binary(env!("CARGO_BIN_EXE_linkgate-proxy"));
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
