@@ -227,7 +227,8 @@ impl LinkProxy {
         let Some(host) = host_of(req) else {
             return Step::NoHost;
         };
-        let code = &req.uri.path()[1..];
+        // Origin-form paths start with "/"; authority-form (CONNECT) and "*" do not.
+        let code = req.uri.path().strip_prefix('/').unwrap_or_default();
         let query = req.uri.query();
         // The cache-hit path is synchronous: no future is built for it.
         let resolved = match self.state.resolver.cached(host, code) {

@@ -179,3 +179,20 @@ fn sigterm_under_load_exits_within_the_grace_period() {
         ok.load(Ordering::Relaxed)
     );
 }
+
+#[test]
+fn odd_request_targets_get_a_4xx_and_the_proxy_keeps_serving() {
+    let env = Env::sqlite();
+    env.link("still", "https://example.com/s", |_| {});
+    let proxy = TestProxy::start(&env, |_| {});
+    for head in [
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: localhost\r\n",
+        "GET http://localhost/still HTTP/1.1\r\nHost: localhost\r\n",
+        "DELETE /still HTTP/1.1\r\nHost: localhost\r\n",
+    ] {
+        let resp = request(proxy.addr, head, b"");
+        assert!(resp.status < 500, "{head:?}: {resp:?}");
+    }
+    assert_eq!(proxy.get("/still").status, 302);
+}
