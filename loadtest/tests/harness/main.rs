@@ -54,8 +54,12 @@ async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
         let report = run(&spec(server.addr, mode, 2, 2.0), workload()).await;
         eprintln!("{}", describe(&report));
         let p50 = ms(report.percentile(50.0));
+        // Closed loop measures the service time directly: within 10 %. Open loop adds the
+        // hand-over from the dispatcher thread (tens of µs, more when the two cores are busy
+        // with something else), so it gets 15 %.
+        let tolerance = if mode == Mode::Closed { 0.1 } else { 0.15 };
         assert!(
-            (0.9..=1.1).contains(&p50),
+            (1.0 - tolerance..=1.0 + tolerance).contains(&p50),
             "{mode:?}: p50 {p50:.3} ms\n{}",
             describe(&report)
         );
