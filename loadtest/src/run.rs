@@ -123,11 +123,9 @@ async fn collect(tasks: &mut JoinSet<Partial>, report: &mut Report, hard_stop: I
     let deadline = tokio::time::Instant::from_std(hard_stop);
     loop {
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-            Ok(Some(Ok(partial))) => {
-                let measured = report.measured;
-                report.merge(&partial.report);
-                report.measured = measured;
-            }
+            // A connection's report has no measured time of its own (zero), so merging
+            // leaves the run's measured time as it is.
+            Ok(Some(Ok(partial))) => report.merge(&partial.report),
             Ok(Some(Err(_))) => {
                 *report
                     .errors

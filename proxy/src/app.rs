@@ -2,6 +2,7 @@
 //! answer from `request_filter` without touching any upstream. Only non-link paths are
 //! proxied, to the admin service.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +63,10 @@ pub struct LinkProxy {
 pub struct Ctx {
     started: Instant,
     outcome: Option<Outcome>,
+    /// The TCP peer, and whether it is a trusted proxy: read once, used for the client
+    /// address and again when forwarding to admin.
+    peer: Option<IpAddr>,
+    peer_trusted: bool,
     client: IpAddr,
 }
 
@@ -102,6 +107,27 @@ fn method_of(req: &RequestHeader) -> Method {
 
 fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Every X-Forwarded-For value as one list; the usual single header is borrowed, not copied.
+fn forwarded_chain(req: &RequestHeader) -> Option<Cow<'_, str>> {
+    let mut values = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    match values.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let mut all = format!("{first}, {second}");
+            for v in values {
+                all.push_str(", ");
+                all.push_str(v);
+            }
+            Some(Cow::Owned(all))
+        }
+    }
 }
 
 fn host_of(req: &RequestHeader) -> Option<&str> {
@@ -235,7 +261,7 @@ impl LinkProxy {
             Some(hit) => hit,
             // Boxed: the miss path's state is large, and keeping it out of this future keeps
             // the hit path's future small (it is moved and copied on every request).
-            None => match Box::pin(self.state.resolver.resolve(host, code)).await {
+            None => match Box::pin(self.state.resolver.load_missing(host, code)).await {
                 Ok(r) => r,
                 Err(error) => {
                     tracing::warn!(%error, "link lookup failed");
@@ -441,28 +467,31 @@ impl ProxyHttp for LinkProxy {
         Ctx {
             started: Instant::now(),
             outcome: None,
+            peer: None,
+            peer_trusted: false,
             client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let peer = session
+        ctx.peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SocketAddr::ip);
-        let forwarded = session
-            .req_header()
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(",");
-        ctx.client = client_ip(
-            peer,
-            (!forwarded.is_empty()).then_some(forwarded.as_str()),
-            &self.state.trusted,
-        );
+            .map(SocketAddr::ip);
+        ctx.peer_trusted = ctx
+            .peer
+            .is_some_and(|p| self.state.trusted.iter().any(|n| n.contains(&p)));
+        let peer = ctx.peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        // An untrusted peer's X-Forwarded-For is never read, so it is not even collected.
+        ctx.client = if ctx.peer_trusted {
+            client_ip(
+                peer,
+                forwarded_chain(session.req_header()).as_deref(),
+                &self.state.trusted,
+            )
+        } else {
+            peer
+        };
 
         match route(session.req_header().uri.path()) {
             Route::Health => {
@@ -503,32 +532,18 @@ impl ProxyHttp for LinkProxy {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         // X-Forwarded-For: a trusted peer's chain is kept and the peer appended; an untrusted
         // peer's claims are discarded. Admin sees the same client address the proxy used.
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(SocketAddr::ip);
-        let peer_trusted = peer.is_some_and(|p| self.state.trusted.iter().any(|n| n.contains(&p)));
-        let chain = if peer_trusted {
-            let existing = upstream
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(", ");
-            match (existing.is_empty(), peer) {
-                (false, Some(p)) => format!("{existing}, {p}"),
-                (true, Some(p)) => p.to_string(),
-                (_, None) => existing,
-            }
-        } else {
-            peer.map(|p| p.to_string()).unwrap_or_default()
+        let chain = match (ctx.peer_trusted, ctx.peer) {
+            (true, Some(p)) => match forwarded_chain(upstream) {
+                Some(existing) => format!("{existing}, {p}"),
+                None => p.to_string(),
+            },
+            (_, peer) => peer.map(|p| p.to_string()).unwrap_or_default(),
         };
         upstream.remove_header("x-forwarded-for");
         if !chain.is_empty() {

@@ -196,9 +196,15 @@ impl Resolver {
     /// Looks a code up on a host: L1, then (once per key at a time) L2 and the store.
     /// Invalid hosts or codes are unknown without any lookup.
     pub async fn resolve(&self, host: &str, code: &str) -> Result<Resolved, StoreError> {
-        if let Some(hit) = self.cached(host, code) {
-            return Ok(hit);
+        match self.cached(host, code) {
+            Some(hit) => Ok(hit),
+            None => self.load_missing(host, code).await,
         }
+    }
+
+    /// The miss path of [`Resolver::resolve`], for callers that have just asked
+    /// [`Resolver::cached`] (the proxy), so L1 is not consulted twice.
+    pub async fn load_missing(&self, host: &str, code: &str) -> Result<Resolved, StoreError> {
         let mut buf = [0u8; KEY_BUF];
         let Some(key) = key_into(&mut buf, host, code) else {
             return Ok(Resolved {
