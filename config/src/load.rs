@@ -24,7 +24,6 @@ pub const EXIT_INVALID_CONFIG: i32 = 64;
 const SECRET_KEYS: &[&str] = &[
     "url",
     "jwt_secret",
-    "visitor_hash_key",
     "bootstrap_admin_password",
 ];
 

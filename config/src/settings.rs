@@ -182,11 +182,21 @@ pub struct ClickSettings {
     pub truncate_ip: bool,
     /// Trusted load-balancer header with the client's country (e.g. `CF-IPCountry`).
     pub country_header: Option<String>,
-    /// MaxMind-format country database, used when no country header is configured.
+    /// MaxMind-format country database, used when no country header is configured (or a
+    /// request lacks it).
     pub geoip_db: Option<PathBuf>,
-    /// Key for the visitor hash (IP + UA + daily salt). Generated and kept in the data
-    /// directory when absent.
-    pub visitor_hash_key: Option<Secret>,
+    /// Clicks held in memory awaiting a write; beyond this, batches go to the journal.
+    pub buffer_max_clicks: usize,
+    /// First retry delay after a failed batch write; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Failed writes in a row after which the store counts as down and batches are
+    /// journaled instead of buffered.
+    pub spill_after_failures: u32,
+    /// A batch write taking longer than this counts as failed (and is retried).
+    pub write_timeout_ms: u64,
+    /// Half-life of the trending score.
+    pub trending_half_life_secs: u64,
 }
 
 impl Default for ClickSettings {
@@ -200,7 +210,12 @@ impl Default for ClickSettings {
             truncate_ip: true,
             country_header: None,
             geoip_db: None,
-            visitor_hash_key: None,
+            buffer_max_clicks: 100_000,
+            retry_initial_ms: 100,
+            retry_max_ms: 5_000,
+            spill_after_failures: 3,
+            write_timeout_ms: 10_000,
+            trending_half_life_secs: 3600,
         }
     }
 }

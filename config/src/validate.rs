@@ -130,11 +130,32 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
     {
         p.add("clicks.country_header", "must be an HTTP header name");
     }
-    if let Some(key) = &s.clicks.visitor_hash_key
-        && key.expose().len() < 16
-    {
-        p.add("clicks.visitor_hash_key", "must be at least 16 bytes");
-    }
+    p.range(
+        "clicks.buffer_max_clicks",
+        s.clicks.buffer_max_clicks,
+        1,
+        10_000_000,
+    );
+    p.range("clicks.retry_initial_ms", s.clicks.retry_initial_ms, 1, 60_000);
+    p.range(
+        "clicks.retry_max_ms",
+        s.clicks.retry_max_ms,
+        s.clicks.retry_initial_ms.max(1),
+        600_000,
+    );
+    p.range(
+        "clicks.spill_after_failures",
+        s.clicks.spill_after_failures,
+        1,
+        1000,
+    );
+    p.range("clicks.write_timeout_ms", s.clicks.write_timeout_ms, 100, 600_000);
+    p.range(
+        "clicks.trending_half_life_secs",
+        s.clicks.trending_half_life_secs,
+        60,
+        365 * 86_400,
+    );
 
     if let Some(secret) = &s.auth.jwt_secret
         && secret.expose().len() < MIN_JWT_SECRET_BYTES

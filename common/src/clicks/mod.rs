@@ -1,5 +1,15 @@
-//! The click pipeline. Today: the bounded lock-free queue between redirects and the batcher.
+//! The click pipeline: the bounded lock-free queue redirects push onto, enrichment,
+//! in-batch aggregation, unique-visitor sketches, trending scores, the journal and the
+//! batcher that ties them together.
 
+pub mod batch;
+pub mod enrich;
+pub mod journal;
+pub mod pipeline;
 mod queue;
+pub mod sketch;
+pub mod trending;
 
+pub use pipeline::{PipelineHandle, PipelineSettings, PipelineStats};
 pub use queue::{ClickQueue, QueueStats};
+pub use trending::TrendingClock;

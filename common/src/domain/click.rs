@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ids::{ClickId, LinkId};
 use super::timestamp::Timestamp;
@@ -48,7 +48,7 @@ pub fn capture_header(value: &str) -> Box<str> {
 }
 
 /// A click as stored: enriched, with the visitor reduced to a keyed hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredClick {
     pub click_id: ClickId,
     pub link_id: LinkId,
@@ -70,7 +70,7 @@ pub struct StoredClick {
 }
 
 /// Additive counters for one link in one UTC hour, pre-summed within a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HourlyDelta {
     pub link_id: LinkId,
     pub hour: Timestamp,
@@ -81,7 +81,7 @@ pub struct HourlyDelta {
 }
 
 /// The dimensions analytics break clicks down by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dimension {
     Referrer,
@@ -116,7 +116,7 @@ impl Dimension {
 }
 
 /// An additive counter for one value of one dimension, per link and UTC day.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BreakdownDelta {
     pub link_id: LinkId,
     pub day: Timestamp,
@@ -128,20 +128,69 @@ pub struct BreakdownDelta {
 
 /// Everything one flush writes, applied atomically and at most once (by `batch_id`): a batch
 /// replayed from the journal after a crash cannot double-count its aggregates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClickBatch {
     pub batch_id: u128,
     pub clicks: Vec<StoredClick>,
     pub hourly: Vec<HourlyDelta>,
     pub breakdowns: Vec<BreakdownDelta>,
-    /// Distinct (link, hour, visitor) triples seen in the batch, for exact unique counts.
+    /// Distinct (link, hour, visitor) triples of human clicks in the batch; the store folds
+    /// them into per-hour and per-day visitor sketches.
     pub visitors: Vec<VisitorHour>,
     /// Per-link increments of `links.clicks`.
     pub link_totals: Vec<(LinkId, u64)>,
+    /// Per-link increments of the decayed trending score (human clicks only).
+    pub trending: Vec<TrendingDelta>,
+    /// The trending clock's era length and era carry factor the deltas were computed with
+    /// (see `clicks::trending`), so a replayed batch is applied exactly as it was built.
+    pub trending_era_ms: i64,
+    pub trending_carry: f64,
+}
+
+/// A trending score increment: `sum of e^(lambda (t - epoch))` over a link's human clicks
+/// in a batch (see `clicks::trending`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrendingDelta {
+    pub link_id: LinkId,
+    pub epoch: Timestamp,
+    pub weight: f64,
+}
+
+/// Time buckets analytics are served in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    /// The stored tag of a bucket of this size.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::Hour => "h",
+            Self::Day => "d",
+        }
+    }
+
+    pub fn millis(self) -> i64 {
+        match self {
+            Self::Hour => Timestamp::MILLIS_PER_HOUR,
+            Self::Day => Timestamp::MILLIS_PER_DAY,
+        }
+    }
+
+    /// Start of the bucket containing `at`.
+    pub fn bucket(self, at: Timestamp) -> Timestamp {
+        match self {
+            Self::Hour => at.hour_start(),
+            Self::Day => at.day_start(),
+        }
+    }
 }
 
 /// A visitor seen on a link in a UTC hour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct VisitorHour {
     pub link_id: LinkId,
     pub hour: Timestamp,

@@ -10,7 +10,8 @@ mod user;
 
 pub use click::{
     BatchOutcome, BreakdownDelta, ClickBatch, ClickEvent, ClickMethod, Dimension, HourlyCounts,
-    HourlyDelta, MAX_CAPTURED_HEADER_BYTES, StoredClick, VisitorHour, capture_header,
+    Granularity, HourlyDelta, MAX_CAPTURED_HEADER_BYTES, StoredClick, TrendingDelta, VisitorHour,
+    capture_header,
 };
 pub use ids::{ApiKeyId, ClickId, LinkId, UserId};
 pub use link::{

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use linkgate_config::{StoreKind, StoreSettings};
 
+use crate::clicks::TrendingClock;
 use crate::domain::{
     ApiKey, ApiKeyId, AuditEntry, BatchOutcome, BlockedDomain, ClickBatch, Dimension, Email,
-    HourlyCounts, Link, LinkChange, LinkDomain, LinkId, LinkPatch, NewApiKey, NewAuditEntry,
+    Granularity, HourlyCounts, Link, LinkChange, LinkDomain, LinkId, LinkPatch, NewApiKey, NewAuditEntry,
     NewLink, NewUser, RefreshToken, RotateOutcome, ShortCode, Tag, Timestamp, TokenHash, User,
     UserId,
 };
@@ -176,13 +177,40 @@ pub trait ClickStore: Send + Sync {
         to: Timestamp,
         limit: u32,
     ) -> StoreResult<Vec<(String, u64)>>;
-    /// Exact distinct visitors over the hours in `[from, to)`.
+    /// Distinct human visitors over the hours in `[from, to)`: exact up to
+    /// `clicks::sketch::EXACT_LIMIT`, a HyperLogLog estimate (0.81% standard error) beyond.
+    /// Whole UTC days in the range are read from daily sketches, the ends from hourly ones.
     async fn unique_visitors(
         &self,
         link: LinkId,
         from: Timestamp,
         to: Timestamp,
     ) -> StoreResult<u64>;
+    /// Distinct visitors per hour or per UTC day in `[from, to)`, oldest first; buckets
+    /// without visitors are absent.
+    async fn visitor_series(
+        &self,
+        link: LinkId,
+        from: Timestamp,
+        to: Timestamp,
+        granularity: Granularity,
+    ) -> StoreResult<Vec<(Timestamp, u64)>>;
+    /// The visitor-hash salt of the UTC day starting at `day`: created at random by whichever
+    /// node asks first, the same for every node afterwards.
+    async fn visitor_salt(&self, day: Timestamp) -> StoreResult<[u8; 32]>;
+    /// Forgets salts of days before `before` (visitor hashes of those days can then no
+    /// longer be recomputed from an IP and User-Agent).
+    async fn purge_visitor_salts(&self, before: Timestamp) -> StoreResult<u64>;
+    /// The `limit` links with the highest decayed score at `now`, highest first, with their
+    /// score in decayed click-equivalents.
+    async fn trending(
+        &self,
+        clock: &TrendingClock,
+        now: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<(LinkId, f64)>>;
+    /// Deletes trending rows whose epoch is older than `before` (decayed to nothing).
+    async fn purge_trending(&self, before: Timestamp) -> StoreResult<u64>;
     /// Raw click rows kept for a link (tests and audits; analytics never scan raw clicks).
     async fn raw_click_count(&self, link: LinkId) -> StoreResult<u64>;
     /// Deletes raw clicks older than `before`, at most `limit` rows; returns how many.

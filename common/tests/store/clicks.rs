@@ -1,6 +1,9 @@
+use linkgate_common::clicks::TrendingClock;
+use linkgate_common::clicks::batch::build_batch;
+use linkgate_common::clicks::sketch::EXACT_LIMIT;
 use linkgate_common::domain::{
-    BatchOutcome, BreakdownDelta, ClickBatch, ClickId, Dimension, HourlyDelta, LinkId, Role,
-    StoredClick, Timestamp, VisitorHour,
+    BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, LinkId, Role, StoredClick,
+    Timestamp,
 };
 use linkgate_common::store::Store;
 
@@ -25,65 +28,9 @@ fn click(link: LinkId, at: Timestamp, visitor: u64, is_bot: bool) -> StoredClick
     }
 }
 
-/// Builds a batch whose aggregates are computed from its clicks, as the pipeline does.
+/// Builds a batch as the pipeline does.
 fn batch_of(clicks: Vec<StoredClick>) -> ClickBatch {
-    use std::collections::BTreeMap;
-    let mut hourly: BTreeMap<(i64, i64), HourlyDelta> = BTreeMap::new();
-    let mut breakdowns: BTreeMap<(i64, i64, String), u64> = BTreeMap::new();
-    let mut visitors = std::collections::BTreeSet::new();
-    let mut totals: BTreeMap<i64, u64> = BTreeMap::new();
-    for c in &clicks {
-        let h = hourly
-            .entry((c.link_id.0, c.at.hour_start().as_millis()))
-            .or_insert(HourlyDelta {
-                link_id: c.link_id,
-                hour: c.at.hour_start(),
-                total: 0,
-                human: 0,
-                bot: 0,
-                suspicious: 0,
-            });
-        h.total += 1;
-        if c.is_bot {
-            h.bot += 1;
-        } else {
-            h.human += 1;
-        }
-        if c.fraud_reasons != 0 {
-            h.suspicious += 1;
-        }
-        *breakdowns
-            .entry((c.link_id.0, c.at.day_start().as_millis(), c.browser.clone()))
-            .or_default() += 1;
-        if !c.is_bot {
-            visitors.insert((c.link_id.0, c.at.hour_start().as_millis(), c.visitor));
-        }
-        *totals.entry(c.link_id.0).or_default() += 1;
-    }
-    ClickBatch {
-        batch_id: ClickId::new().0,
-        hourly: hourly.into_values().collect(),
-        breakdowns: breakdowns
-            .into_iter()
-            .map(|((link, day, value), count)| BreakdownDelta {
-                link_id: LinkId(link),
-                day: Timestamp::from_millis(day),
-                dimension: Dimension::Browser,
-                value,
-                count,
-            })
-            .collect(),
-        visitors: visitors
-            .into_iter()
-            .map(|(link, hour, visitor)| VisitorHour {
-                link_id: LinkId(link),
-                hour: Timestamp::from_millis(hour),
-                visitor,
-            })
-            .collect(),
-        link_totals: totals.into_iter().map(|(l, n)| (LinkId(l), n)).collect(),
-        clicks,
-    }
+    build_batch(clicks, &TrendingClock::new(HOUR))
 }
 
 async fn link_id(store: &dyn Store, c: &str) -> LinkId {
@@ -131,7 +78,8 @@ pub async fn a_batch_writes_raw_clicks_and_aggregates(store: &dyn Store) {
             hours[0].bot,
             hours[0].suspicious
         ),
-        (2, 2, 0, 1)
+        (2, 1, 0, 1),
+        "a flagged click is not a human one"
     );
     assert_eq!((hours[1].total, hours[1].human, hours[1].bot), (1, 0, 1));
     assert_eq!(hours[0].hour.to_rfc3339(), "2026-11-27T10:00:00Z");
@@ -224,6 +172,11 @@ pub async fn a_ten_thousand_click_batch_is_written_completely(store: &dyn Store)
 }
 
 pub async fn unique_visitors_are_exact_over_any_range(store: &dyn Store) {
+    unique_visitors_per_hour(store).await;
+    unique_visitors_across_days(store).await;
+}
+
+async fn unique_visitors_per_hour(store: &dyn Store) {
     let link = link_id(store, "uniq").await;
     let t0 = Timestamp::parse_rfc3339("2026-11-27T00:00:00Z").unwrap();
     // Hour 0: visitors 1..=3 (visitor 1 twice); hour 1: visitors 3 and 4; a bot is not a visitor.
@@ -287,4 +240,181 @@ pub async fn purging_raw_clicks_keeps_recent_rows_and_aggregates(store: &dyn Sto
         .await
         .unwrap();
     assert_eq!(old_hours[0].total, 20, "aggregates outlive raw clicks");
+}
+
+/// Visitors over three days: the range query combines daily sketches for whole days with
+/// hourly ones for the ragged ends and must equal the exact distinct count every time.
+async fn unique_visitors_across_days(store: &dyn Store) {
+    let link = link_id(store, "uniq-days").await;
+    let d0 = Timestamp::parse_rfc3339("2026-11-20T00:00:00Z").unwrap();
+    // Visitor v clicks at hour (v * 7) % 72 of the three days, and again 25 hours later.
+    let mut clicks = Vec::new();
+    let mut truth: Vec<(i64, u64)> = Vec::new();
+    for v in 0..300u64 {
+        let h = i64::try_from(v * 7 % 72).unwrap();
+        for at_hour in [h, h + 25] {
+            if at_hour < 72 {
+                clicks.push(click(link, d0.plus_millis(at_hour * HOUR + 1), v, false));
+                truth.push((at_hour, v));
+            }
+        }
+    }
+    store.write_click_batch(&batch_of(clicks)).await.unwrap();
+    for (from_h, to_h) in [(0, 72), (5, 50), (23, 49), (0, 24), (30, 31), (47, 72), (1, 71)] {
+        let mut exact: Vec<u64> = truth
+            .iter()
+            .filter(|(h, _)| (from_h..to_h).contains(h))
+            .map(|(_, v)| *v)
+            .collect();
+        exact.sort_unstable();
+        exact.dedup();
+        assert_eq!(
+            store
+                .unique_visitors(
+                    link,
+                    d0.plus_millis(from_h * HOUR),
+                    d0.plus_millis(to_h * HOUR)
+                )
+                .await,
+            Ok(exact.len() as u64),
+            "hours {from_h}..{to_h}"
+        );
+    }
+    let daily = store
+        .visitor_series(link, d0, d0.plus_millis(72 * HOUR), Granularity::Day)
+        .await
+        .unwrap();
+    assert_eq!(daily.len(), 3);
+    let hourly = store
+        .visitor_series(link, d0, d0.plus_millis(72 * HOUR), Granularity::Hour)
+        .await
+        .unwrap();
+    let clicks_per_hour = |h: i64| truth.iter().filter(|(x, _)| *x == h).count() as u64;
+    for (at, n) in &hourly {
+        let h = (at.as_millis() - d0.as_millis()) / HOUR;
+        assert_eq!(*n, clicks_per_hour(h), "hour {h}");
+    }
+}
+
+/// Past the exact limit a bucket's sketch turns into a HyperLogLog; the estimate over
+/// several batches and hours stays within 2%.
+pub async fn unique_visitors_are_estimated_past_the_exact_limit(store: &dyn Store) {
+    let link = link_id(store, "uniq-many").await;
+    let t0 = Timestamp::parse_rfc3339("2026-11-21T00:00:00Z").unwrap();
+    let n: u64 = 30_000;
+    // Uniform 64-bit visitor hashes, as the keyed hash produces; every visitor twice.
+    let visitor = |i: u64| {
+        // splitmix64's finaliser
+        let mut z = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for round in 0..2 {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+            let clicks = chunk
+                .iter()
+                .map(|&i| {
+                    let hour = i64::try_from(i % 3).unwrap() + round;
+                    click(link, t0.plus_millis(hour * HOUR), visitor(i), false)
+                })
+                .collect();
+            store.write_click_batch(&batch_of(clicks)).await.unwrap();
+        }
+    }
+    let estimate = store
+        .unique_visitors(link, t0, t0.plus_millis(24 * HOUR))
+        .await
+        .unwrap();
+    let error = (estimate as f64 - n as f64).abs() / n as f64;
+    assert!(error < 0.02, "estimate {estimate} for {n} visitors");
+    // Hour 0 holds 10,000 visitors (past the exact limit), hour 3 only the second round's
+    // third (3,334 of them, also past it); a small hour stays exact.
+    let small = link_id(store, "uniq-small").await;
+    let few: Vec<_> = (0..EXACT_LIMIT as u64)
+        .map(|i| click(small, t0, visitor(i), false))
+        .collect();
+    store.write_click_batch(&batch_of(few)).await.unwrap();
+    assert_eq!(
+        store.unique_visitors(small, t0, t0.plus_millis(HOUR)).await,
+        Ok(EXACT_LIMIT as u64)
+    );
+}
+
+/// Every node gets the same salt for a day; different days get different salts; old salts
+/// can be forgotten.
+pub async fn visitor_salts_are_shared_per_day(store: &dyn Store) {
+    let day = Timestamp::parse_rfc3339("2026-11-27T00:00:00Z").unwrap();
+    let a = store.visitor_salt(day).await.unwrap();
+    assert_eq!(store.visitor_salt(day.plus_millis(5 * HOUR)).await, Ok(a));
+    let next = store
+        .visitor_salt(day.plus_millis(Timestamp::MILLIS_PER_DAY))
+        .await
+        .unwrap();
+    assert_ne!(a, next);
+    assert_eq!(
+        store
+            .purge_visitor_salts(day.plus_millis(Timestamp::MILLIS_PER_DAY))
+            .await,
+        Ok(1)
+    );
+    assert_ne!(store.visitor_salt(day).await.unwrap(), a, "a forgotten salt is gone");
+}
+
+/// The stored trending order and scores match the brute-force decayed sums over human
+/// clicks, including across an era boundary; bots do not count.
+pub async fn trending_matches_brute_force_decayed_sums(store: &dyn Store) {
+    let clock = TrendingClock::new(60_000); // one-minute half-life: eras of 32 minutes
+    let mut links = Vec::new();
+    for i in 0..8 {
+        links.push(link_id(store, &format!("trend-{i}")).await);
+    }
+    // Start just before an era boundary so the stream crosses it.
+    let boundary = clock
+        .epoch_of(Timestamp::parse_rfc3339("2026-11-27T12:00:00Z").unwrap())
+        .plus_millis(clock.era_ms());
+    let start = boundary.plus_millis(-5 * 60_000);
+    let now = boundary.plus_millis(5 * 60_000);
+    let mut human: Vec<(LinkId, Timestamp)> = Vec::new();
+    let mut batch = Vec::new();
+    let mut seed: u64 = 42;
+    for i in 0..4_000u64 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        // Link k gets clicks in proportion to k + 1, spread over the ten minutes.
+        let k = usize::try_from((seed >> 33) % 36).unwrap();
+        let link = links[[0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7][k]];
+        let at = start.plus_millis(i64::try_from((seed >> 11) % 600_000).unwrap());
+        // Link 0 is hammered by a bot: without the exclusion it would top the list.
+        let bot = i % 3 == 0;
+        let link = if bot { links[0] } else { link };
+        batch.push(click(link, at, i, bot));
+        if !bot {
+            human.push((link, at));
+        }
+        if batch.len() == 500 {
+            batch.sort_by_key(|c| c.at);
+            store
+                .write_click_batch(&build_batch(std::mem::take(&mut batch), &clock))
+                .await
+                .unwrap();
+        }
+    }
+    let top = store.trending(&clock, now, 8).await.unwrap();
+    let mut expected: Vec<(LinkId, f64)> = links
+        .iter()
+        .map(|l| {
+            let s = clock.decayed_sum(human.iter().filter(|(x, _)| x == l).map(|(_, t)| *t), now);
+            (*l, s)
+        })
+        .filter(|(_, s)| *s > 0.0)
+        .collect();
+    expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+    assert_eq!(
+        top.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        expected.iter().map(|(l, _)| *l).collect::<Vec<_>>()
+    );
+    for ((_, got), (_, want)) in top.iter().zip(&expected) {
+        assert!((got / want - 1.0).abs() < 1e-6, "score {got} vs {want}");
+    }
+    assert_eq!(store.trending(&clock, now, 3).await.unwrap().len(), 3);
 }

@@ -1,13 +1,20 @@
 //! Click batches and the aggregates analytics read.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
-use super::value::{Value, params};
-use super::{Backend, Conn, ROWS_PER_STATEMENT, SqlStore, finish, multi_row_insert, page_size};
-use crate::domain::{
-    BatchOutcome, ClickBatch, Dimension, HourlyCounts, LinkId, StoredClick, Timestamp,
+use super::value::{Row, Value, params};
+use super::{
+    Backend, Conn, ROWS_PER_STATEMENT, SqlStore, finish, in_list, multi_row_insert, page_size,
 };
-use crate::store::{ClickStore, StoreResult};
+use crate::clicks::TrendingClock;
+use crate::clicks::sketch::VisitorSketch;
+use crate::domain::{
+    BatchOutcome, ClickBatch, Dimension, Granularity, HourlyCounts, LinkId, StoredClick,
+    Timestamp,
+};
+use crate::store::{ClickStore, StoreError, StoreResult};
 
 const CLICK_COLUMNS: usize = 12;
 
@@ -76,14 +83,121 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         from: Timestamp,
         to: Timestamp,
     ) -> StoreResult<u64> {
-        let row = self
-            .query_one(
-                "SELECT COUNT(DISTINCT visitor) FROM unique_visitors \
-                 WHERE link_id = ? AND hour >= ? AND hour < ?",
-                params![link, from.hour_start(), to],
+        let from = from.hour_start();
+        if to <= from {
+            return Ok(0);
+        }
+        // Whole UTC days inside the range come from daily sketches, the ragged ends from
+        // hourly ones.
+        let first_day = from.plus_millis(Timestamp::MILLIS_PER_DAY - 1).day_start();
+        let end_day = to.day_start();
+        let rows = if first_day < end_day {
+            self.query(
+                "SELECT sketch FROM visitor_sketches WHERE link_id = ? AND \
+                 ((granularity = 'd' AND bucket >= ? AND bucket < ?) OR \
+                  (granularity = 'h' AND ((bucket >= ? AND bucket < ?) OR \
+                                          (bucket >= ? AND bucket < ?))))",
+                params![link, first_day, end_day, from, first_day, end_day, to],
+            )
+            .await?
+        } else {
+            self.query(
+                "SELECT sketch FROM visitor_sketches \
+                 WHERE link_id = ? AND granularity = 'h' AND bucket >= ? AND bucket < ?",
+                params![link, from, to],
+            )
+            .await?
+        };
+        let mut union = VisitorSketch::new();
+        for row in &rows {
+            union.merge(&sketch_of(row, 0)?);
+        }
+        Ok(union.count())
+    }
+
+    async fn visitor_series(
+        &self,
+        link: LinkId,
+        from: Timestamp,
+        to: Timestamp,
+        granularity: Granularity,
+    ) -> StoreResult<Vec<(Timestamp, u64)>> {
+        let rows = self
+            .query(
+                "SELECT bucket, sketch FROM visitor_sketches \
+                 WHERE link_id = ? AND granularity = ? AND bucket >= ? AND bucket < ? \
+                 ORDER BY bucket",
+                params![link, granularity.tag(), granularity.bucket(from), to],
             )
             .await?;
-        row.map_or(Ok(0), |r| r.u64(0))
+        rows.iter()
+            .map(|r| Ok((r.ts(0)?, sketch_of(r, 1)?.count())))
+            .filter(|r| !matches!(r, Ok((_, 0))))
+            .collect()
+    }
+
+    async fn visitor_salt(&self, day: Timestamp) -> StoreResult<[u8; 32]> {
+        use rand::Rng as _;
+        let day = day.day_start();
+        let mut fresh = [0u8; 32];
+        rand::rng().fill_bytes(&mut fresh);
+        let sql = format!(
+            "INSERT INTO visitor_salts (day, salt) VALUES (?, ?){}",
+            B::DIALECT.on_conflict_ignore("day", "day")
+        );
+        self.exec(&sql, params![day, fresh]).await?;
+        let row = self
+            .query_one(
+                "SELECT salt FROM visitor_salts WHERE day = ?",
+                params![day],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        row.array::<32>(0)
+    }
+
+    async fn purge_visitor_salts(&self, before: Timestamp) -> StoreResult<u64> {
+        Ok(self
+            .exec("DELETE FROM visitor_salts WHERE day < ?", params![before])
+            .await?
+            .affected)
+    }
+
+    async fn trending(
+        &self,
+        clock: &TrendingClock,
+        now: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<(LinkId, f64)>> {
+        let limit = page_size(limit, 1000);
+        let current = clock.epoch_of(now);
+        let previous = current.plus_millis(-clock.era_ms());
+        let mut scored = Vec::new();
+        // Within one epoch the stored order is the decayed order, so the top of each of the
+        // two live epochs (read through the (epoch, score) index) contains the overall top.
+        for epoch in [current, previous] {
+            let rows = self
+                .query(
+                    "SELECT link_id, score FROM trending_scores WHERE epoch = ? \
+                     ORDER BY score DESC, link_id LIMIT ?",
+                    params![epoch, limit],
+                )
+                .await?;
+            for row in &rows {
+                let score = clock.score_at(row.f64(1)?, epoch, now);
+                scored.push((LinkId(row.i64(0)?), score));
+            }
+        }
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(scored)
+    }
+
+    async fn purge_trending(&self, before: Timestamp) -> StoreResult<u64> {
+        Ok(self
+            .exec("DELETE FROM trending_scores WHERE epoch < ?", params![before])
+            .await?
+            .affected)
     }
 
     async fn raw_click_count(&self, link: LinkId) -> StoreResult<u64> {
@@ -208,28 +322,22 @@ async fn write_batch_in_tx<B: Backend>(
         conn.exec(&sql, params).await?;
     }
 
-    let visitor_ignore = B::DIALECT.on_conflict_ignore("link_id, hour, visitor", "visitor");
-    for chunk in batch.visitors.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = multi_row_insert(
-            "INSERT INTO unique_visitors (link_id, hour, visitor)",
-            3,
-            chunk.len(),
-        );
-        sql.push_str(&visitor_ignore);
-        let params: Vec<Value> = chunk
-            .iter()
-            .flat_map(|v| params![v.link_id, v.hour.hour_start(), visitor_key(v.visitor)])
-            .collect();
-        conn.exec(&sql, params).await?;
-    }
+    write_visitor_sketches::<B>(conn, batch).await?;
+    write_trending::<B>(conn, batch).await?;
 
-    // One UPDATE per link; a batch touches few distinct links compared with its clicks.
-    for (link, n) in &batch.link_totals {
-        conn.exec(
-            "UPDATE links SET clicks = clicks + ? WHERE id = ?",
-            params![*n, *link],
-        )
-        .await?;
+    // Link totals: one UPDATE per 500 links, adding each link's count through a CASE.
+    for chunk in batch.link_totals.chunks(ROWS_PER_STATEMENT) {
+        let cases = " WHEN ? THEN ?".repeat(chunk.len());
+        let sql = format!(
+            "UPDATE links SET clicks = clicks + CASE id{cases} END WHERE id IN {}",
+            in_list(chunk.len())
+        );
+        let mut params: Vec<Value> = chunk
+            .iter()
+            .flat_map(|(link, n)| params![*link, *n])
+            .collect();
+        params.extend(chunk.iter().map(|(link, _)| Value::from(*link)));
+        conn.exec(&sql, params).await?;
     }
     Ok(BatchOutcome::Applied { inserted })
 }
@@ -237,6 +345,134 @@ async fn write_batch_in_tx<B: Backend>(
 /// Visitor hashes are u64; the column is a signed BIGINT, so store the same 64 bits signed.
 fn visitor_key(visitor: u64) -> i64 {
     i64::from_ne_bytes(visitor.to_ne_bytes())
+}
+
+fn sketch_of(row: &Row, i: usize) -> StoreResult<VisitorSketch> {
+    VisitorSketch::from_bytes(&row.bytes(i)?).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Folds the batch's visitors into the per-hour and per-day sketches of their links.
+///
+/// Read-merge-write under row locks: placeholder rows are inserted first (so a bucket no
+/// node has written yet is locked too), then read `FOR UPDATE`, merged and written back.
+/// Keys are handled in sorted order, so concurrent batches from several nodes lock rows in
+/// the same order; a deadlock that still happens fails the batch, which is retried whole.
+async fn write_visitor_sketches<B: Backend>(
+    conn: &mut B::Conn,
+    batch: &ClickBatch,
+) -> StoreResult<()> {
+    let mut buckets: BTreeMap<(LinkId, &'static str, Timestamp), Vec<u64>> = BTreeMap::new();
+    for v in &batch.visitors {
+        for granularity in [Granularity::Hour, Granularity::Day] {
+            buckets
+                .entry((v.link_id, granularity.tag(), granularity.bucket(v.hour)))
+                .or_default()
+                .push(v.visitor);
+        }
+    }
+    let keys: Vec<_> = buckets.into_iter().collect();
+    let ignore = B::DIALECT.on_conflict_ignore("link_id, granularity, bucket", "bucket");
+    let replace = format!(
+        "{}sketch = {}",
+        B::DIALECT.on_conflict_update("link_id, granularity, bucket"),
+        B::DIALECT.inserted("sketch")
+    );
+    for chunk in keys.chunks(ROWS_PER_STATEMENT / 2) {
+        let head = "INSERT INTO visitor_sketches (link_id, granularity, bucket, sketch)";
+        let mut sql = multi_row_insert(head, 4, chunk.len());
+        sql.push_str(&ignore);
+        let placeholders: Vec<Value> = chunk
+            .iter()
+            .flat_map(|((link, g, bucket), _)| params![*link, *g, *bucket, Vec::<u8>::new()])
+            .collect();
+        conn.exec(&sql, placeholders).await?;
+
+        let links: Vec<LinkId> = dedup_sorted(chunk.iter().map(|((l, _, _), _)| *l));
+        let stamps: Vec<Timestamp> = dedup_sorted(chunk.iter().map(|((_, _, b), _)| *b));
+        let select = format!(
+            "SELECT link_id, granularity, bucket, sketch FROM visitor_sketches \
+             WHERE link_id IN {} AND bucket IN {} ORDER BY link_id, granularity, bucket{}",
+            in_list(links.len()),
+            in_list(stamps.len()),
+            B::DIALECT.for_update()
+        );
+        let mut params: Vec<Value> = links.iter().map(|l| Value::from(*l)).collect();
+        params.extend(stamps.iter().map(|t| Value::from(*t)));
+        let mut existing: BTreeMap<(LinkId, String, Timestamp), VisitorSketch> = BTreeMap::new();
+        for row in conn.query(&select, params).await? {
+            existing.insert(
+                (LinkId(row.i64(0)?), row.str(1)?, row.ts(2)?),
+                sketch_of(&row, 3)?,
+            );
+        }
+
+        let mut sql = multi_row_insert(head, 4, chunk.len());
+        sql.push_str(&replace);
+        let mut params = Vec::with_capacity(chunk.len() * 4);
+        for ((link, g, bucket), visitors) in chunk {
+            let mut sketch = existing
+                .remove(&(*link, (*g).to_owned(), *bucket))
+                .unwrap_or_default();
+            sketch.extend(visitors.iter().copied());
+            params.extend(params![*link, *g, *bucket, sketch.to_bytes()]);
+        }
+        conn.exec(&sql, params).await?;
+    }
+    Ok(())
+}
+
+fn dedup_sorted<T: Ord>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = items.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Adds the batch's decayed weights to the links' trending rows. A row in the same epoch
+/// adds; a row one era older is carried into the new epoch first; a row one era newer (a
+/// replayed old batch, or a node whose clock lags) takes the weight carried forward; rows
+/// older than that have decayed to nothing and are replaced.
+async fn write_trending<B: Backend>(conn: &mut B::Conn, batch: &ClickBatch) -> StoreResult<()> {
+    if batch.trending.is_empty() {
+        return Ok(());
+    }
+    let d = B::DIALECT;
+    let new = |c: &str| d.inserted(c);
+    let clause = format!(
+        "{upd}score = CASE \
+           WHEN epoch = {ne} THEN score + {ns} \
+           WHEN epoch = {ne} - ? THEN score * ? + {ns} \
+           WHEN epoch = {ne} + ? THEN score + {ns} * ? \
+           WHEN epoch < {ne} THEN {ns} \
+           ELSE score END, \
+         epoch = {ge}, updated_at = {gu}",
+        upd = d.on_conflict_update("link_id"),
+        ne = new("epoch"),
+        ns = new("score"),
+        ge = d.greatest("epoch", &new("epoch")),
+        gu = d.greatest("updated_at", &new("updated_at")),
+    );
+    let now = Timestamp::now();
+    for chunk in batch.trending.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = multi_row_insert(
+            "INSERT INTO trending_scores (link_id, score, epoch, updated_at)",
+            4,
+            chunk.len(),
+        );
+        sql.push_str(&clause);
+        let mut params: Vec<Value> = chunk
+            .iter()
+            .flat_map(|t| params![t.link_id, t.weight, t.epoch, now])
+            .collect();
+        params.extend(params![
+            batch.trending_era_ms,
+            batch.trending_carry,
+            batch.trending_era_ms,
+            batch.trending_carry
+        ]);
+        conn.exec(&sql, params).await?;
+    }
+    Ok(())
 }
 
 fn click_params(c: &StoredClick) -> Vec<Value> {

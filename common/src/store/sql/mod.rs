@@ -44,6 +44,30 @@ impl Dialect {
         }
     }
 
+    /// Start of an upsert's update clause on a conflict over `key`.
+    pub(crate) fn on_conflict_update(self, key: &str) -> String {
+        match self {
+            Self::Sqlite => format!(" ON CONFLICT ({key}) DO UPDATE SET "),
+            Self::Mysql => " ON DUPLICATE KEY UPDATE ".to_owned(),
+        }
+    }
+
+    /// The value an upsert tried to insert into `column`, inside its update clause.
+    pub(crate) fn inserted(self, column: &str) -> String {
+        match self {
+            Self::Sqlite => format!("excluded.{column}"),
+            Self::Mysql => format!("VALUES({column})"),
+        }
+    }
+
+    /// The larger of two values (a scalar function in both dialects, named differently).
+    pub(crate) fn greatest(self, a: &str, b: &str) -> String {
+        match self {
+            Self::Sqlite => format!("max({a}, {b})"),
+            Self::Mysql => format!("GREATEST({a}, {b})"),
+        }
+    }
+
     /// Clause that adds the inserted values to existing counters on a key conflict.
     /// (`VALUES(col)` is what MariaDB understands; MySQL 8 still accepts it.)
     pub(crate) fn on_conflict_add(self, key: &str, counters: &[&str]) -> String {

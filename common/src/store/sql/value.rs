@@ -77,6 +77,12 @@ impl From<&[u8]> for Value {
     }
 }
 
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Self::Bytes(v)
+    }
+}
+
 impl<const N: usize> From<[u8; N]> for Value {
     fn from(v: [u8; N]) -> Self {
         Self::Bytes(v.to_vec())
@@ -202,6 +208,20 @@ impl Row {
 
     pub(crate) fn array<const N: usize>(&self, i: usize) -> Result<[u8; N], StoreError> {
         <[u8; N]>::try_from(self.bytes(i)?).map_err(|_| mismatch(i, "fixed-size bytes"))
+    }
+
+    pub(crate) fn f64(&self, i: usize) -> Result<f64, StoreError> {
+        match self.at(i)? {
+            Value::Float(v) => Ok(*v),
+            #[allow(clippy::cast_precision_loss)]
+            Value::Int(v) => Ok(*v as f64),
+            Value::Text(s) => s.parse().map_err(|_| mismatch(i, "number")),
+            Value::Bytes(b) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| mismatch(i, "number")),
+            Value::Null => Err(mismatch(i, "non-null number")),
+        }
     }
 
     pub(crate) fn ts(&self, i: usize) -> Result<Timestamp, StoreError> {

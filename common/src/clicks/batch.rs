@@ -1,0 +1,187 @@
+//! Folding enriched clicks into one [`ClickBatch`]: every aggregate is summed inside the
+//! batch first, so a batch is one upsert per link-hour (and per link-day-value, per visitor
+//! bucket, per link) however many clicks it holds. Rows come out sorted by key, so two nodes
+//! writing overlapping batches lock rows in the same order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::enrich::{DIRECT, UNKNOWN};
+use super::trending::TrendingClock;
+use crate::domain::{
+    BreakdownDelta, ClickBatch, Dimension, HourlyDelta, LinkId, StoredClick, Timestamp,
+    TrendingDelta, VisitorHour,
+};
+
+/// Whether a click counts as a person's: not a bot and not flagged.
+pub fn is_human(click: &StoredClick) -> bool {
+    !click.is_bot && click.fraud_reasons == 0
+}
+
+/// The breakdown value of a click for one dimension.
+pub fn breakdown_value(click: &StoredClick, dimension: Dimension) -> &str {
+    match dimension {
+        Dimension::Referrer => click.referrer_host.as_deref().unwrap_or(DIRECT),
+        Dimension::Country => click.country.as_deref().unwrap_or(UNKNOWN),
+        Dimension::Device => &click.device,
+        Dimension::Browser => &click.browser,
+        Dimension::Os => &click.os,
+    }
+}
+
+/// Builds the batch for `clicks` under a fresh random batch id.
+pub fn build_batch(clicks: Vec<StoredClick>, clock: &TrendingClock) -> ClickBatch {
+    use rand::Rng as _;
+    let mut id = [0u8; 16];
+    rand::rng().fill_bytes(&mut id);
+    build_batch_with_id(u128::from_be_bytes(id), clicks, clock)
+}
+
+/// Builds the batch for `clicks` under the given id.
+pub fn build_batch_with_id(
+    batch_id: u128,
+    clicks: Vec<StoredClick>,
+    clock: &TrendingClock,
+) -> ClickBatch {
+    let mut hourly: BTreeMap<(LinkId, Timestamp), HourlyDelta> = BTreeMap::new();
+    let mut breakdowns: BTreeMap<(LinkId, Dimension, Timestamp, &str), u64> = BTreeMap::new();
+    let mut visitors: BTreeSet<VisitorHour> = BTreeSet::new();
+    let mut totals: BTreeMap<LinkId, u64> = BTreeMap::new();
+    let mut trending: BTreeMap<LinkId, f64> = BTreeMap::new();
+    // One epoch for the whole batch: that of its newest click.
+    let epoch = clock.epoch_of(
+        clicks
+            .iter()
+            .map(|c| c.at)
+            .max()
+            .unwrap_or_else(Timestamp::now),
+    );
+
+    for click in &clicks {
+        let hour = click.at.hour_start();
+        let human = is_human(click);
+        let h = hourly.entry((click.link_id, hour)).or_insert(HourlyDelta {
+            link_id: click.link_id,
+            hour,
+            total: 0,
+            human: 0,
+            bot: 0,
+            suspicious: 0,
+        });
+        h.total += 1;
+        h.human += u64::from(human);
+        h.bot += u64::from(click.is_bot);
+        h.suspicious += u64::from(click.fraud_reasons != 0);
+        let day = click.at.day_start();
+        for dimension in Dimension::ALL {
+            *breakdowns
+                .entry((
+                    click.link_id,
+                    dimension,
+                    day,
+                    breakdown_value(click, dimension),
+                ))
+                .or_default() += 1;
+        }
+        *totals.entry(click.link_id).or_default() += 1;
+        if human {
+            visitors.insert(VisitorHour {
+                link_id: click.link_id,
+                hour,
+                visitor: click.visitor,
+            });
+            *trending.entry(click.link_id).or_default() += clock.weight(click.at, epoch);
+        }
+    }
+
+    let breakdowns = breakdowns
+        .into_iter()
+        .map(|((link_id, dimension, day, value), count)| BreakdownDelta {
+            link_id,
+            day,
+            dimension,
+            value: value.to_owned(),
+            count,
+        })
+        .collect();
+    ClickBatch {
+        batch_id,
+        hourly: hourly.into_values().collect(),
+        breakdowns,
+        visitors: visitors.into_iter().collect(),
+        link_totals: totals.into_iter().collect(),
+        trending: trending
+            .into_iter()
+            .map(|(link_id, weight)| TrendingDelta {
+                link_id,
+                epoch,
+                weight,
+            })
+            .collect(),
+        trending_era_ms: clock.era_ms(),
+        trending_carry: clock.era_carry(),
+        clicks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ClickId;
+
+    fn click(link: i64, at: i64, visitor: u64, bot: bool, referrer: Option<&str>) -> StoredClick {
+        StoredClick {
+            click_id: ClickId::new(),
+            link_id: LinkId(link),
+            at: Timestamp::from_millis(at),
+            visitor,
+            ip: None,
+            referrer_host: referrer.map(str::to_owned),
+            country: Some("DE".into()),
+            device: "desktop".into(),
+            browser: "Firefox".into(),
+            os: "Linux".into(),
+            is_bot: bot,
+            fraud_reasons: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_sums_per_link_hour_and_counts_humans_only_for_visitors_and_trending() {
+        let h = Timestamp::MILLIS_PER_HOUR;
+        let base = 1_800_000_000_000 / h * h;
+        let clock = TrendingClock::new(h);
+        let clicks = vec![
+            click(1, base + 10, 7, false, Some("example.com")),
+            click(1, base + 20, 7, false, None),
+            click(1, base + 30, 8, true, None),
+            click(1, base + h + 5, 7, false, None),
+            click(2, base + 40, 9, false, None),
+        ];
+        let batch = build_batch_with_id(42, clicks, &clock);
+        assert_eq!(batch.batch_id, 42);
+        assert_eq!(batch.clicks.len(), 5);
+        let first = batch.hourly[0];
+        assert_eq!((first.link_id, first.hour.as_millis()), (LinkId(1), base));
+        assert_eq!((first.total, first.human, first.bot, first.suspicious), (3, 2, 1, 0));
+        assert_eq!(batch.hourly.len(), 3);
+        assert_eq!(batch.link_totals, vec![(LinkId(1), 4), (LinkId(2), 1)]);
+        // Visitor 7 in two hours on link 1, visitor 9 on link 2; the bot (8) is not a visitor.
+        assert_eq!(batch.visitors.len(), 3);
+        assert!(batch.visitors.iter().all(|v| v.visitor != 8));
+        let referrers: Vec<_> = batch
+            .breakdowns
+            .iter()
+            .filter(|b| b.link_id == LinkId(1) && b.dimension == Dimension::Referrer)
+            .map(|b| (b.value.as_str(), b.count))
+            .collect();
+        assert_eq!(referrers, vec![("(direct)", 3), ("example.com", 1)]);
+        // Trending: three human clicks on link 1, one on link 2.
+        let t1 = batch.trending.iter().find(|t| t.link_id == LinkId(1)).unwrap();
+        let now = Timestamp::from_millis(base + h + 5);
+        let expected = clock.decayed_sum(
+            [base + 10, base + 20, base + h + 5].map(Timestamp::from_millis),
+            now,
+        );
+        assert!((clock.score_at(t1.weight, t1.epoch, now) - expected).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,528 @@
+//! The batcher: drains the click queue, enriches, aggregates and writes batches, and never
+//! loses an accepted click.
+//!
+//! Every `flush_interval` (or as soon as `batch_max_events` are waiting) the queue is drained
+//! into batches of at most `batch_max_events`. Batches wait in a bounded in-memory buffer
+//! until the store takes them, oldest first. A failed write is retried with exponential
+//! backoff; after `spill_after_failures` failures in a row (the store is down) or when the
+//! buffer is full, batches go to the local [`Journal`] instead, and the journal is replayed,
+//! oldest first, as soon as a write succeeds again (and at start-up). Writes are idempotent
+//! by batch id, so a batch whose commit was acknowledged too late, or that was journaled and
+//! then replayed after a crash, is applied once.
+//!
+//! Conservation, exported as metrics: `accepted + journaled at start = persisted + queued +
+//! buffered + journaled`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::batch::build_batch;
+use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt};
+use super::journal::{Journal, JournalEntry, JournalError};
+use super::queue::ClickQueue;
+use super::trending::TrendingClock;
+use crate::domain::{BatchOutcome, ClickBatch, ClickEvent, Timestamp};
+use crate::store::Store;
+
+/// How often the pipeline looks at the queue between flushes.
+const POLL: Duration = Duration::from_millis(5);
+/// How often retention and housekeeping run.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+/// Raw clicks deleted per purge statement.
+const PURGE_CHUNK: u32 = 10_000;
+
+/// Pipeline settings.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub batch_max_events: usize,
+    pub flush_interval: Duration,
+    pub journal_dir: PathBuf,
+    /// Clicks held in memory awaiting a write before new batches go to the journal.
+    pub buffer_max_clicks: usize,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Consecutive failed writes after which the store counts as down and batches are
+    /// journaled rather than kept in memory.
+    pub spill_after_failures: u32,
+    /// A write that takes longer counts as failed (it is retried; idempotence makes a late
+    /// commit harmless).
+    pub write_timeout: Duration,
+    pub trending_half_life: Duration,
+    /// Raw clicks older than this many days are deleted (0 keeps them).
+    pub raw_click_retention_days: u32,
+    pub enrich: EnrichSettings,
+}
+
+impl PipelineSettings {
+    /// The pipeline part of the configuration.
+    pub fn from_config(settings: &linkgate_config::Settings) -> Self {
+        let c = &settings.clicks;
+        Self {
+            batch_max_events: c.batch_max_events,
+            flush_interval: Duration::from_millis(c.flush_interval_ms),
+            journal_dir: c.journal_dir.clone(),
+            buffer_max_clicks: c.buffer_max_clicks,
+            retry_initial: Duration::from_millis(c.retry_initial_ms),
+            retry_max: Duration::from_millis(c.retry_max_ms),
+            spill_after_failures: c.spill_after_failures,
+            write_timeout: Duration::from_millis(c.write_timeout_ms),
+            trending_half_life: Duration::from_secs(c.trending_half_life_secs),
+            raw_click_retention_days: settings.store.raw_click_retention_days,
+            enrich: EnrichSettings {
+                store_raw_ip: c.store_raw_ip,
+                truncate_ip: c.truncate_ip,
+                geoip_db: c.geoip_db.clone(),
+            },
+        }
+    }
+}
+
+/// Counters of the pipeline, read by metrics.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Clicks the store has confirmed (written now, or found already written on replay).
+    pub persisted: AtomicU64,
+    /// Of those, clicks that came from the journal.
+    pub replayed: AtomicU64,
+    /// Clicks taken off the queue and held in memory (enriching or awaiting a write).
+    pub buffered: AtomicU64,
+    /// Clicks in journal files.
+    pub journaled: AtomicU64,
+    /// Clicks that were in the journal when the pipeline started.
+    pub journaled_at_start: AtomicU64,
+    /// Clicks in journal files that could not be read (set aside as `.corrupt`).
+    pub corrupt: AtomicU64,
+    pub batches_written: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub journal_errors: AtomicU64,
+    /// Total time spent in successful batch writes, in microseconds.
+    pub write_micros: AtomicU64,
+    /// Whether the last write attempt succeeded.
+    pub store_up: AtomicBool,
+}
+
+impl PipelineStats {
+    /// Clicks in memory or in the journal.
+    pub fn pending(&self) -> u64 {
+        self.buffered.load(Ordering::Relaxed) + self.journaled.load(Ordering::Relaxed)
+    }
+}
+
+/// The running pipeline.
+#[derive(Debug)]
+pub struct PipelineHandle {
+    stats: Arc<PipelineStats>,
+    stop: watch::Sender<Option<Instant>>,
+    task: JoinHandle<()>,
+}
+
+impl PipelineHandle {
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        &self.stats
+    }
+
+    /// Drains the queue, writes what the store takes before `deadline` and journals the rest.
+    pub async fn shutdown(self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let _ = self.stop.send(Some(deadline));
+        // The task journals everything by the deadline; the extra second covers a slow disk.
+        if tokio::time::timeout(within + Duration::from_secs(1), self.task)
+            .await
+            .is_err()
+        {
+            tracing::error!("click pipeline did not finish its final flush in time");
+        }
+    }
+}
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    GeoIp(#[from] GeoIpError),
+}
+
+/// Starts the pipeline on the current tokio runtime.
+pub fn spawn(
+    queue: Arc<ClickQueue>,
+    store: Arc<dyn Store>,
+    settings: PipelineSettings,
+) -> Result<PipelineHandle, PipelineError> {
+    let journal = Journal::open(&settings.journal_dir)?;
+    let entries: VecDeque<JournalEntry> = journal.entries()?.into();
+    let stats = Arc::new(PipelineStats::default());
+    let at_start: u64 = entries.iter().map(|e| e.clicks).sum();
+    stats.journaled.store(at_start, Ordering::Relaxed);
+    stats.journaled_at_start.store(at_start, Ordering::Relaxed);
+    stats.store_up.store(true, Ordering::Relaxed);
+    if at_start > 0 {
+        tracing::info!(
+            batches = entries.len(),
+            clicks = at_start,
+            dir = %journal.dir().display(),
+            "replaying journaled click batches"
+        );
+    }
+    let enricher = Enricher::new(settings.enrich.clone())?;
+    let (stop, stop_rx) = watch::channel(None);
+    let worker = Worker {
+        clock: TrendingClock::new(
+            i64::try_from(settings.trending_half_life.as_millis()).unwrap_or(i64::MAX),
+        ),
+        queue,
+        store,
+        enricher,
+        journal,
+        entries,
+        pending: VecDeque::new(),
+        salts: HashMap::new(),
+        failures: 0,
+        next_attempt: Instant::now(),
+        last_maintenance: None,
+        last_error_log: None,
+        stats: Arc::clone(&stats),
+        settings,
+    };
+    let task = tokio::spawn(worker.run(stop_rx));
+    Ok(PipelineHandle { stats, stop, task })
+}
+
+struct Worker {
+    settings: PipelineSettings,
+    clock: TrendingClock,
+    queue: Arc<ClickQueue>,
+    store: Arc<dyn Store>,
+    enricher: Enricher,
+    journal: Journal,
+    /// Journal files not yet replayed, oldest first.
+    entries: VecDeque<JournalEntry>,
+    /// Batches in memory awaiting a write, oldest first.
+    pending: VecDeque<ClickBatch>,
+    salts: HashMap<Timestamp, VisitorSalt>,
+    failures: u32,
+    next_attempt: Instant,
+    last_maintenance: Option<Instant>,
+    last_error_log: Option<Instant>,
+    stats: Arc<PipelineStats>,
+}
+
+impl Worker {
+    async fn run(mut self, mut stop: watch::Receiver<Option<Instant>>) {
+        let mut last_flush = Instant::now();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                _ = stop.changed() => break,
+            }
+            if last_flush.elapsed() >= self.settings.flush_interval
+                || self.queue.len() >= self.settings.batch_max_events
+            {
+                last_flush = Instant::now();
+                self.collect().await;
+            }
+            if Instant::now() >= self.next_attempt {
+                self.write_pending(None).await;
+            }
+            if self
+                .last_maintenance
+                .is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY)
+                && self.entries.is_empty()
+                && self.pending.is_empty()
+                && self.failures == 0
+            {
+                self.last_maintenance = Some(Instant::now());
+                self.maintain().await;
+            }
+        }
+        let deadline = stop
+            .borrow()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        self.finish(deadline).await;
+    }
+
+    /// Final flush: everything queued becomes a batch; the store gets what it takes before
+    /// the deadline, the journal the rest.
+    async fn finish(&mut self, deadline: Instant) {
+        self.collect().await;
+        // Leave a quarter of the time (at least 100 ms) for journaling.
+        let reserve = (deadline.saturating_duration_since(Instant::now()) / 4)
+            .max(Duration::from_millis(100));
+        if self.failures < self.settings.spill_after_failures {
+            self.write_pending(Some(deadline.checked_sub(reserve).unwrap_or(deadline)))
+                .await;
+        }
+        let left = self.pending.len();
+        self.spill_pending();
+        tracing::info!(
+            persisted = self.stats.persisted.load(Ordering::Relaxed),
+            journaled_batches = self.entries.len(),
+            spilled_now = left,
+            "click pipeline stopped"
+        );
+    }
+
+    /// Drains the queue into batches.
+    async fn collect(&mut self) {
+        let mut events = Vec::with_capacity(self.settings.batch_max_events.min(65_536));
+        loop {
+            events.clear();
+            let n = self
+                .queue
+                .drain_into(&mut events, self.settings.batch_max_events.max(1));
+            if n == 0 {
+                return;
+            }
+            self.stats.buffered.fetch_add(n as u64, Ordering::Relaxed);
+            let batch = self.build(&events).await;
+            let over = self.stats.buffered.load(Ordering::Relaxed)
+                > self.settings.buffer_max_clicks as u64;
+            if self.store_down() || over {
+                self.spill(batch);
+            } else {
+                self.pending.push_back(batch);
+            }
+            if n < self.settings.batch_max_events {
+                return;
+            }
+        }
+    }
+
+    async fn build(&mut self, events: &[ClickEvent]) -> ClickBatch {
+        let mut clicks = Vec::with_capacity(events.len());
+        for event in events {
+            let salt = self.salt(event.at.day_start()).await;
+            clicks.push(self.enricher.enrich(event, &salt));
+        }
+        build_batch(clicks, &self.clock)
+    }
+
+    /// The visitor salt of a day: from the store (shared by every node), fetched once. When
+    /// the store cannot be asked (an outage across midnight), a random salt local to this
+    /// process is used for that day, so no click waits or is lost; unique counts for that
+    /// day may then count a visitor once per node.
+    async fn salt(&mut self, day: Timestamp) -> VisitorSalt {
+        if let Some(salt) = self.salts.get(&day) {
+            return *salt;
+        }
+        let salt = if self.store_down() {
+            None
+        } else {
+            match tokio::time::timeout(self.settings.write_timeout, self.store.visitor_salt(day))
+                .await
+            {
+                Ok(Ok(salt)) => Some(salt),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cannot read the visitor salt; using a local one");
+                    None
+                }
+                Err(_) => None,
+            }
+        };
+        let salt = salt.unwrap_or_else(|| {
+            use rand::Rng as _;
+            let mut local = [0u8; 32];
+            rand::rng().fill_bytes(&mut local);
+            local
+        });
+        if self.salts.len() > 4 {
+            let oldest = self.salts.keys().min().copied();
+            if let Some(oldest) = oldest {
+                self.salts.remove(&oldest);
+            }
+        }
+        self.salts.insert(day, salt);
+        salt
+    }
+
+    fn store_down(&self) -> bool {
+        self.failures >= self.settings.spill_after_failures
+    }
+
+    /// Writes journaled batches, then buffered ones, oldest first, until one fails or the
+    /// deadline (when given) passes.
+    async fn write_pending(&mut self, deadline: Option<Instant>) {
+        let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
+        while let Some(entry) = self.entries.front().cloned() {
+            if out_of_time() {
+                return;
+            }
+            let batch = match self.journal.read(&entry) {
+                Ok(batch) => batch,
+                Err(JournalError::Corrupt { path, reason }) => {
+                    tracing::error!(%path, %reason, "journal file is not a batch; set aside");
+                    let _ = self.journal.quarantine(&entry);
+                    self.entries.pop_front();
+                    self.stats.journaled.fetch_sub(entry.clicks, Ordering::Relaxed);
+                    self.stats.corrupt.fetch_add(entry.clicks, Ordering::Relaxed);
+                    continue;
+                }
+                Err(error) => {
+                    self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                    self.failed(&error.to_string());
+                    return;
+                }
+            };
+            if !self.write(&batch, deadline).await {
+                return;
+            }
+            if let Err(error) = self.journal.remove(&entry) {
+                tracing::error!(%error, "cannot remove a replayed journal file");
+                self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            self.entries.pop_front();
+            self.stats.journaled.fetch_sub(entry.clicks, Ordering::Relaxed);
+            self.stats.replayed.fetch_add(entry.clicks, Ordering::Relaxed);
+        }
+        while let Some(batch) = self.pending.front() {
+            if out_of_time() {
+                return;
+            }
+            let batch = batch.clone();
+            if !self.write(&batch, deadline).await {
+                return;
+            }
+            self.pending.pop_front();
+            self.stats
+                .buffered
+                .fetch_sub(batch.clicks.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// One write attempt; true when the store has the batch.
+    async fn write(&mut self, batch: &ClickBatch, deadline: Option<Instant>) -> bool {
+        let started = Instant::now();
+        let limit = deadline.map_or(self.settings.write_timeout, |d| {
+            d.saturating_duration_since(started)
+                .min(self.settings.write_timeout)
+        });
+        let result = tokio::time::timeout(limit, self.store.write_click_batch(batch)).await;
+        match result {
+            Ok(Ok(outcome)) => {
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.stats.write_micros.fetch_add(micros, Ordering::Relaxed);
+                self.stats.batches_written.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .persisted
+                    .fetch_add(batch.clicks.len() as u64, Ordering::Relaxed);
+                if outcome == BatchOutcome::AlreadyApplied {
+                    tracing::debug!("click batch was already applied; skipped");
+                }
+                if self.failures > 0 {
+                    tracing::info!(
+                        after_failures = self.failures,
+                        "click store is writable again"
+                    );
+                }
+                self.failures = 0;
+                self.next_attempt = Instant::now();
+                self.stats.store_up.store(true, Ordering::Relaxed);
+                true
+            }
+            Ok(Err(error)) => {
+                self.failed(&error.to_string());
+                false
+            }
+            Err(_) => {
+                self.failed("write timed out");
+                false
+            }
+        }
+    }
+
+    fn failed(&mut self, error: &str) {
+        self.failures = self.failures.saturating_add(1);
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.store_up.store(false, Ordering::Relaxed);
+        let exp = self.failures.saturating_sub(1).min(16);
+        let backoff = self
+            .settings
+            .retry_initial
+            .saturating_mul(1 << exp)
+            .min(self.settings.retry_max);
+        self.next_attempt = Instant::now() + backoff;
+        if self
+            .last_error_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            self.last_error_log = Some(Instant::now());
+            tracing::warn!(
+                error,
+                failures = self.failures,
+                retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                "click batch write failed"
+            );
+        }
+        if self.store_down() {
+            self.spill_pending();
+        }
+    }
+
+    /// Moves every buffered batch to the journal.
+    fn spill_pending(&mut self) {
+        while let Some(batch) = self.pending.pop_front() {
+            if !self.spill(batch) {
+                return;
+            }
+        }
+    }
+
+    /// Journals a batch; on a disk error keeps it in memory instead (nothing is dropped).
+    fn spill(&mut self, batch: ClickBatch) -> bool {
+        match self.journal.append(&batch) {
+            Ok(entry) => {
+                let n = entry.clicks;
+                self.entries.push_back(entry);
+                self.stats.journaled.fetch_add(n, Ordering::Relaxed);
+                self.stats.buffered.fetch_sub(n, Ordering::Relaxed);
+                true
+            }
+            Err(error) => {
+                self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "cannot journal a click batch; keeping it in memory");
+                self.pending.push_front(batch);
+                false
+            }
+        }
+    }
+
+    /// Retention and housekeeping: old raw clicks, visitor salts and trending rows.
+    async fn maintain(&mut self) {
+        let now = Timestamp::now();
+        let store = Arc::clone(&self.store);
+        // Tomorrow's salt now, so an outage across midnight still has the shared one.
+        let tomorrow = now.day_start().plus_millis(Timestamp::MILLIS_PER_DAY);
+        if let Ok(salt) = store.visitor_salt(tomorrow).await {
+            self.salts.insert(tomorrow, salt);
+        }
+        let _ = store
+            .purge_visitor_salts(now.day_start().plus_millis(-2 * Timestamp::MILLIS_PER_DAY))
+            .await;
+        let _ = store
+            .purge_trending(
+                self.clock
+                    .epoch_of(now)
+                    .plus_millis(-self.clock.era_ms()),
+            )
+            .await;
+        if self.settings.raw_click_retention_days > 0 {
+            let before = now.plus_millis(
+                -i64::from(self.settings.raw_click_retention_days) * Timestamp::MILLIS_PER_DAY,
+            );
+            // Bounded per round so housekeeping never holds up batch writes for long.
+            for _ in 0..10 {
+                match store.purge_raw_clicks(before, PURGE_CHUNK).await {
+                    Ok(n) if n >= u64::from(PURGE_CHUNK) => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+}
