@@ -42,6 +42,10 @@ pub struct ProxyState {
     pub default_status: RedirectStatus,
     /// Set by the readiness checker: the store answered recently.
     pub ready: AtomicBool,
+    /// Trusted load-balancer header carrying the client's country (lower-case name).
+    pub country_header: Option<Box<str>>,
+    /// The click pipeline's counters, once it runs.
+    pub pipeline: std::sync::OnceLock<Arc<linkgate_common::clicks::PipelineStats>>,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -204,6 +208,7 @@ enum Step {
 impl LinkProxy {
     /// Builds the click event from the request (before any response is written).
     fn click(
+        &self,
         req: &RequestHeader,
         ctx: &Ctx,
         link: LinkId,
@@ -211,6 +216,18 @@ impl LinkProxy {
         now: Timestamp,
     ) -> ClickEvent {
         let header = |name| header_str(req, name).map(capture_header);
+        // Only a trusted load balancer's country header counts; anything but two ASCII
+        // letters (and Cloudflare's "XX" for unknown) is ignored.
+        let country = match (&self.state.country_header, ctx.peer_trusted) {
+            (Some(name), true) => header_str(req, name).and_then(|v| {
+                let b = v.trim().as_bytes();
+                (b.len() == 2
+                    && b.iter().all(u8::is_ascii_alphabetic)
+                    && !b.eq_ignore_ascii_case(b"XX"))
+                .then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
+            }),
+            _ => None,
+        };
         ClickEvent {
             click_id: ClickId::at(now),
             at: now,
@@ -224,7 +241,7 @@ impl LinkProxy {
                 Method::Post => ClickMethod::Post,
                 Method::Get | Method::Other => ClickMethod::Get,
             },
-            country: None,
+            country,
         }
     }
 
@@ -291,7 +308,7 @@ impl LinkProxy {
                 });
                 self.state
                     .clicks
-                    .push(Self::click(req, ctx, link.id, method, now));
+                    .push(self.click(req, ctx, link.id, method, now));
                 Step::Redirect { status, location }
             }
             Decision::PasswordRequired if method == Method::Post => match link {
@@ -362,7 +379,7 @@ impl LinkProxy {
                     if limited && !self.state.budget.take(link).await {
                         return self.answer_decision(session, ctx, decide::gone(link)).await;
                     }
-                    let click = Self::click(session.req_header(), ctx, link.id, Method::Post, now);
+                    let click = self.click(session.req_header(), ctx, link.id, Method::Post, now);
                     self.state.clicks.push(click);
                     // After a POST the browser must GET the target: 303 See Other.
                     respond_redirect(session, 303, location).await

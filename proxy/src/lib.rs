@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use linkgate_common::budget::ClickBudget;
 use linkgate_common::cache::{RedisTier, Resolver, ResolverSettings};
-use linkgate_common::clicks::ClickQueue;
+use linkgate_common::clicks::pipeline::{self, PipelineSettings};
+use linkgate_common::clicks::{ClickQueue, PipelineHandle, PipelineStats};
 use linkgate_common::domain::RedirectStatus;
 use linkgate_common::store::{self, StoreError};
 use linkgate_config::Settings;
@@ -48,6 +49,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("redis: {0}")]
     Redis(String),
+    #[error("click pipeline: {0}")]
+    Pipeline(#[from] linkgate_common::clicks::pipeline::PipelineError),
 }
 
 /// A configured proxy, ready to run.
@@ -56,6 +59,8 @@ pub struct Proxy {
     state: Arc<ProxyState>,
     /// Runs database and Redis connections and the background tasks.
     io: tokio::runtime::Runtime,
+    /// The click batcher (on `io`).
+    pipeline: PipelineHandle,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -117,11 +122,29 @@ impl Proxy {
             default_status: RedirectStatus::from_code(settings.links.default_redirect_status)
                 .unwrap_or(RedirectStatus::Found),
             ready: AtomicBool::new(false),
+            country_header: settings
+                .clicks
+                .country_header
+                .as_deref()
+                .map(|h| h.to_ascii_lowercase().into_boxed_str()),
+            pipeline: std::sync::OnceLock::new(),
         });
+        // The batcher starts now (replaying any journal left by an earlier run) and drains
+        // the queue the redirect threads fill.
+        let pipeline = {
+            let _guard = io.enter();
+            pipeline::spawn(
+                Arc::clone(&state.clicks),
+                Arc::clone(state.resolver.store()),
+                PipelineSettings::from_config(&settings),
+            )?
+        };
+        let _ = state.pipeline.set(Arc::clone(pipeline.stats()));
         Ok(Self {
             settings,
             state,
             io,
+            pipeline,
         })
     }
 
@@ -137,6 +160,7 @@ impl Proxy {
             settings,
             state,
             io,
+            pipeline,
         } = self;
         {
             let _guard = io.enter();
@@ -198,6 +222,9 @@ impl Proxy {
             shutdown_signal: shutdown,
         });
 
+        // The final flush gets what is left of the grace period (at least a second): queued
+        // clicks are written, or journaled when the store does not take them in time.
+        io.block_on(pipeline.shutdown(Duration::from_millis(800)));
         let stats = state.clicks.stats();
         tracing::info!(
             queued = stats.depth,
@@ -230,5 +257,8 @@ impl ScrapeSource for Scrape {
     }
     fn l1_entries(&self) -> u64 {
         self.0.resolver.l1_entries()
+    }
+    fn pipeline(&self) -> Option<Arc<PipelineStats>> {
+        self.0.pipeline.get().cloned()
     }
 }

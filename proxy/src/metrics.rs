@@ -2,9 +2,11 @@
 //! Labels are bounded enums: never a code, a URL, a host or a raw path.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use linkgate_common::clicks::PipelineStats;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -84,6 +86,7 @@ pub trait ScrapeSource: Send + Sync {
     fn redis_circuit_open(&self) -> Option<bool>;
     fn redis_circuit_opened(&self) -> u64;
     fn l1_entries(&self) -> u64;
+    fn pipeline(&self) -> Option<std::sync::Arc<linkgate_common::clicks::PipelineStats>>;
 }
 
 pub struct Metrics {
@@ -98,9 +101,95 @@ pub struct Metrics {
     redis_circuit_open: IntGauge,
     redis_circuit_opened: IntCounter,
     l1_entries: IntGauge,
+    pipeline: PipelineMetrics,
     /// Last totals copied into the counters (monotonic sources are copied as deltas).
     /// A mutex: scrapes are rare and must not interleave.
-    copied: Mutex<[u64; 3]>,
+    copied: Mutex<[u64; 10]>,
+}
+
+/// The click pipeline's series.
+struct PipelineMetrics {
+    persisted: IntCounter,
+    replayed: IntCounter,
+    corrupt: IntCounter,
+    batches: IntCounter,
+    write_errors: IntCounter,
+    journal_errors: IntCounter,
+    write_micros: IntCounter,
+    buffered: IntGauge,
+    journaled: IntGauge,
+    journaled_at_start: IntGauge,
+    in_flight: IntGauge,
+    store_up: IntGauge,
+}
+
+impl PipelineMetrics {
+    fn new(registry: &Registry) -> Self {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+            g
+        };
+        Self {
+            persisted: counter(
+                "linkgate_clicks_persisted_total",
+                "Clicks the store has confirmed (including journal replays)",
+            ),
+            replayed: counter(
+                "linkgate_clicks_replayed_total",
+                "Clicks written from the local journal",
+            ),
+            corrupt: counter(
+                "linkgate_clicks_journal_corrupt_total",
+                "Clicks in journal files that could not be read (set aside as .corrupt)",
+            ),
+            batches: counter(
+                "linkgate_click_batches_written_total",
+                "Click batches the store has taken",
+            ),
+            write_errors: counter(
+                "linkgate_click_batch_write_errors_total",
+                "Failed click batch writes (retried)",
+            ),
+            journal_errors: counter(
+                "linkgate_click_journal_errors_total",
+                "Journal reads or writes that failed",
+            ),
+            write_micros: counter(
+                "linkgate_click_batch_write_microseconds_total",
+                "Time spent in successful batch writes",
+            ),
+            buffered: gauge(
+                "linkgate_clicks_buffered",
+                "Clicks taken off the queue and held in memory awaiting a write",
+            ),
+            journaled: gauge(
+                "linkgate_clicks_journaled",
+                "Clicks in local journal files awaiting replay",
+            ),
+            journaled_at_start: gauge(
+                "linkgate_clicks_journaled_at_start",
+                "Clicks found in the journal at start-up",
+            ),
+            in_flight: gauge(
+                "linkgate_clicks_in_flight",
+                "Accepted clicks not yet persisted: queued + buffered + journaled",
+            ),
+            store_up: gauge(
+                "linkgate_click_store_up",
+                "1 when the last batch write succeeded",
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -170,6 +259,7 @@ impl Metrics {
             "Links (and negative entries) in the in-process cache",
         )
         .expect("valid metric");
+        let pipeline = PipelineMetrics::new(&registry);
         for c in [
             Box::new(requests_vec.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency_vec.clone()),
@@ -204,8 +294,9 @@ impl Metrics {
             redis_circuit_open,
             redis_circuit_opened,
             l1_entries,
+            pipeline,
             registry,
-            copied: Mutex::new([0; 3]),
+            copied: Mutex::new([0; 10]),
         }
     }
 
@@ -236,11 +327,36 @@ impl Metrics {
                 None => -1,
                 Some(open) => i64::from(open),
             });
+        let stats = source.pipeline();
+        let load = |f: fn(&PipelineStats) -> &AtomicU64| {
+            stats.as_deref().map_or(0, |s| f(s).load(Ordering::Relaxed))
+        };
+        let p = &self.pipeline;
+        let gauge = |g: &IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        gauge(&p.buffered, load(|s| &s.buffered));
+        gauge(&p.journaled, load(|s| &s.journaled));
+        gauge(&p.journaled_at_start, load(|s| &s.journaled_at_start));
+        gauge(
+            &p.in_flight,
+            source.queue_depth() as u64 + load(|s| &s.buffered) + load(|s| &s.journaled),
+        );
+        p.store_up.set(i64::from(
+            stats
+                .as_deref()
+                .is_some_and(|s| s.store_up.load(Ordering::Relaxed)),
+        ));
         if let Ok(mut copied) = self.copied.lock() {
             for (slot, (counter, now)) in [
                 (&self.clicks_offered, source.clicks_offered()),
                 (&self.clicks_dropped, source.clicks_dropped()),
                 (&self.redis_circuit_opened, source.redis_circuit_opened()),
+                (&p.persisted, load(|s| &s.persisted)),
+                (&p.replayed, load(|s| &s.replayed)),
+                (&p.corrupt, load(|s| &s.corrupt)),
+                (&p.batches, load(|s| &s.batches_written)),
+                (&p.write_errors, load(|s| &s.write_errors)),
+                (&p.journal_errors, load(|s| &s.journal_errors)),
+                (&p.write_micros, load(|s| &s.write_micros)),
             ]
             .into_iter()
             .enumerate()
@@ -308,6 +424,13 @@ mod tests {
         fn l1_entries(&self) -> u64 {
             3
         }
+        fn pipeline(&self) -> Option<std::sync::Arc<PipelineStats>> {
+            let stats = PipelineStats::default();
+            stats.persisted.store(5, Ordering::Relaxed);
+            stats.buffered.store(1, Ordering::Relaxed);
+            stats.journaled.store(2, Ordering::Relaxed);
+            Some(std::sync::Arc::new(stats))
+        }
     }
 
     #[test]
@@ -328,11 +451,14 @@ mod tests {
         assert!(text.contains("linkgate_clicks_queue_depth 7"));
         assert!(text.contains("linkgate_clicks_dropped_total 2"));
         assert!(text.contains("linkgate_proxy_redis_circuit_open 1"));
+        assert!(text.contains("linkgate_clicks_persisted_total 5"), "{text}");
+        assert!(text.contains("linkgate_clicks_in_flight 10"), "{text}");
         // Counters copied as deltas: a second scrape does not double them.
         let again = String::from_utf8(m.render(&Fixed)).unwrap();
         assert!(
             again.contains("linkgate_clicks_offered_total 10"),
             "{again}"
         );
+        assert!(again.contains("linkgate_clicks_persisted_total 5"), "{again}");
     }
 }

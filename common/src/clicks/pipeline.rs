@@ -131,8 +131,8 @@ impl PipelineHandle {
     pub async fn shutdown(self, within: Duration) {
         let deadline = Instant::now() + within;
         let _ = self.stop.send(Some(deadline));
-        // The task journals everything by the deadline; the extra second covers a slow disk.
-        if tokio::time::timeout(within + Duration::from_secs(1), self.task)
+        // The task journals everything by the deadline; the margin covers a slow disk.
+        if tokio::time::timeout(within + Duration::from_millis(200), self.task)
             .await
             .is_err()
         {

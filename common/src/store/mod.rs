@@ -20,7 +20,7 @@ use linkgate_config::{StoreKind, StoreSettings};
 use crate::clicks::TrendingClock;
 use crate::domain::{
     ApiKey, ApiKeyId, AuditEntry, BatchOutcome, BlockedDomain, ClickBatch, Dimension, Email,
-    Granularity, HourlyCounts, Link, LinkChange, LinkDomain, LinkId, LinkPatch, NewApiKey, NewAuditEntry,
+    ClickId, Granularity, HourlyCounts, StoredClick, Link, LinkChange, LinkDomain, LinkId, LinkPatch, NewApiKey, NewAuditEntry,
     NewLink, NewUser, RefreshToken, RotateOutcome, ShortCode, Tag, Timestamp, TokenHash, User,
     UserId,
 };
@@ -213,6 +213,14 @@ pub trait ClickStore: Send + Sync {
     async fn purge_trending(&self, before: Timestamp) -> StoreResult<u64>;
     /// Raw click rows kept for a link (tests and audits; analytics never scan raw clicks).
     async fn raw_click_count(&self, link: LinkId) -> StoreResult<u64>;
+    /// A link's raw clicks in click-id (time) order after `after`, at most `limit` (for
+    /// evidence, exports and audits; analytics never scan raw clicks).
+    async fn raw_clicks(
+        &self,
+        link: LinkId,
+        after: Option<ClickId>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredClick>>;
     /// Deletes raw clicks older than `before`, at most `limit` rows; returns how many.
     async fn purge_raw_clicks(&self, before: Timestamp, limit: u32) -> StoreResult<u64>;
 }

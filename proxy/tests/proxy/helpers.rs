@@ -3,7 +3,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -113,6 +112,8 @@ pub struct TestProxy {
     pub metrics: SocketAddr,
     signal: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
+    /// The click journal directory (each proxy its own, as in production).
+    _journal: Arc<tempfile::TempDir>,
 }
 
 impl TestProxy {
@@ -127,6 +128,8 @@ impl TestProxy {
         settings.proxy.threads = 2;
         settings.proxy.grace_period_secs = 2;
         settings.cache.change_poll_ms = 100;
+        let journal = Arc::new(tempfile::tempdir().unwrap());
+        settings.clicks.journal_dir = journal.path().to_owned();
         edit(&mut settings);
         let signal = Arc::new(Notify::new());
         let thread_signal = Arc::clone(&signal);
@@ -147,6 +150,7 @@ impl TestProxy {
             metrics,
             signal,
             thread: Some(thread),
+            _journal: journal,
         }
     }
 
@@ -306,52 +310,4 @@ fn serve_admin(mut stream: TcpStream, log: &Mutex<Vec<String>>) {
     }
 }
 
-/// A TCP forwarder that can be cut, to make a dependency vanish mid-test.
-pub struct Forwarder {
-    pub addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Forwarder {
-    pub fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let (c, k) = (Arc::clone(&cut), Arc::clone(&conns));
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                if c.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(target) else {
-                    continue;
-                };
-                let mut list = k.lock().unwrap();
-                list.push(client.try_clone().unwrap());
-                list.push(server.try_clone().unwrap());
-                drop(list);
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Self { addr, cut, conns }
-    }
-
-    /// Closes every forwarded connection and refuses new ones.
-    pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for s in self.conns.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.shutdown(std::net::Shutdown::Both);
-    });
-}
+pub use linkgate_common::testing::Forwarder;

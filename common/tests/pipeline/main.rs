@@ -1,0 +1,461 @@
+//! The click pipeline end to end, against real databases: events pushed onto the queue come
+//! out as raw clicks and aggregates that agree with each other, exactly once, across store
+//! outages. Each test runs on SQLite and on MariaDB (`sqlite::*`, `mysql::*`).
+
+#![allow(unreachable_pub, reason = "suite functions are pub for the instantiating macro")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use linkgate_common::clicks::enrich::EnrichSettings;
+use linkgate_common::clicks::pipeline::{self, PipelineSettings, PipelineStats};
+use linkgate_common::clicks::sketch::EXACT_LIMIT;
+use linkgate_common::clicks::{ClickQueue, TrendingClock};
+use linkgate_common::domain::{
+    ClickEvent, ClickId, ClickMethod, Dimension, LinkId, Role, StoredClick, Timestamp,
+};
+use linkgate_common::store::Store;
+use linkgate_common::testing::{new_link, user};
+
+const HOUR: i64 = Timestamp::MILLIS_PER_HOUR;
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = linkgate_common::testing::TestDb::sqlite().await;
+                    crate::$name(&db.store, &db.url()).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = linkgate_common::testing::TestDb::mysql().await;
+                    crate::$name(&db.store, &db.url()).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    aggregates_equal_the_raw_clicks_they_came_from,
+    an_unavailable_store_loses_nothing_and_duplicates_nothing,
+);
+
+const BROWSERS: &[&str] = &[
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_7_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+];
+const BOTS: &[&str] = &[
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "curl/8.5.0",
+    "python-requests/2.32.3",
+];
+const REFERRERS: &[Option<&str>] = &[
+    None,
+    Some("https://www.google.com/search?q=x"),
+    Some("https://news.ycombinator.com/item?id=1"),
+    Some("https://t.co/abc"),
+    Some("not a url"),
+];
+
+/// A small deterministic generator (PCG-style LCG).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 17
+    }
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).unwrap()
+    }
+}
+
+/// `n` events over `links`: Zipf-ish popularity, ~2,000 visitors (IP + UA), 10% bots,
+/// spread over the last six hours.
+fn events(links: &[LinkId], n: usize, seed: u64) -> Vec<ClickEvent> {
+    let mut rng = Rng(seed);
+    let now = Timestamp::now().as_millis();
+    (0..n)
+        .map(|_| {
+            let r = rng.below(links.len() * (links.len() + 1) / 2);
+            let mut k = 0;
+            let mut acc = links.len();
+            while r >= acc && k + 1 < links.len() {
+                k += 1;
+                acc += links.len() - k;
+            }
+            let visitor = rng.below(2_000);
+            let bot = rng.below(10) == 0;
+            let ua = if bot {
+                BOTS[visitor % BOTS.len()]
+            } else {
+                BROWSERS[visitor % BROWSERS.len()]
+            };
+            let at = Timestamp::from_millis(now - i64::try_from(rng.below(6 * 3_600_000)).unwrap());
+            let octets = u32::try_from(visitor).unwrap().to_be_bytes();
+            ClickEvent {
+                click_id: ClickId::at(at),
+                at,
+                link_id: links[k],
+                client_ip: IpAddr::V4(Ipv4Addr::new(198, 51, octets[2], octets[3])),
+                user_agent: Some(ua.into()),
+                referrer: REFERRERS[rng.below(REFERRERS.len())].map(Into::into),
+                accept: Some("text/html".into()),
+                method: ClickMethod::Get,
+                country: (rng.below(3) == 0).then_some(*b"SE"),
+            }
+        })
+        .collect()
+}
+
+fn settings(journal: &Path) -> PipelineSettings {
+    PipelineSettings {
+        batch_max_events: 5_000,
+        flush_interval: Duration::from_millis(50),
+        journal_dir: journal.to_owned(),
+        buffer_max_clicks: 20_000,
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(200),
+        spill_after_failures: 3,
+        write_timeout: Duration::from_secs(2),
+        trending_half_life: Duration::from_secs(3600),
+        raw_click_retention_days: 90,
+        enrich: EnrichSettings {
+            store_raw_ip: false,
+            truncate_ip: true,
+            geoip_db: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/test-country.mmdb"),
+            ),
+        },
+    }
+}
+
+async fn links(store: &dyn Store, n: usize) -> Vec<LinkId> {
+    let owner = user(store, "clicks@example.com", Role::User).await;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let link = store
+            .create_link(&new_link(&owner, &format!("pipe{i}"), "https://example.com/"))
+            .await
+            .unwrap();
+        out.push(link.id);
+    }
+    out
+}
+
+async fn wait_persisted(stats: &PipelineStats, want: u64, within: Duration) {
+    let start = Instant::now();
+    while stats.persisted.load(Ordering::Relaxed) < want {
+        assert!(
+            start.elapsed() < within,
+            "only {} of {want} clicks persisted after {within:?} ({} buffered, {} journaled)",
+            stats.persisted.load(Ordering::Relaxed),
+            stats.buffered.load(Ordering::Relaxed),
+            stats.journaled.load(Ordering::Relaxed),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn all_raw_clicks(store: &dyn Store, link: LinkId) -> Vec<StoredClick> {
+    let mut out: Vec<StoredClick> = Vec::new();
+    loop {
+        let page = store
+            .raw_clicks(link, out.last().map(|c| c.click_id), 10_000)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// 100,000 generated clicks through the real pipeline: for every link, the hourly
+/// aggregates, every breakdown, the unique visitors, the click total and the trending score
+/// equal what the raw click rows say.
+pub async fn aggregates_equal_the_raw_clicks_they_came_from(store: &Arc<dyn Store>, _url: &str) {
+    let links = links(&**store, 8).await;
+    let journal = tempfile::tempdir().unwrap();
+    let queue = Arc::new(ClickQueue::new(200_000));
+    let mut config = settings(journal.path());
+    config.trending_half_life = Duration::from_secs(1800);
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
+    let stream = events(&links, 100_000, 7);
+    let mut sent: BTreeMap<LinkId, u64> = BTreeMap::new();
+    for e in stream {
+        *sent.entry(e.link_id).or_default() += 1;
+        assert!(queue.push(e));
+    }
+    wait_persisted(handle.stats(), 100_000, Duration::from_secs(180)).await;
+    let stats = Arc::clone(handle.stats());
+    handle.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(stats.journaled.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.buffered.load(Ordering::Relaxed), 0);
+
+    let clock = TrendingClock::new(1_800_000);
+    let now = Timestamp::now();
+    let from = Timestamp::from_millis(now.as_millis() - 8 * HOUR);
+    let to = now.plus_millis(HOUR);
+    let mut human_clicks: BTreeMap<LinkId, Vec<Timestamp>> = BTreeMap::new();
+    for &link in &links {
+        let raw = all_raw_clicks(&**store, link).await;
+        assert_eq!(raw.len() as u64, sent[&link], "raw clicks of {link:?}");
+        assert!(raw.iter().all(|c| c.ip.is_none()), "raw IPs are off by default");
+        assert_eq!(
+            store.link_by_id(link).await.unwrap().unwrap().clicks,
+            sent[&link]
+        );
+
+        // Hourly counters.
+        let mut hours: BTreeMap<i64, [u64; 4]> = BTreeMap::new();
+        for c in &raw {
+            let h = hours.entry(c.at.hour_start().as_millis()).or_default();
+            let human = !c.is_bot && c.fraud_reasons == 0;
+            h[0] += 1;
+            h[1] += u64::from(human);
+            h[2] += u64::from(c.is_bot);
+            h[3] += u64::from(c.fraud_reasons != 0);
+        }
+        let stored: BTreeMap<i64, [u64; 4]> = store
+            .hourly_counts(link, from, to)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.hour.as_millis(), [h.total, h.human, h.bot, h.suspicious]))
+            .collect();
+        assert_eq!(stored, hours, "hourly counters of {link:?}");
+
+        // Breakdowns.
+        for dimension in Dimension::ALL {
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            for c in &raw {
+                let value =
+                    linkgate_common::clicks::batch::breakdown_value(c, dimension).to_owned();
+                *counts.entry(value).or_default() += 1;
+            }
+            let stored: BTreeMap<String, u64> = store
+                .top_breakdown(link, dimension, from, to, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            assert_eq!(stored, counts, "{dimension:?} of {link:?}");
+        }
+
+        // Unique human visitors (exact below the exact limit).
+        let visitors: BTreeSet<u64> = raw
+            .iter()
+            .filter(|c| !c.is_bot && c.fraud_reasons == 0)
+            .map(|c| c.visitor)
+            .collect();
+        let estimate = store.unique_visitors(link, from, to).await.unwrap();
+        if visitors.len() <= EXACT_LIMIT {
+            assert_eq!(estimate, visitors.len() as u64, "visitors of {link:?}");
+        } else {
+            let error = (estimate as f64 / visitors.len() as f64 - 1.0).abs();
+            assert!(error < 0.02, "visitors of {link:?}: {estimate} vs {}", visitors.len());
+        }
+        human_clicks.insert(
+            link,
+            raw.iter()
+                .filter(|c| !c.is_bot && c.fraud_reasons == 0)
+                .map(|c| c.at)
+                .collect(),
+        );
+    }
+
+    // Enrichment reached the rows: a country from the trusted header and from GeoIP is not
+    // expected here (198.51.x.y is FR only for 198.51.100.0/24), but the header's SE is.
+    let countries = store
+        .top_breakdown(links[0], Dimension::Country, from, to, 10)
+        .await
+        .unwrap();
+    assert!(countries.iter().any(|(c, _)| c == "SE"), "{countries:?}");
+    let devices = store
+        .top_breakdown(links[0], Dimension::Device, from, to, 10)
+        .await
+        .unwrap();
+    assert!(devices.iter().any(|(d, _)| d == "bot"), "{devices:?}");
+    assert!(devices.iter().any(|(d, _)| d == "mobile"), "{devices:?}");
+
+    // Trending equals the brute-force decayed sums over human clicks.
+    let top = store.trending(&clock, now, 8).await.unwrap();
+    let mut expected: Vec<(LinkId, f64)> = human_clicks
+        .iter()
+        .map(|(l, ts)| (*l, clock.decayed_sum(ts.iter().copied(), now)))
+        .collect();
+    expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+    assert_eq!(
+        top.iter().map(|t| t.0).collect::<Vec<_>>(),
+        expected.iter().map(|t| t.0).collect::<Vec<_>>()
+    );
+    for ((_, got), (_, want)) in top.iter().zip(&expected) {
+        assert!((got / want - 1.0).abs() < 1e-6, "{got} vs {want}");
+    }
+}
+
+/// The store stops taking writes while clicks keep coming: pushes never fail, batches go to
+/// the journal, and once the store is back every click is persisted exactly once.
+pub async fn an_unavailable_store_loses_nothing_and_duplicates_nothing(
+    store: &Arc<dyn Store>,
+    url: &str,
+) {
+    let links = links(&**store, 3).await;
+    let journal = tempfile::tempdir().unwrap();
+    let outage = Outage::new(url);
+    let queue = Arc::new(ClickQueue::new(100_000));
+    let mut config = settings(journal.path());
+    // SQLite writers wait for the lock up to the busy timeout; a short write timeout makes
+    // that wait a failure, as a dead connection is on MariaDB.
+    config.write_timeout = Duration::from_millis(300);
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(&outage.store), config).unwrap();
+    let stats = Arc::clone(handle.stats());
+    let stream = events(&links, 30_000, 11);
+    let total = stream.len() as u64;
+    let mut stream = stream.into_iter();
+    // 3 s of clicks at 10,000/s; the store is down from 0.5 s to 2 s.
+    let start = Instant::now();
+    let mut outage_started = false;
+    let mut outage_ended = false;
+    let mut max_journaled = 0;
+    loop {
+        let elapsed = start.elapsed();
+        if !outage_started && elapsed >= Duration::from_millis(500) {
+            outage.begin();
+            outage_started = true;
+        }
+        if !outage_ended && elapsed >= Duration::from_millis(2_000) {
+            outage.end();
+            outage_ended = true;
+        }
+        max_journaled = max_journaled.max(stats.journaled.load(Ordering::Relaxed));
+        let due = usize::try_from(elapsed.as_millis() * 10).unwrap();
+        let mut pushed = 0;
+        for e in stream.by_ref().take(due.saturating_sub(usize::try_from(queue.stats().offered).unwrap())) {
+            assert!(queue.push(e), "a push never fails while the store is down");
+            pushed += 1;
+        }
+        if pushed == 0 && queue.stats().offered == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if !outage_ended {
+        outage.end();
+    }
+    wait_persisted(&stats, total, Duration::from_secs(60)).await;
+    handle.shutdown(Duration::from_secs(2)).await;
+    assert!(stats.write_errors.load(Ordering::Relaxed) > 0, "the outage was noticed");
+    assert!(max_journaled > 0, "batches went to the journal during the outage");
+    assert!(stats.replayed.load(Ordering::Relaxed) > 0);
+    assert_eq!(queue.stats().dropped, 0);
+    let mut persisted = 0;
+    for &link in &links {
+        let raw = store.raw_click_count(link).await.unwrap();
+        let hourly: u64 = store
+            .hourly_counts(link, Timestamp::from_millis(0), Timestamp::now().plus_millis(HOUR))
+            .await
+            .unwrap()
+            .iter()
+            .map(|h| h.total)
+            .sum();
+        let counter = store.link_by_id(link).await.unwrap().unwrap().clicks;
+        assert_eq!((hourly, counter), (raw, raw), "{link:?}: every aggregate counted once");
+        persisted += raw;
+    }
+    assert_eq!(persisted, total, "every click persisted exactly once");
+    assert!(journal.path().read_dir().unwrap().next().is_none(), "journal replayed and emptied");
+}
+
+/// Makes the store unavailable on demand. MariaDB: the pipeline's store connects through a
+/// TCP forwarder that is cut. SQLite: another connection holds the write lock (writes fail
+/// after the busy timeout, or time out first).
+struct Outage {
+    store: Arc<dyn Store>,
+    kind: OutageKind,
+}
+
+enum OutageKind {
+    Mysql(linkgate_common::testing::Forwarder),
+    Sqlite {
+        path: std::path::PathBuf,
+        holder: std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    },
+}
+
+impl Outage {
+    fn new(url: &str) -> Self {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let store = linkgate_common::store::sqlite::SqliteStore::open(Path::new(path), 4)
+                .unwrap();
+            return Self {
+                store: Arc::new(store),
+                kind: OutageKind::Sqlite {
+                    path: path.into(),
+                    holder: std::sync::Mutex::new(None),
+                },
+            };
+        }
+        let forwarder = linkgate_common::testing::Forwarder::start("127.0.0.1:3306".parse().unwrap());
+        let via = url.replace("127.0.0.1:3306", &forwarder.addr.to_string());
+        assert_ne!(via, url, "test MySQL URL is on 127.0.0.1:3306");
+        let store = linkgate_common::store::mysql::MysqlStore::open(&via, 4).unwrap();
+        Self {
+            store: Arc::new(store),
+            kind: OutageKind::Mysql(forwarder),
+        }
+    }
+
+    fn begin(&self) {
+        match &self.kind {
+            OutageKind::Mysql(f) => f.cut(),
+            OutageKind::Sqlite { path, holder } => {
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                let (locked_tx, locked_rx) = std::sync::mpsc::channel::<()>();
+                let path = path.clone();
+                let thread = std::thread::spawn(move || {
+                    let conn = rusqlite::Connection::open(&path).unwrap();
+                    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+                    locked_tx.send(()).unwrap();
+                    let _ = rx.recv();
+                    conn.execute_batch("ROLLBACK").unwrap();
+                });
+                locked_rx.recv().unwrap();
+                *holder.lock().unwrap() = Some((tx, thread));
+            }
+        }
+    }
+
+    fn end(&self) {
+        match &self.kind {
+            OutageKind::Mysql(f) => f.resume(),
+            OutageKind::Sqlite { holder, .. } => {
+                if let Some((tx, thread)) = holder.lock().unwrap().take() {
+                    tx.send(()).unwrap();
+                    thread.join().unwrap();
+                }
+            }
+        }
+    }
+}
