@@ -6,6 +6,7 @@
 )]
 
 mod behaviour;
+mod clicks;
 mod helpers;
 mod invalidation;
 mod lifecycle;
@@ -69,4 +70,5 @@ both!(
     invalidation::an_edit_is_served_within_one_second,
     invalidation::creating_a_code_clears_its_negative_entry,
     invalidation::a_ban_is_served_within_one_second,
+    clicks::redirects_become_persisted_clicks,
 );
