@@ -1,8 +1,8 @@
 //! Test support (feature `testing`): isolated, migrated stores (a fresh SQLite file or a
 //! fresh MySQL database each) and small builders. Used by every crate's integration tests.
 
-use std::sync::Arc;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 

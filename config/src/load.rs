@@ -21,11 +21,7 @@ pub const CONFIG_FILE_ENV: &str = "LINKGATE_CONFIG";
 pub const EXIT_INVALID_CONFIG: i32 = 64;
 
 /// Key names whose values must never appear in an error message.
-const SECRET_KEYS: &[&str] = &[
-    "url",
-    "jwt_secret",
-    "bootstrap_admin_password",
-];
+const SECRET_KEYS: &[&str] = &["url", "jwt_secret", "bootstrap_admin_password"];
 
 /// Why settings could not be loaded. `Display` lists every problem, one per line.
 #[derive(Debug)]

@@ -136,7 +136,12 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
         1,
         10_000_000,
     );
-    p.range("clicks.retry_initial_ms", s.clicks.retry_initial_ms, 1, 60_000);
+    p.range(
+        "clicks.retry_initial_ms",
+        s.clicks.retry_initial_ms,
+        1,
+        60_000,
+    );
     p.range(
         "clicks.retry_max_ms",
         s.clicks.retry_max_ms,
@@ -149,7 +154,12 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
         1,
         1000,
     );
-    p.range("clicks.write_timeout_ms", s.clicks.write_timeout_ms, 100, 600_000);
+    p.range(
+        "clicks.write_timeout_ms",
+        s.clicks.write_timeout_ms,
+        100,
+        600_000,
+    );
     p.range(
         "clicks.trending_half_life_secs",
         s.clicks.trending_half_life_secs,

@@ -80,6 +80,10 @@ enum Command {
         /// Batches to write (the median is reported).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Instead: run the whole click pipeline (enrich, aggregate, batch, write) over this
+        /// many queued events and report the sustained clicks/s.
+        #[arg(long)]
+        pipeline: Option<usize>,
     },
 }
 
@@ -225,7 +229,26 @@ async fn execute(command: Command) -> Result<(), String> {
         Command::StoreBench {
             store: url,
             rows,
+            pipeline: Some(clicks),
+            ..
+        } => {
+            let store = open_store(url).await?;
+            let report = store_bench::pipeline(store, clicks.max(1), rows.max(1)).await?;
+            println!(
+                "{:<8} pipeline: {} clicks in {:.2} s = {:>9.0} clicks/s ({} batches of <= {})",
+                report.backend,
+                report.clicks,
+                report.took.as_secs_f64(),
+                report.clicks_per_sec(),
+                report.batches,
+                rows
+            );
+        }
+        Command::StoreBench {
+            store: url,
+            rows,
             rounds,
+            pipeline: None,
         } => {
             let store = open_store(url).await?;
             let report = store_bench::run(&*store, rows.max(1), rounds.max(1))

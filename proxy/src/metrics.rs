@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use linkgate_common::clicks::PipelineStats;
 use http::Response;
+use linkgate_common::clicks::PipelineStats;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
@@ -459,6 +459,9 @@ mod tests {
             again.contains("linkgate_clicks_offered_total 10"),
             "{again}"
         );
-        assert!(again.contains("linkgate_clicks_persisted_total 5"), "{again}");
+        assert!(
+            again.contains("linkgate_clicks_persisted_total 5"),
+            "{again}"
+        );
     }
 }

@@ -162,7 +162,10 @@ mod tests {
         assert_eq!(batch.clicks.len(), 5);
         let first = batch.hourly[0];
         assert_eq!((first.link_id, first.hour.as_millis()), (LinkId(1), base));
-        assert_eq!((first.total, first.human, first.bot, first.suspicious), (3, 2, 1, 0));
+        assert_eq!(
+            (first.total, first.human, first.bot, first.suspicious),
+            (3, 2, 1, 0)
+        );
         assert_eq!(batch.hourly.len(), 3);
         assert_eq!(batch.link_totals, vec![(LinkId(1), 4), (LinkId(2), 1)]);
         // Visitor 7 in two hours on link 1, visitor 9 on link 2; the bot (8) is not a visitor.
@@ -176,7 +179,11 @@ mod tests {
             .collect();
         assert_eq!(referrers, vec![("(direct)", 3), ("example.com", 1)]);
         // Trending: three human clicks on link 1, one on link 2.
-        let t1 = batch.trending.iter().find(|t| t.link_id == LinkId(1)).unwrap();
+        let t1 = batch
+            .trending
+            .iter()
+            .find(|t| t.link_id == LinkId(1))
+            .unwrap();
         let now = Timestamp::from_millis(base + h + 5);
         let expected = clock.decayed_sum(
             [base + 10, base + 20, base + h + 5].map(Timestamp::from_millis),

@@ -4,7 +4,7 @@
 //! recognised by the `isbot` pattern list (and woothee's crawler class); the country comes
 //! from the trusted load-balancer header captured by the proxy, else from a MaxMind-format
 //! database through `maxminddb`; the referrer is reduced to its host. The visitor is a keyed
-//! BLAKE2b hash of IP + User-Agent under a salt that rotates daily (the store hands out one
+//! `BLAKE2b` hash of IP + User-Agent under a salt that rotates daily (the store hands out one
 //! random salt per UTC day and forgets old ones), so unique visitors can be counted without
 //! keeping who they were. Raw IPs are stored only when configured, optionally truncated to
 //! /24 (IPv4) or /48 (IPv6).
@@ -154,11 +154,7 @@ fn open_geoip(path: &Path) -> Result<maxminddb::Reader<Vec<u8>>, GeoIpError> {
     })
 }
 
-fn parse_user_agent(
-    parser: &woothee::parser::Parser,
-    bots: &isbot::Bots,
-    ua: &str,
-) -> UaInfo {
+fn parse_user_agent(parser: &woothee::parser::Parser, bots: &isbot::Bots, ua: &str) -> UaInfo {
     let parsed = parser.parse(ua);
     let category = parsed.as_ref().map_or(UNKNOWN, |r| r.category);
     let device = match category {
@@ -179,8 +175,12 @@ fn parse_user_agent(
     let is_bot = !ua.is_empty() && (bots.is_bot(ua) || category == "crawler");
     UaInfo {
         device: if is_bot { "bot" } else { device },
-        browser: parsed.as_ref().map_or_else(|| UNKNOWN.to_owned(), |r| name(r.name)),
-        os: parsed.as_ref().map_or_else(|| UNKNOWN.to_owned(), |r| name(r.os)),
+        browser: parsed
+            .as_ref()
+            .map_or_else(|| UNKNOWN.to_owned(), |r| name(r.name)),
+        os: parsed
+            .as_ref()
+            .map_or_else(|| UNKNOWN.to_owned(), |r| name(r.os)),
         is_bot,
     }
 }
@@ -196,10 +196,10 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The keyed visitor hash: BLAKE2b-64 of IP + User-Agent under the day's salt.
+/// The keyed visitor hash: `BLAKE2b`-64 of IP + User-Agent under the day's salt.
 pub fn visitor_hash(salt: &VisitorSalt, ip: IpAddr, user_agent: &str) -> u64 {
-    let mut mac = <Blake2bMac<U8> as KeyInit>::new_from_slice(salt)
-        .expect("a 32-byte key fits BLAKE2b");
+    let mut mac =
+        <Blake2bMac<U8> as KeyInit>::new_from_slice(salt).expect("a 32-byte key fits BLAKE2b");
     match ip {
         IpAddr::V4(v4) => mac.update(&v4.to_ipv6_mapped().octets()),
         IpAddr::V6(v6) => mac.update(&v6.octets()),
@@ -279,7 +279,10 @@ mod tests {
     fn user_agents_become_device_browser_os_and_bot() {
         let mut e = Enricher::new(EnrichSettings::default()).unwrap();
         let ff = e.user_agent(FIREFOX).clone();
-        assert_eq!((ff.device, ff.browser.as_str(), ff.os.as_str()), ("desktop", "Firefox", "Windows 10"));
+        assert_eq!(
+            (ff.device, ff.browser.as_str(), ff.os.as_str()),
+            ("desktop", "Firefox", "Windows 10")
+        );
         assert!(!ff.is_bot);
         let phone = e.user_agent(IPHONE).clone();
         assert_eq!((phone.device, phone.os.as_str()), ("mobile", "iPhone"));
@@ -302,10 +305,28 @@ mod tests {
         })
         .unwrap();
         let salt = [7; 32];
-        assert_eq!(e.enrich(&event("192.0.2.10", None, None), &salt).country.as_deref(), Some("DE"));
-        assert_eq!(e.enrich(&event("81.2.69.160", None, None), &salt).country.as_deref(), Some("GB"));
-        assert_eq!(e.enrich(&event("2001:db8::1", None, None), &salt).country.as_deref(), Some("NL"));
-        assert_eq!(e.enrich(&event("10.1.2.3", None, None), &salt).country, None);
+        assert_eq!(
+            e.enrich(&event("192.0.2.10", None, None), &salt)
+                .country
+                .as_deref(),
+            Some("DE")
+        );
+        assert_eq!(
+            e.enrich(&event("81.2.69.160", None, None), &salt)
+                .country
+                .as_deref(),
+            Some("GB")
+        );
+        assert_eq!(
+            e.enrich(&event("2001:db8::1", None, None), &salt)
+                .country
+                .as_deref(),
+            Some("NL")
+        );
+        assert_eq!(
+            e.enrich(&event("10.1.2.3", None, None), &salt).country,
+            None
+        );
         let mut with_header = event("192.0.2.10", None, None);
         with_header.country = Some(*b"ch");
         assert_eq!(e.enrich(&with_header, &salt).country.as_deref(), Some("CH"));
@@ -323,9 +344,16 @@ mod tests {
         let ip: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
         let a = visitor_hash(&[1; 32], ip, FIREFOX);
         assert_eq!(a, visitor_hash(&[1; 32], ip, FIREFOX));
-        assert_ne!(a, visitor_hash(&[2; 32], ip, FIREFOX), "a new day is a new salt");
+        assert_ne!(
+            a,
+            visitor_hash(&[2; 32], ip, FIREFOX),
+            "a new day is a new salt"
+        );
         assert_ne!(a, visitor_hash(&[1; 32], ip, IPHONE));
-        assert_ne!(a, visitor_hash(&[1; 32], Ipv4Addr::new(192, 0, 2, 2).into(), FIREFOX));
+        assert_ne!(
+            a,
+            visitor_hash(&[1; 32], Ipv4Addr::new(192, 0, 2, 2).into(), FIREFOX)
+        );
     }
 
     #[test]
@@ -339,15 +367,32 @@ mod tests {
             geoip_db: None,
         })
         .unwrap();
-        assert_eq!(on.enrich(&event("192.0.2.77", None, None), &salt).ip.as_deref(), Some("192.0.2.0"));
-        assert_eq!(stored_ip(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 3, 4, 5, 6).into(), true), "2001:db8:1::");
-        assert_eq!(stored_ip(Ipv4Addr::new(192, 0, 2, 77).into(), false), "192.0.2.77");
+        assert_eq!(
+            on.enrich(&event("192.0.2.77", None, None), &salt)
+                .ip
+                .as_deref(),
+            Some("192.0.2.0")
+        );
+        assert_eq!(
+            stored_ip(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 3, 4, 5, 6).into(), true),
+            "2001:db8:1::"
+        );
+        assert_eq!(
+            stored_ip(Ipv4Addr::new(192, 0, 2, 77).into(), false),
+            "192.0.2.77"
+        );
     }
 
     #[test]
     fn referrers_are_reduced_to_their_host() {
-        assert_eq!(referrer_host("https://www.Example.com/a?b=c").as_deref(), Some("example.com"));
-        assert_eq!(referrer_host("http://news.ycombinator.com/item?id=1").as_deref(), Some("news.ycombinator.com"));
+        assert_eq!(
+            referrer_host("https://www.Example.com/a?b=c").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            referrer_host("http://news.ycombinator.com/item?id=1").as_deref(),
+            Some("news.ycombinator.com")
+        );
         assert_eq!(referrer_host("android-app://com.google.android.gm"), None);
         assert_eq!(referrer_host("not a url"), None);
         assert_eq!(referrer_host(""), None);

@@ -162,7 +162,7 @@ mod tests {
         let clicks = (0..n)
             .map(|i| StoredClick {
                 click_id: ClickId::new(),
-                link_id: LinkId(i as i64 % 3 + 1),
+                link_id: LinkId(i64::try_from(i % 3).unwrap() + 1),
                 at: Timestamp::now(),
                 visitor: i as u64,
                 ip: None,
@@ -207,7 +207,10 @@ mod tests {
         let journal = Journal::open(dir.path()).unwrap();
         std::fs::write(dir.path().join("0-0-0-2.batch.json"), b"not json").unwrap();
         let entries = journal.entries().unwrap();
-        assert!(matches!(journal.read(&entries[0]), Err(JournalError::Corrupt { .. })));
+        assert!(matches!(
+            journal.read(&entries[0]),
+            Err(JournalError::Corrupt { .. })
+        ));
         let moved = journal.quarantine(&entries[0]).unwrap();
         assert!(moved.exists());
         assert!(journal.entries().unwrap().is_empty());

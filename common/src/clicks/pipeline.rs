@@ -360,8 +360,12 @@ impl Worker {
                     tracing::error!(%path, %reason, "journal file is not a batch; set aside");
                     let _ = self.journal.quarantine(&entry);
                     self.entries.pop_front();
-                    self.stats.journaled.fetch_sub(entry.clicks, Ordering::Relaxed);
-                    self.stats.corrupt.fetch_add(entry.clicks, Ordering::Relaxed);
+                    self.stats
+                        .journaled
+                        .fetch_sub(entry.clicks, Ordering::Relaxed);
+                    self.stats
+                        .corrupt
+                        .fetch_add(entry.clicks, Ordering::Relaxed);
                     continue;
                 }
                 Err(error) => {
@@ -378,8 +382,12 @@ impl Worker {
                 self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
             }
             self.entries.pop_front();
-            self.stats.journaled.fetch_sub(entry.clicks, Ordering::Relaxed);
-            self.stats.replayed.fetch_add(entry.clicks, Ordering::Relaxed);
+            self.stats
+                .journaled
+                .fetch_sub(entry.clicks, Ordering::Relaxed);
+            self.stats
+                .replayed
+                .fetch_add(entry.clicks, Ordering::Relaxed);
         }
         while let Some(batch) = self.pending.front() {
             if out_of_time() {
@@ -506,11 +514,7 @@ impl Worker {
             .purge_visitor_salts(now.day_start().plus_millis(-2 * Timestamp::MILLIS_PER_DAY))
             .await;
         let _ = store
-            .purge_trending(
-                self.clock
-                    .epoch_of(now)
-                    .plus_millis(-self.clock.era_ms()),
-            )
+            .purge_trending(self.clock.epoch_of(now).plus_millis(-self.clock.era_ms()))
             .await;
         if self.settings.raw_click_retention_days > 0 {
             let before = now.plus_millis(

@@ -196,7 +196,8 @@ fn observe(registers: &mut [u8], visitor: u64) {
     }
 }
 
-/// Ertl's improved raw estimator over the register histogram.
+/// Ertl's improved raw estimator over the register histogram (names as in the paper).
+#[allow(clippy::many_single_char_names)]
 fn estimate(registers: &[u8]) -> u64 {
     let q = RANK_BITS as usize;
     let mut histogram = [0u32; 64];
@@ -221,6 +222,9 @@ fn estimate(registers: &[u8]) -> u64 {
     }
 }
 
+/// The series converge until adding a term no longer changes the sum, exactly as in the
+/// paper: the exact float comparison is the termination test.
+#[allow(clippy::float_cmp)]
 fn sigma(mut x: f64) -> f64 {
     if x >= 1.0 {
         return f64::INFINITY;
@@ -238,6 +242,7 @@ fn sigma(mut x: f64) -> f64 {
     }
 }
 
+#[allow(clippy::float_cmp)]
 fn tau(mut x: f64) -> f64 {
     if x == 0.0 || x >= 1.0 {
         return 0.0;
@@ -305,11 +310,16 @@ mod tests {
         for n in [2_049, 5_000, 20_000, 40_000, 80_000, 150_000, 400_000] {
             let s = VisitorSketch::from_visitors(visitors(n, n));
             let error = relative_error(s.count(), n);
-            assert!(error <= 0.025, "n = {n}: estimate {} ({error:.4})", s.count());
+            assert!(
+                error <= 0.025,
+                "n = {n}: estimate {} ({error:.4})",
+                s.count()
+            );
         }
     }
 
     #[test]
+    #[allow(clippy::many_single_char_names)]
     fn merging_is_set_union() {
         let a = VisitorSketch::from_visitors(visitors(1, 1500));
         let b = VisitorSketch::from_visitors(visitors(1, 1200)); // a subset of a
@@ -345,7 +355,10 @@ mod tests {
         ] {
             assert_eq!(VisitorSketch::from_bytes(&s.to_bytes()).unwrap(), s);
         }
-        assert_eq!(VisitorSketch::from_bytes(&[]).unwrap(), VisitorSketch::new());
+        assert_eq!(
+            VisitorSketch::from_bytes(&[]).unwrap(),
+            VisitorSketch::new()
+        );
         assert!(VisitorSketch::from_bytes(&[9]).is_err());
         assert!(VisitorSketch::from_bytes(&[FORMAT_EXACT, 1, 2, 3]).is_err());
         assert!(VisitorSketch::from_bytes(&[FORMAT_DENSE, 1]).is_err());

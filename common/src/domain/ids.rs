@@ -34,7 +34,9 @@ db_id!(
 
 /// A click's 128-bit id: a UUIDv7, so ids are unique without coordination and sort by time,
 /// which keeps the raw-click primary key append-only in InnoDB's clustered index.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct ClickId(pub u128);
 

@@ -9,8 +9,8 @@ mod timestamp;
 mod user;
 
 pub use click::{
-    BatchOutcome, BreakdownDelta, ClickBatch, ClickEvent, ClickMethod, Dimension, HourlyCounts,
-    Granularity, HourlyDelta, MAX_CAPTURED_HEADER_BYTES, StoredClick, TrendingDelta, VisitorHour,
+    BatchOutcome, BreakdownDelta, ClickBatch, ClickEvent, ClickMethod, Dimension, Granularity,
+    HourlyCounts, HourlyDelta, MAX_CAPTURED_HEADER_BYTES, StoredClick, TrendingDelta, VisitorHour,
     capture_header,
 };
 pub use ids::{ApiKeyId, ClickId, LinkId, UserId};

@@ -19,10 +19,10 @@ use linkgate_config::{StoreKind, StoreSettings};
 
 use crate::clicks::TrendingClock;
 use crate::domain::{
-    ApiKey, ApiKeyId, AuditEntry, BatchOutcome, BlockedDomain, ClickBatch, Dimension, Email,
-    ClickId, Granularity, HourlyCounts, StoredClick, Link, LinkChange, LinkDomain, LinkId, LinkPatch, NewApiKey, NewAuditEntry,
-    NewLink, NewUser, RefreshToken, RotateOutcome, ShortCode, Tag, Timestamp, TokenHash, User,
-    UserId,
+    ApiKey, ApiKeyId, AuditEntry, BatchOutcome, BlockedDomain, ClickBatch, ClickId, Dimension,
+    Email, Granularity, HourlyCounts, Link, LinkChange, LinkDomain, LinkId, LinkPatch, NewApiKey,
+    NewAuditEntry, NewLink, NewUser, RefreshToken, RotateOutcome, ShortCode, StoredClick, Tag,
+    Timestamp, TokenHash, User, UserId,
 };
 
 pub use migrations::LATEST_SCHEMA_VERSION;

@@ -2,7 +2,10 @@
 //! out as raw clicks and aggregates that agree with each other, exactly once, across store
 //! outages. Each test runs on SQLite and on MariaDB (`sqlite::*`, `mysql::*`).
 
-#![allow(unreachable_pub, reason = "suite functions are pub for the instantiating macro")]
+#![allow(
+    unreachable_pub,
+    reason = "suite functions are pub for the instantiating macro"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -154,7 +157,11 @@ async fn links(store: &dyn Store, n: usize) -> Vec<LinkId> {
     let mut out = Vec::new();
     for i in 0..n {
         let link = store
-            .create_link(&new_link(&owner, &format!("pipe{i}"), "https://example.com/"))
+            .create_link(&new_link(
+                &owner,
+                &format!("pipe{i}"),
+                "https://example.com/",
+            ))
             .await
             .unwrap();
         out.push(link.id);
@@ -220,7 +227,10 @@ pub async fn aggregates_equal_the_raw_clicks_they_came_from(store: &Arc<dyn Stor
     for &link in &links {
         let raw = all_raw_clicks(&**store, link).await;
         assert_eq!(raw.len() as u64, sent[&link], "raw clicks of {link:?}");
-        assert!(raw.iter().all(|c| c.ip.is_none()), "raw IPs are off by default");
+        assert!(
+            raw.iter().all(|c| c.ip.is_none()),
+            "raw IPs are off by default"
+        );
         assert_eq!(
             store.link_by_id(link).await.unwrap().unwrap().clicks,
             sent[&link]
@@ -273,7 +283,11 @@ pub async fn aggregates_equal_the_raw_clicks_they_came_from(store: &Arc<dyn Stor
             assert_eq!(estimate, visitors.len() as u64, "visitors of {link:?}");
         } else {
             let error = (estimate as f64 / visitors.len() as f64 - 1.0).abs();
-            assert!(error < 0.02, "visitors of {link:?}: {estimate} vs {}", visitors.len());
+            assert!(
+                error < 0.02,
+                "visitors of {link:?}: {estimate} vs {}",
+                visitors.len()
+            );
         }
         human_clicks.insert(
             link,
@@ -351,7 +365,10 @@ pub async fn an_unavailable_store_loses_nothing_and_duplicates_nothing(
         max_journaled = max_journaled.max(stats.journaled.load(Ordering::Relaxed));
         let due = usize::try_from(elapsed.as_millis() * 10).unwrap();
         let mut pushed = 0;
-        for e in stream.by_ref().take(due.saturating_sub(usize::try_from(queue.stats().offered).unwrap())) {
+        for e in stream
+            .by_ref()
+            .take(due.saturating_sub(usize::try_from(queue.stats().offered).unwrap()))
+        {
             assert!(queue.push(e), "a push never fails while the store is down");
             pushed += 1;
         }
@@ -365,26 +382,43 @@ pub async fn an_unavailable_store_loses_nothing_and_duplicates_nothing(
     }
     wait_persisted(&stats, total, Duration::from_secs(60)).await;
     handle.shutdown(Duration::from_secs(2)).await;
-    assert!(stats.write_errors.load(Ordering::Relaxed) > 0, "the outage was noticed");
-    assert!(max_journaled > 0, "batches went to the journal during the outage");
+    assert!(
+        stats.write_errors.load(Ordering::Relaxed) > 0,
+        "the outage was noticed"
+    );
+    assert!(
+        max_journaled > 0,
+        "batches went to the journal during the outage"
+    );
     assert!(stats.replayed.load(Ordering::Relaxed) > 0);
     assert_eq!(queue.stats().dropped, 0);
     let mut persisted = 0;
     for &link in &links {
         let raw = store.raw_click_count(link).await.unwrap();
         let hourly: u64 = store
-            .hourly_counts(link, Timestamp::from_millis(0), Timestamp::now().plus_millis(HOUR))
+            .hourly_counts(
+                link,
+                Timestamp::from_millis(0),
+                Timestamp::now().plus_millis(HOUR),
+            )
             .await
             .unwrap()
             .iter()
             .map(|h| h.total)
             .sum();
         let counter = store.link_by_id(link).await.unwrap().unwrap().clicks;
-        assert_eq!((hourly, counter), (raw, raw), "{link:?}: every aggregate counted once");
+        assert_eq!(
+            (hourly, counter),
+            (raw, raw),
+            "{link:?}: every aggregate counted once"
+        );
         persisted += raw;
     }
     assert_eq!(persisted, total, "every click persisted exactly once");
-    assert!(journal.path().read_dir().unwrap().next().is_none(), "journal replayed and emptied");
+    assert!(
+        journal.path().read_dir().unwrap().next().is_none(),
+        "journal replayed and emptied"
+    );
 }
 
 /// Makes the store unavailable on demand. MariaDB: the pipeline's store connects through a
@@ -399,15 +433,16 @@ enum OutageKind {
     Mysql(linkgate_common::testing::Forwarder),
     Sqlite {
         path: std::path::PathBuf,
-        holder: std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+        holder:
+            std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     },
 }
 
 impl Outage {
     fn new(url: &str) -> Self {
         if let Some(path) = url.strip_prefix("sqlite://") {
-            let store = linkgate_common::store::sqlite::SqliteStore::open(Path::new(path), 4)
-                .unwrap();
+            let store =
+                linkgate_common::store::sqlite::SqliteStore::open(Path::new(path), 4).unwrap();
             return Self {
                 store: Arc::new(store),
                 kind: OutageKind::Sqlite {
@@ -416,7 +451,8 @@ impl Outage {
                 },
             };
         }
-        let forwarder = linkgate_common::testing::Forwarder::start("127.0.0.1:3306".parse().unwrap());
+        let forwarder =
+            linkgate_common::testing::Forwarder::start("127.0.0.1:3306".parse().unwrap());
         let via = url.replace("127.0.0.1:3306", &forwarder.addr.to_string());
         assert_ne!(via, url, "test MySQL URL is on 127.0.0.1:3306");
         let store = linkgate_common::store::mysql::MysqlStore::open(&via, 4).unwrap();

@@ -2,8 +2,7 @@ use linkgate_common::clicks::TrendingClock;
 use linkgate_common::clicks::batch::build_batch;
 use linkgate_common::clicks::sketch::EXACT_LIMIT;
 use linkgate_common::domain::{
-    BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, LinkId, Role, StoredClick,
-    Timestamp,
+    BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, LinkId, Role, StoredClick, Timestamp,
 };
 use linkgate_common::store::Store;
 
@@ -260,7 +259,15 @@ async fn unique_visitors_across_days(store: &dyn Store) {
         }
     }
     store.write_click_batch(&batch_of(clicks)).await.unwrap();
-    for (from_h, to_h) in [(0, 72), (5, 50), (23, 49), (0, 24), (30, 31), (47, 72), (1, 71)] {
+    for (from_h, to_h) in [
+        (0, 72),
+        (5, 50),
+        (23, 49),
+        (0, 24),
+        (30, 31),
+        (47, 72),
+        (1, 71),
+    ] {
         let mut exact: Vec<u64> = truth
             .iter()
             .filter(|(h, _)| (from_h..to_h).contains(h))
@@ -358,7 +365,11 @@ pub async fn visitor_salts_are_shared_per_day(store: &dyn Store) {
             .await,
         Ok(1)
     );
-    assert_ne!(store.visitor_salt(day).await.unwrap(), a, "a forgotten salt is gone");
+    assert_ne!(
+        store.visitor_salt(day).await.unwrap(),
+        a,
+        "a forgotten salt is gone"
+    );
 }
 
 /// The stored trending order and scores match the brute-force decayed sums over human
@@ -379,10 +390,15 @@ pub async fn trending_matches_brute_force_decayed_sums(store: &dyn Store) {
     let mut batch = Vec::new();
     let mut seed: u64 = 42;
     for i in 0..4_000u64 {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         // Link k gets clicks in proportion to k + 1, spread over the ten minutes.
         let k = usize::try_from((seed >> 33) % 36).unwrap();
-        let link = links[[0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7][k]];
+        let link = links[[
+            0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7,
+            7, 7, 7, 7, 7, 7, 7,
+        ][k]];
         let at = start.plus_millis(i64::try_from((seed >> 11) % 600_000).unwrap());
         // Link 0 is hammered by a bot: without the exclusion it would top the list.
         let bot = i % 3 == 0;

@@ -85,9 +85,18 @@ pub fn redirects_become_persisted_clicks(setup: Setup) {
         let to = Timestamp::now().plus_millis(Timestamp::MILLIS_PER_HOUR);
         (
             store.hourly_counts(link.id, from, to).await.unwrap(),
-            store.top_breakdown(link.id, Dimension::Country, from, to, 5).await.unwrap(),
-            store.top_breakdown(link.id, Dimension::Referrer, from, to, 5).await.unwrap(),
-            store.top_breakdown(link.id, Dimension::Device, from, to, 5).await.unwrap(),
+            store
+                .top_breakdown(link.id, Dimension::Country, from, to, 5)
+                .await
+                .unwrap(),
+            store
+                .top_breakdown(link.id, Dimension::Referrer, from, to, 5)
+                .await
+                .unwrap(),
+            store
+                .top_breakdown(link.id, Dimension::Device, from, to, 5)
+                .await
+                .unwrap(),
             store.unique_visitors(link.id, from, to).await.unwrap(),
         )
     });
@@ -95,11 +104,18 @@ pub fn redirects_become_persisted_clicks(setup: Setup) {
     let bots: u64 = hours.iter().map(|h| h.bot).sum();
     assert_eq!((human, bots), (40, 10));
     assert_eq!(countries[0], ("NL".to_owned(), 40), "{countries:?}");
-    assert_eq!(referrers[0], ("news.example.org".to_owned(), 40), "{referrers:?}");
+    assert_eq!(
+        referrers[0],
+        ("news.example.org".to_owned(), 40),
+        "{referrers:?}"
+    );
     assert!(devices.contains(&("desktop".to_owned(), 40)), "{devices:?}");
     assert_eq!(visitors, 1, "one browser on one address is one visitor");
     let metrics = proxy.metrics_text();
-    assert!(metrics.contains("linkgate_clicks_persisted_total 50"), "{metrics}");
+    assert!(
+        metrics.contains("linkgate_clicks_persisted_total 50"),
+        "{metrics}"
+    );
     assert!(metrics.contains("linkgate_clicks_in_flight 0"), "{metrics}");
 }
 
@@ -108,7 +124,10 @@ fn spawn_proxy(url: &str, port: u16, metrics: u16, journal: &std::path::Path) ->
         .env_remove("LINKGATE_CONFIG")
         .env("LINKGATE__STORE__URL", url)
         .env("LINKGATE__PROXY__LISTEN", format!("127.0.0.1:{port}"))
-        .env("LINKGATE__PROXY__METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+        .env(
+            "LINKGATE__PROXY__METRICS_LISTEN",
+            format!("127.0.0.1:{metrics}"),
+        )
         .env("LINKGATE__PROXY__THREADS", "2")
         .env("LINKGATE__CLICKS__JOURNAL_DIR", journal)
         .env("LINKGATE__CLICKS__RETRY_INITIAL_MS", "50")
@@ -144,7 +163,9 @@ fn journaled_clicks_survive_kill_9_and_are_replayed_once() {
     let env = Env::mysql();
     let link = env.link("durable", "https://example.com/d", |_| {});
     let forwarder = Forwarder::start("127.0.0.1:3306".parse().unwrap());
-    let via = env.url().replace("127.0.0.1:3306", &forwarder.addr.to_string());
+    let via = env
+        .url()
+        .replace("127.0.0.1:3306", &forwarder.addr.to_string());
     let journal = tempfile::tempdir().unwrap();
     let (port, metrics_port) = (free_port(), free_port());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -180,7 +201,10 @@ fn journaled_clicks_survive_kill_9_and_are_replayed_once() {
         raw_clicks(&env, link.id) == 50
     });
     let metrics: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
-    assert_eq!(metric(metrics, "linkgate_clicks_journaled_at_start"), Some(30));
+    assert_eq!(
+        metric(metrics, "linkgate_clicks_journaled_at_start"),
+        Some(30)
+    );
     wait_until(Duration::from_secs(5), "journal emptied", || {
         std::fs::read_dir(journal.path()).unwrap().next().is_none()
     });
@@ -211,7 +235,9 @@ fn sigterm_flushes_every_served_click() {
                 s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 let mut buf = [0u8; 4096];
                 loop {
-                    if s.write_all(b"GET /flush HTTP/1.1\r\nHost: localhost\r\n\r\n").is_err() {
+                    if s.write_all(b"GET /flush HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                        .is_err()
+                    {
                         return served;
                     }
                     match s.read(&mut buf) {

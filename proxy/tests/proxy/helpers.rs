@@ -129,7 +129,7 @@ impl TestProxy {
         settings.proxy.grace_period_secs = 2;
         settings.cache.change_poll_ms = 100;
         let journal = Arc::new(tempfile::tempdir().unwrap());
-        settings.clicks.journal_dir = journal.path().to_owned();
+        journal.path().clone_into(&mut settings.clicks.journal_dir);
         edit(&mut settings);
         let signal = Arc::new(Notify::new());
         let thread_signal = Arc::clone(&signal);

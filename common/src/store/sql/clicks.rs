@@ -11,8 +11,8 @@ use super::{
 use crate::clicks::TrendingClock;
 use crate::clicks::sketch::VisitorSketch;
 use crate::domain::{
-    BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, HourlyCounts, LinkId,
-    StoredClick, Timestamp,
+    BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, HourlyCounts, LinkId, StoredClick,
+    Timestamp,
 };
 use crate::store::{ClickStore, StoreError, StoreResult};
 
@@ -147,10 +147,7 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         );
         self.exec(&sql, params![day, fresh]).await?;
         let row = self
-            .query_one(
-                "SELECT salt FROM visitor_salts WHERE day = ?",
-                params![day],
-            )
+            .query_one("SELECT salt FROM visitor_salts WHERE day = ?", params![day])
             .await?
             .ok_or(StoreError::NotFound)?;
         row.array::<32>(0)
@@ -195,7 +192,10 @@ impl<B: Backend> ClickStore for SqlStore<B> {
 
     async fn purge_trending(&self, before: Timestamp) -> StoreResult<u64> {
         Ok(self
-            .exec("DELETE FROM trending_scores WHERE epoch < ?", params![before])
+            .exec(
+                "DELETE FROM trending_scores WHERE epoch < ?",
+                params![before],
+            )
             .await?
             .affected)
     }
