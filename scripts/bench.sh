@@ -3,6 +3,8 @@
 # BENCHMARKS.md records, and prints the results. Loopback only; every run is time-bounded.
 #   bash scripts/bench.sh            # everything
 #   SECONDS_PER_RUN=5 bash scripts/bench.sh
+#   SECTIONS="ingest clicks60" bash scripts/bench.sh   # only some sections:
+#     ingest seed ceiling proxy rss clicks60
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -17,28 +19,42 @@ log "building release binaries"
 cargo build --release --locked -p linkgate-loadtest -p linkgate-proxy --bins --examples >&2
 LT=./target/release/linkgate-loadtest
 
+SECTIONS=${SECTIONS:-"ingest seed ceiling proxy rss clicks60"}
+want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
 scratch_db() {
   mariadb --protocol=tcp -h127.0.0.1 -ulinkgate -plinkgate \
     -e "DROP DATABASE IF EXISTS $1; CREATE DATABASE $1 CHARACTER SET utf8mb4"
 }
 
-echo "## Click batch ingest (10,000 rows per batch, median of 5)"
+if want ingest; then
+echo "## Click batch ingest (10,000 rows per batch with every aggregate, median of 5)"
 $LT store-bench --store "sqlite://$WORK/ingest.db" --rows 10000 --rounds 5
 scratch_db linkgate_bench
 $LT store-bench --store "$MYSQL/linkgate_bench" --rows 10000 --rounds 5
+echo "## The batcher alone: 300,000 queued clicks enriched, aggregated and written (batches of 5,000)"
+$LT store-bench --store "sqlite://$WORK/pipeline.db" --pipeline 300000 --rows 5000
+scratch_db linkgate_pipeline
+$LT store-bench --store "$MYSQL/linkgate_pipeline" --pipeline 300000 --rows 5000
+fi
 
+if want seed; then
 echo
 echo "## Seeding 1,000,000 links through the store"
 scratch_db linkgate_seed
 $LT seed --store "$MYSQL/linkgate_seed" --links 1000000 --codes-out "$WORK/codes.txt"
+fi
 
+if want ceiling; then
 echo
 echo "## Generator ceiling: closed loop against the built-in fixed-302 server"
 $LT serve --listen 127.0.0.1:18099 --seconds $((RUN_SECS * 4 + 10)) >/dev/null &
 wait_for 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18099'
 $LT run --target http://127.0.0.1:18099 --codes a,b,c --connections 32 \
   --duration "$RUN_SECS" --warmup 2 --json "$WORK/ceiling.json"
+fi
 
+if want proxy; then
 echo
 echo "## linkgate-proxy vs the bare Pingora baseline (cache hits, 1 server thread each)"
 $LT seed --store "sqlite://$WORK/proxy.db" --links 100000 --domain 127.0.0.1:18080 --codes-out "$WORK/all.txt"
@@ -54,7 +70,11 @@ $LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "
 echo "### latency at 50,000 requests/s (open loop, about half of peak)"
 $LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" \
   --rate 50000 --connections 32 --duration "$RUN_SECS" --warmup 2 --rounds 2 --threads 1
+kill $(jobs -p) 2>/dev/null || true
+wait 2>/dev/null || true
+fi
 
+if want rss; then
 echo
 echo "## RSS of the proxy holding 1,000,000 cached links"
 $LT seed --store "sqlite://$WORK/million.db" --links 1000000 --domain 127.0.0.1:18082 --codes-out "$WORK/million.txt"
@@ -68,3 +88,47 @@ $LT run --target http://127.0.0.1:18082 --codes-file "$WORK/million.txt" --cold-
   --connections 64 --duration 45 --warmup 0 | grep -E "responses|throughput|errors"
 curl -s http://127.0.0.1:19092/metrics | grep '^linkgate_proxy_l1_entries'
 grep VmRSS "/proc/$MPID/status"
+kill "$MPID" 2>/dev/null || true
+wait 2>/dev/null || true
+fi
+
+if want clicks60; then
+echo
+echo "## 60 s at peak cache-hit rate on MariaDB: clicks persisted == redirects served"
+scratch_db linkgate_clicks60
+$LT seed --store "$MYSQL/linkgate_clicks60" --links 10000 --domain 127.0.0.1:18083 --codes-out "$WORK/c60.txt"
+LINKGATE__STORE__URL="$MYSQL/linkgate_clicks60" LINKGATE__PROXY__LISTEN=127.0.0.1:18083 \
+  LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19093 LINKGATE__PROXY__THREADS=1 \
+  LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal60" RUST_LOG=warn \
+  ./target/release/linkgate-proxy >/dev/null 2>&1 &
+CPID=$!
+wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18083'
+metric() { curl -s http://127.0.0.1:19093/metrics | awk -v m="$1" '$1 == m { print $2 }'; }
+# Sample the queue depth while the load runs.
+( max=0; while kill -0 "$CPID" 2>/dev/null; do
+    d=$(metric linkgate_clicks_queue_depth); d=${d:-0}
+    [ "$d" -gt "$max" ] && max=$d && echo "$max" > "$WORK/maxdepth"
+    sleep 0.2
+  done ) &
+$LT run --target http://127.0.0.1:18083 --codes-file "$WORK/c60.txt" \
+  --connections 32 --duration 60 --warmup 0 --threads 1 | grep -E "throughput|responses|errors"
+# Let the last batches land, then compare the proxy's own count of redirects with the store.
+for _ in $(seq 1 40); do
+  [ "$(metric linkgate_clicks_in_flight)" = "0" ] && break
+  sleep 0.25
+done
+served=0
+for o in l1_hit l2_hit store_hit; do
+  v=$(metric "linkgate_proxy_requests_total{outcome=\"$o\"}"); served=$((served + ${v:-0}))
+done
+q() { mariadb --protocol=tcp -h127.0.0.1 -ulinkgate -plinkgate -N -e "$1" linkgate_clicks60; }
+echo "redirects served (proxy metric):   $served"
+echo "raw clicks persisted:              $(q 'SELECT COUNT(*) FROM clicks')"
+echo "links.clicks total:                $(q 'SELECT SUM(clicks) FROM links')"
+echo "hourly aggregate total:            $(q 'SELECT SUM(total) FROM click_hourly')"
+echo "clicks dropped (queue full):       $(metric linkgate_clicks_dropped_total)"
+echo "max queue depth sampled:           $(cat "$WORK/maxdepth" 2>/dev/null || echo 0) of 65536"
+echo "batch write errors:                $(metric linkgate_click_batch_write_errors_total)"
+kill "$CPID" 2>/dev/null || true
+wait 2>/dev/null || true
+fi
