@@ -170,7 +170,8 @@ impl Default for CacheSettings {
 pub struct ClickSettings {
     /// Bounded lock-free queue between redirects and the batcher; full = counted drop.
     pub queue_capacity: usize,
-    /// A batch is written when it holds this many events ...
+    /// A batch is written when it holds this many events ... (under load, batches grow up
+    /// to this while the previous write runs, which amortises aggregate upserts)
     pub batch_max_events: usize,
     /// ... or when this much time has passed since the last write.
     pub flush_interval_ms: u64,
@@ -203,7 +204,7 @@ impl Default for ClickSettings {
     fn default() -> Self {
         Self {
             queue_capacity: 65_536,
-            batch_max_events: 5_000,
+            batch_max_events: 50_000,
             flush_interval_ms: 100,
             journal_dir: PathBuf::from("data/journal"),
             store_raw_ip: false,

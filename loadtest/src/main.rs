@@ -147,6 +147,12 @@ struct LoadArgs {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Log lines (warnings by default; RUST_LOG=debug shows per-batch timings of the
+    // pipeline benchmark) go to stderr.
+    linkgate_common::telemetry::init(&linkgate_config::LogSettings {
+        filter: "warn".to_owned(),
+        json: false,
+    });
     let threads = match &args.command {
         Command::Run { load, .. } | Command::Compare { load, .. } => load.threads,
         _ => None,

@@ -102,10 +102,11 @@ fn synthetic_batch(links: &[LinkId], day: Timestamp, rows: usize, salt: u64) -> 
         .map(|i| {
             let link = links[i % links.len()];
             let offset = i64::try_from(i).unwrap_or(0) * 7_919 % Timestamp::MILLIS_PER_DAY;
+            let at = day.plus_millis(offset);
             StoredClick {
-                click_id: ClickId::new(),
+                click_id: ClickId::at(at),
                 link_id: link,
-                at: day.plus_millis(offset),
+                at,
                 visitor: (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt,
                 ip: None,
                 referrer_host: Some(format!("ref{}.example", i % 50)),
@@ -161,8 +162,11 @@ pub async fn pipeline(
         .map_err(|e| e.to_string())?;
     let journal = tempfile::tempdir().map_err(|e| e.to_string())?;
     let queue = Arc::new(ClickQueue::new(clicks.max(1)));
-    let now = Timestamp::now();
+    // Events spread over the last `clicks` milliseconds, ids carrying their time, as the
+    // proxy produces them.
+    let start = Timestamp::now().plus_millis(-i64::try_from(clicks).unwrap_or(0));
     for i in 0..clicks {
+        let now = start.plus_millis(i64::try_from(i).unwrap_or(0));
         let visitor = u32::try_from(i * 7_919 % 50_000).unwrap_or(0);
         let [_, _, a, b] = visitor.to_be_bytes();
         queue.push(ClickEvent {

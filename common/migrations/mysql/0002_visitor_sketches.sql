@@ -16,3 +16,8 @@ CREATE TABLE IF NOT EXISTS visitor_salts (
 ) ENGINE=InnoDB;
 
 DROP TABLE IF EXISTS unique_visitors;
+
+-- Raw clicks: the time index goes (click ids are UUIDv7, time-ordered, so retention purges
+-- by primary-key range), and the per-link index becomes (link_id) plus, implicitly in
+-- InnoDB, the primary key: a link's clicks in time order. One index less per inserted click.
+ALTER TABLE clicks DROP INDEX clicks_at, DROP INDEX clicks_link_at, ADD INDEX clicks_link (link_id);

@@ -16,3 +16,10 @@ CREATE TABLE IF NOT EXISTS visitor_salts (
 );
 
 DROP TABLE IF EXISTS unique_visitors;
+
+-- Raw clicks: the time index goes (click ids are UUIDv7, time-ordered, so retention purges
+-- by primary-key range), and the per-link index becomes (link_id, click_id): a link's clicks
+-- in time order. One index less per inserted click.
+DROP INDEX IF EXISTS clicks_at;
+DROP INDEX IF EXISTS clicks_link_at;
+CREATE INDEX IF NOT EXISTS clicks_link ON clicks (link_id, click_id);

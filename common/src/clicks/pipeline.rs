@@ -182,6 +182,7 @@ pub fn spawn(
         enricher,
         journal,
         entries,
+        incoming: Vec::new(),
         pending: VecDeque::new(),
         salts: HashMap::new(),
         failures: 0,
@@ -204,6 +205,8 @@ struct Worker {
     journal: Journal,
     /// Journal files not yet replayed, oldest first.
     entries: VecDeque<JournalEntry>,
+    /// Events taken off the queue, not yet in a batch.
+    incoming: Vec<ClickEvent>,
     /// Batches in memory awaiting a write, oldest first.
     pending: VecDeque<ClickBatch>,
     salts: HashMap<Timestamp, VisitorSalt>,
@@ -222,8 +225,9 @@ impl Worker {
                 () = tokio::time::sleep(POLL) => {}
                 _ = stop.changed() => break,
             }
+            self.drain_queue();
             if last_flush.elapsed() >= self.settings.flush_interval
-                || self.queue.len() >= self.settings.batch_max_events
+                || self.incoming.len() >= self.settings.batch_max_events
             {
                 last_flush = Instant::now();
                 self.collect().await;
@@ -271,16 +275,13 @@ impl Worker {
 
     /// Drains the queue into batches.
     async fn collect(&mut self) {
-        let mut events = Vec::with_capacity(self.settings.batch_max_events.min(65_536));
-        loop {
-            events.clear();
-            let n = self
-                .queue
-                .drain_into(&mut events, self.settings.batch_max_events.max(1));
-            if n == 0 {
-                return;
-            }
-            self.stats.buffered.fetch_add(n as u64, Ordering::Relaxed);
+        self.drain_queue();
+        while !self.incoming.is_empty() {
+            let take = self
+                .incoming
+                .len()
+                .min(self.settings.batch_max_events.max(1));
+            let events: Vec<ClickEvent> = self.incoming.drain(..take).collect();
             let batch = self.build(&events).await;
             let over = self.stats.buffered.load(Ordering::Relaxed)
                 > self.settings.buffer_max_clicks as u64;
@@ -289,19 +290,38 @@ impl Worker {
             } else {
                 self.pending.push_back(batch);
             }
-            if n < self.settings.batch_max_events {
-                return;
-            }
         }
     }
 
+    /// Moves queued events into memory (counted as buffered), so the lock-free queue keeps
+    /// room while a write is in flight. Stops at `buffer_max_clicks` held in memory: beyond
+    /// that the queue fills and drops are counted there.
+    fn drain_queue(&mut self) {
+        let held = self.stats.buffered.load(Ordering::Relaxed);
+        let room = (self.settings.buffer_max_clicks as u64).saturating_sub(held);
+        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        if room == 0 {
+            return;
+        }
+        let n = self.queue.drain_into(&mut self.incoming, room);
+        self.stats.buffered.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     async fn build(&mut self, events: &[ClickEvent]) -> ClickBatch {
+        let started = Instant::now();
         let mut clicks = Vec::with_capacity(events.len());
         for event in events {
             let salt = self.salt(event.at.day_start()).await;
             clicks.push(self.enricher.enrich(event, &salt));
         }
-        build_batch(clicks, &self.clock)
+        let batch = build_batch(clicks, &self.clock);
+        tracing::debug!(
+            clicks = batch.clicks.len(),
+            links = batch.link_totals.len(),
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "click batch built"
+        );
+        batch
     }
 
     /// The visitor salt of a day: from the store (shared by every node), fetched once. When
@@ -389,15 +409,20 @@ impl Worker {
                 .replayed
                 .fetch_add(entry.clicks, Ordering::Relaxed);
         }
-        while let Some(batch) = self.pending.front() {
-            if out_of_time() {
+        while !out_of_time() {
+            let Some(batch) = self.pending.pop_front() else {
                 return;
-            }
-            let batch = batch.clone();
+            };
             if !self.write(&batch, deadline).await {
+                // Back to the front (or, when the store just went down, into the journal
+                // with the rest: `failed` spilled the others already).
+                if self.store_down() {
+                    self.spill(batch);
+                } else {
+                    self.pending.push_front(batch);
+                }
                 return;
             }
-            self.pending.pop_front();
             self.stats
                 .buffered
                 .fetch_sub(batch.clicks.len() as u64, Ordering::Relaxed);
@@ -411,10 +436,21 @@ impl Worker {
             d.saturating_duration_since(started)
                 .min(self.settings.write_timeout)
         });
-        let result = tokio::time::timeout(limit, self.store.write_click_batch(batch)).await;
+        // While the store works, keep the queue drained: under load the next batch simply
+        // grows (and its aggregates amortise over more clicks) instead of the queue filling.
+        let store = Arc::clone(&self.store);
+        let write = tokio::time::timeout(limit, store.write_click_batch(batch));
+        tokio::pin!(write);
+        let result = loop {
+            tokio::select! {
+                result = &mut write => break result,
+                () = tokio::time::sleep(POLL) => self.drain_queue(),
+            }
+        };
         match result {
             Ok(Ok(outcome)) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                tracing::debug!(clicks = batch.clicks.len(), micros, "click batch written");
                 self.stats.write_micros.fetch_add(micros, Ordering::Relaxed);
                 self.stats.batches_written.fetch_add(1, Ordering::Relaxed);
                 self.stats

@@ -50,6 +50,7 @@ pub fn capture_header(value: &str) -> Box<str> {
 /// A click as stored: enriched, with the visitor reduced to a keyed hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredClick {
+    /// A UUIDv7 carrying the millisecond of `at` (retention purges by id range).
     pub click_id: ClickId,
     pub link_id: LinkId,
     pub at: Timestamp,

@@ -61,6 +61,16 @@ impl ClickId {
         )
     }
 
+    /// The smallest id of the millisecond `at`: every id of an earlier event sorts below it.
+    pub fn first_at(at: Timestamp) -> Self {
+        let millis = u64::try_from(at.as_millis()).unwrap_or_default();
+        Self(
+            uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10])
+                .into_uuid()
+                .as_u128(),
+        )
+    }
+
     pub fn to_bytes(self) -> [u8; 16] {
         self.0.to_be_bytes()
     }

@@ -71,8 +71,14 @@ impl Inner {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(map_error)?;
         // WAL: readers never block the writer; NORMAL sync is durable across process crashes
         // (only an OS crash can lose the last commits), the usual choice with WAL.
+        // A 32 MiB page cache and in-memory statement journals: a click batch touches
+        // thousands of rows across several tables, and with SQLite's 2 MiB default the
+        // transaction spills pages to the WAL mid-way (measured: 3x slower). Reads go through
+        // a memory map instead of copying pages with pread.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
+             PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
+             PRAGMA mmap_size = 268435456;",
         )
         .map_err(map_error)?;
         conn.set_prepared_statement_cache_capacity(64);

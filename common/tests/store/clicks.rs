@@ -12,7 +12,8 @@ const HOUR: i64 = Timestamp::MILLIS_PER_HOUR;
 
 fn click(link: LinkId, at: Timestamp, visitor: u64, is_bot: bool) -> StoredClick {
     StoredClick {
-        click_id: ClickId::new(),
+        // As the proxy makes them: the id carries the click's millisecond.
+        click_id: ClickId::at(at),
         link_id: link,
         at,
         visitor,

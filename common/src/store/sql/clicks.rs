@@ -248,12 +248,14 @@ impl<B: Backend> ClickStore for SqlStore<B> {
     }
 
     async fn purge_raw_clicks(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
-        // Delete by primary key through a bounded sub-select: both dialects accept this, and
-        // it keeps each purge transaction small.
+        // Click ids are UUIDv7: their first 48 bits are the millisecond, so "older than
+        // `before`" is a primary-key range. Delete by key through a bounded select: both
+        // dialects accept this, and it keeps each purge transaction small.
+        let bound = ClickId::first_at(before).to_bytes();
         let ids = self
             .query(
-                "SELECT click_id FROM clicks WHERE at < ? ORDER BY at LIMIT ?",
-                params![before, page_size(limit, 100_000)],
+                "SELECT click_id FROM clicks WHERE click_id < ? ORDER BY click_id LIMIT ?",
+                params![bound, page_size(limit, 100_000)],
             )
             .await?;
         if ids.is_empty() {
