@@ -51,8 +51,8 @@ fn rate(rows: usize, took: Duration) -> f64 {
     rows / took.as_secs_f64().max(1e-9)
 }
 
-/// Writes `rounds` batches of `rows` clicks spread over 20 links and 24 hours, each with
-/// every aggregate the pipeline writes, and times each write.
+/// Writes `rounds` batches of `rows` clicks over 20 links, each batch one hour of the day in
+/// time order, with every aggregate the pipeline writes, and times each write.
 pub async fn run(store: &dyn Store, rows: usize, rounds: usize) -> Result<BenchReport, StoreError> {
     let links = seed_links(store, 20).await?;
     let day = Timestamp::now().day_start();
@@ -101,7 +101,10 @@ fn synthetic_batch(links: &[LinkId], day: Timestamp, rows: usize, salt: u64) -> 
     let clicks: Vec<StoredClick> = (0..rows)
         .map(|i| {
             let link = links[i % links.len()];
-            let offset = i64::try_from(i).unwrap_or(0) * 7_919 % Timestamp::MILLIS_PER_DAY;
+            // In time order, as clicks arrive (ids are time-ordered UUIDv7s).
+            let step = Timestamp::MILLIS_PER_HOUR / i64::try_from(rows).unwrap_or(1).max(1);
+            let offset = i64::try_from(i).unwrap_or(0) * step
+                + i64::try_from(salt).unwrap_or(0) * Timestamp::MILLIS_PER_HOUR;
             let at = day.plus_millis(offset);
             StoredClick {
                 click_id: ClickId::at(at),

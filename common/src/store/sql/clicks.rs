@@ -299,6 +299,7 @@ async fn write_batch_in_tx<B: Backend>(
         return Ok(BatchOutcome::AlreadyApplied);
     }
 
+    let mut phases = Phases::start();
     let mut inserted = 0;
     let ignore_dupes = B::DIALECT.on_conflict_ignore("click_id", "click_id");
     for chunk in batch.clicks.chunks(ROWS_PER_STATEMENT) {
@@ -313,6 +314,7 @@ async fn write_batch_in_tx<B: Backend>(
         inserted += conn.exec(&sql, params).await?.affected;
     }
 
+    phases.mark("raw");
     let hourly_upsert =
         B::DIALECT.on_conflict_add("link_id, hour", &["total", "human", "bot", "suspicious"]);
     for chunk in batch.hourly.chunks(ROWS_PER_STATEMENT) {
@@ -338,6 +340,7 @@ async fn write_batch_in_tx<B: Backend>(
         conn.exec(&sql, params).await?;
     }
 
+    phases.mark("hourly");
     let breakdown_upsert = B::DIALECT.on_conflict_add("link_id, dimension, day, value", &["count"]);
     for chunk in batch.breakdowns.chunks(ROWS_PER_STATEMENT) {
         let mut sql = multi_row_insert(
@@ -361,8 +364,11 @@ async fn write_batch_in_tx<B: Backend>(
         conn.exec(&sql, params).await?;
     }
 
+    phases.mark("breakdowns");
     write_visitor_sketches::<B>(conn, batch).await?;
+    phases.mark("sketches");
     write_trending::<B>(conn, batch).await?;
+    phases.mark("trending");
 
     // Link totals: one UPDATE per 500 links, adding each link's count through a CASE.
     for chunk in batch.link_totals.chunks(ROWS_PER_STATEMENT) {
@@ -378,7 +384,39 @@ async fn write_batch_in_tx<B: Backend>(
         params.extend(chunk.iter().map(|(link, _)| Value::from(*link)));
         conn.exec(&sql, params).await?;
     }
+    phases.mark("totals");
+    tracing::debug!(clicks = batch.clicks.len(), phases = %phases, "click batch statements");
     Ok(BatchOutcome::Applied { inserted })
+}
+
+/// Time per write phase, for the debug log.
+struct Phases {
+    last: std::time::Instant,
+    done: Vec<(&'static str, u128)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((name, (now - self.last).as_micros()));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, micros) in &self.done {
+            write!(f, "{name}={micros}us ")?;
+        }
+        Ok(())
+    }
 }
 
 /// Visitor hashes are u64; the column is a signed BIGINT, so store the same 64 bits signed.
