@@ -32,10 +32,13 @@ echo "## Click batch ingest (10,000 rows per batch with every aggregate, median 
 $LT store-bench --store "sqlite://$WORK/ingest.db" --rows 10000 --rounds 5
 scratch_db linkgate_bench
 $LT store-bench --store "$MYSQL/linkgate_bench" --rows 10000 --rounds 5
-echo "## The batcher alone: 300,000 queued clicks enriched, aggregated and written (batches of 5,000)"
-$LT store-bench --store "sqlite://$WORK/pipeline.db" --pipeline 300000 --rows 5000
-scratch_db linkgate_pipeline
-$LT store-bench --store "$MYSQL/linkgate_pipeline" --pipeline 300000 --rows 5000
+echo "## The batcher alone: 300,000 queued clicks over 1,000 links enriched, aggregated and written"
+for rows in 5000 50000; do
+  rm -f "$WORK"/pipeline.db*
+  $LT store-bench --store "sqlite://$WORK/pipeline.db" --pipeline 300000 --rows $rows
+  scratch_db linkgate_pipeline
+  $LT store-bench --store "$MYSQL/linkgate_pipeline" --pipeline 300000 --rows $rows
+done
 fi
 
 if want seed; then
