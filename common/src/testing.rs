@@ -217,6 +217,29 @@ pub fn binary(path: &str) -> std::process::Command {
     cmd
 }
 
+/// A link's click count three ways: raw click rows, the sum of its hourly counters, and
+/// `links.clicks`. Equal when every click was counted exactly once.
+pub async fn click_counts(store: &dyn Store, link: crate::domain::LinkId) -> (u64, u64, u64) {
+    let raw = store.raw_click_count(link).await.expect("raw click count");
+    let hourly = store
+        .hourly_counts(
+            link,
+            crate::domain::Timestamp::from_millis(0),
+            crate::domain::Timestamp::now().plus_millis(crate::domain::Timestamp::MILLIS_PER_HOUR),
+        )
+        .await
+        .expect("hourly counts")
+        .iter()
+        .map(|h| h.total)
+        .sum();
+    let counter = store
+        .link_by_id(link)
+        .await
+        .expect("link")
+        .map_or(0, |l| l.clicks);
+    (raw, hourly, counter)
+}
+
 /// A TCP forwarder that can be cut, to make a dependency vanish mid-test.
 #[derive(Debug)]
 pub struct Forwarder {

@@ -394,19 +394,7 @@ pub async fn an_unavailable_store_loses_nothing_and_duplicates_nothing(
     assert_eq!(queue.stats().dropped, 0);
     let mut persisted = 0;
     for &link in &links {
-        let raw = store.raw_click_count(link).await.unwrap();
-        let hourly: u64 = store
-            .hourly_counts(
-                link,
-                Timestamp::from_millis(0),
-                Timestamp::now().plus_millis(HOUR),
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|h| h.total)
-            .sum();
-        let counter = store.link_by_id(link).await.unwrap().unwrap().clicks;
+        let (raw, hourly, counter) = linkgate_common::testing::click_counts(&**store, link).await;
         assert_eq!(
             (hourly, counter),
             (raw, raw),

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use linkgate_common::domain::{Dimension, LinkId, Timestamp};
 
+use linkgate_common::testing::click_counts;
+
 use crate::Setup;
 use crate::helpers::{Env, Forwarder, TestProxy, free_port, request};
 
@@ -27,23 +29,8 @@ fn raw_clicks(env: &Env, link: LinkId) -> u64 {
 /// Every aggregate of a link agrees on its click count.
 fn assert_counted_once(env: &Env, link: LinkId, expected: u64) {
     let store = env.store();
-    let (raw, hourly, counter) = env.block_on(async move {
-        let raw = store.raw_click_count(link).await.unwrap();
-        let hourly: u64 = store
-            .hourly_counts(
-                link,
-                Timestamp::from_millis(0),
-                Timestamp::now().plus_millis(Timestamp::MILLIS_PER_HOUR),
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|h| h.total)
-            .sum();
-        let counter = store.link_by_id(link).await.unwrap().unwrap().clicks;
-        (raw, hourly, counter)
-    });
-    assert_eq!((raw, hourly, counter), (expected, expected, expected));
+    let counts = env.block_on(async move { click_counts(&*store, link).await });
+    assert_eq!(counts, (expected, expected, expected));
 }
 
 /// Redirects become raw clicks and aggregates within a flush, enriched from the request.
