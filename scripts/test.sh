@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: prepares services, then runs every check CI runs.
-#   formatting, clippy (warnings are errors), and all tests on SQLite, MariaDB and Redis.
+#   the compose file, formatting, clippy (warnings are errors), and all tests on SQLite,
+#   MariaDB and Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -13,6 +14,10 @@ mariadb --protocol=tcp -h 127.0.0.1 -ulinkgate -plinkgate -N -e \
   while read -r db; do
     mariadb --protocol=tcp -h 127.0.0.1 -ulinkgate -plinkgate -e "DROP DATABASE IF EXISTS \`$db\`" || true
   done
+
+log "docker-compose config"
+need docker-compose docker-compose
+docker-compose config -q
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
