@@ -257,6 +257,10 @@ impl Forwarder {
         let (c, k) = (Arc::clone(&cut), Arc::clone(&conns));
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
+                // The flag is checked under the lock `cut` drains with, so a connection
+                // accepted while the forwarder is being cut is either refused here or shut
+                // down by `cut`, never left forwarding.
+                let mut list = k.lock().unwrap();
                 if c.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
@@ -264,7 +268,6 @@ impl Forwarder {
                 let Ok(server) = TcpStream::connect(target) else {
                     continue;
                 };
-                let mut list = k.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(server.try_clone().unwrap());
                 drop(list);
