@@ -185,6 +185,7 @@ pub fn spawn(
         incoming: Vec::new(),
         pending: VecDeque::new(),
         salts: HashMap::new(),
+        local_salts: HashMap::new(),
         failures: 0,
         next_attempt: Instant::now(),
         last_maintenance: None,
@@ -210,6 +211,8 @@ struct Worker {
     /// Batches in memory awaiting a write, oldest first.
     pending: VecDeque<ClickBatch>,
     salts: HashMap<Timestamp, VisitorSalt>,
+    /// Days whose shared salt could not be read yet: a local salt and when to ask again.
+    local_salts: HashMap<Timestamp, (VisitorSalt, Instant)>,
     failures: u32,
     next_attempt: Instant,
     last_maintenance: Option<Instant>,
@@ -332,12 +335,18 @@ impl Worker {
         if let Some(salt) = self.salts.get(&day) {
             return *salt;
         }
-        let salt = if self.store_down() {
+        // A day without the shared salt uses a local one until the store answers; it is
+        // asked again at most every 10 s, so an outage costs no click a wait.
+        if let Some((salt, retry_at)) = self.local_salts.get(&day)
+            && (self.store_down() || Instant::now() < *retry_at)
+        {
+            return *salt;
+        }
+        let shared = if self.store_down() {
             None
         } else {
-            match tokio::time::timeout(self.settings.write_timeout, self.store.visitor_salt(day))
-                .await
-            {
+            let limit = self.settings.write_timeout.min(Duration::from_secs(1));
+            match tokio::time::timeout(limit, self.store.visitor_salt(day)).await {
                 Ok(Ok(salt)) => Some(salt),
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "cannot read the visitor salt; using a local one");
@@ -346,12 +355,21 @@ impl Worker {
                 Err(_) => None,
             }
         };
-        let salt = salt.unwrap_or_else(|| {
-            use rand::Rng as _;
-            let mut local = [0u8; 32];
-            rand::rng().fill_bytes(&mut local);
-            local
-        });
+        let retry_at = Instant::now() + Duration::from_secs(10);
+        let Some(salt) = shared else {
+            let salt = self.local_salts.get(&day).map_or_else(
+                || {
+                    use rand::Rng as _;
+                    let mut local = [0u8; 32];
+                    rand::rng().fill_bytes(&mut local);
+                    local
+                },
+                |(salt, _)| *salt,
+            );
+            self.local_salts.insert(day, (salt, retry_at));
+            return salt;
+        };
+        self.local_salts.remove(&day);
         if self.salts.len() > 4 {
             let oldest = self.salts.keys().min().copied();
             if let Some(oldest) = oldest {
