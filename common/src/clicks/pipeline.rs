@@ -556,28 +556,43 @@ impl Worker {
     }
 
     /// Retention and housekeeping: old raw clicks, visitor salts and trending rows.
+    /// Every step runs under the write timeout and the round stops at the first failure:
+    /// housekeeping must never hold up click writes (the queue keeps filling meanwhile).
     async fn maintain(&mut self) {
         let now = Timestamp::now();
         let store = Arc::clone(&self.store);
+        let limit = self.settings.write_timeout;
         // Tomorrow's salt now, so an outage across midnight still has the shared one.
         let tomorrow = now.day_start().plus_millis(Timestamp::MILLIS_PER_DAY);
-        if let Ok(salt) = store.visitor_salt(tomorrow).await {
-            self.salts.insert(tomorrow, salt);
+        match tokio::time::timeout(limit, store.visitor_salt(tomorrow)).await {
+            Ok(Ok(salt)) => {
+                self.salts.insert(tomorrow, salt);
+            }
+            _ => return,
         }
-        let _ = store
-            .purge_visitor_salts(now.day_start().plus_millis(-2 * Timestamp::MILLIS_PER_DAY))
-            .await;
-        let _ = store
-            .purge_trending(self.clock.epoch_of(now).plus_millis(-self.clock.era_ms()))
-            .await;
+        let salts_before = now.day_start().plus_millis(-2 * Timestamp::MILLIS_PER_DAY);
+        if !matches!(
+            tokio::time::timeout(limit, store.purge_visitor_salts(salts_before)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let stale = self.clock.epoch_of(now).plus_millis(-self.clock.era_ms());
+        if !matches!(
+            tokio::time::timeout(limit, store.purge_trending(stale)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
         if self.settings.raw_click_retention_days > 0 {
             let before = now.plus_millis(
                 -i64::from(self.settings.raw_click_retention_days) * Timestamp::MILLIS_PER_DAY,
             );
             // Bounded per round so housekeeping never holds up batch writes for long.
             for _ in 0..10 {
-                match store.purge_raw_clicks(before, PURGE_CHUNK).await {
-                    Ok(n) if n >= u64::from(PURGE_CHUNK) => {}
+                match tokio::time::timeout(limit, store.purge_raw_clicks(before, PURGE_CHUNK)).await
+                {
+                    Ok(Ok(n)) if n >= u64::from(PURGE_CHUNK) => {}
                     _ => break,
                 }
             }

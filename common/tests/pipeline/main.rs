@@ -54,6 +54,7 @@ macro_rules! both {
 both!(
     aggregates_equal_the_raw_clicks_they_came_from,
     an_unavailable_store_loses_nothing_and_duplicates_nothing,
+    a_store_down_from_the_start_delays_no_click,
 );
 
 const BROWSERS: &[&str] = &[
@@ -407,6 +408,48 @@ pub async fn an_unavailable_store_loses_nothing_and_duplicates_nothing(
         journal.path().read_dir().unwrap().next().is_none(),
         "journal replayed and emptied"
     );
+}
+
+/// The store is unreachable before the first click: the day's shared visitor salt cannot be
+/// read, so a local stand-in is used (no click waits for it), batches are journaled, and
+/// once the store is back every click is persisted exactly once.
+pub async fn a_store_down_from_the_start_delays_no_click(store: &Arc<dyn Store>, url: &str) {
+    let links = links(&**store, 2).await;
+    let journal = tempfile::tempdir().unwrap();
+    let outage = Outage::new(url);
+    outage.begin();
+    let queue = Arc::new(ClickQueue::new(10_000));
+    let mut config = settings(journal.path());
+    config.write_timeout = Duration::from_millis(300);
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(&outage.store), config).unwrap();
+    let stats = Arc::clone(handle.stats());
+    for e in events(&links, 2_000, 5) {
+        assert!(queue.push(e));
+    }
+    // Everything leaves the queue and reaches the journal while the store is down.
+    let start = Instant::now();
+    while stats.journaled.load(Ordering::Relaxed) < 2_000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "journaled {} of 2000 while the store is down ({} buffered, {} write errors, {} queued)",
+            stats.journaled.load(Ordering::Relaxed),
+            stats.buffered.load(Ordering::Relaxed),
+            stats.write_errors.load(Ordering::Relaxed),
+            queue.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stats.persisted.load(Ordering::Relaxed), 0);
+    outage.end();
+    wait_persisted(&stats, 2_000, Duration::from_secs(30)).await;
+    handle.shutdown(Duration::from_secs(2)).await;
+    let mut total = 0;
+    for &link in &links {
+        let (raw, hourly, counter) = linkgate_common::testing::click_counts(&**store, link).await;
+        assert_eq!((hourly, counter), (raw, raw));
+        total += raw;
+    }
+    assert_eq!(total, 2_000);
 }
 
 /// Makes the store unavailable on demand. MariaDB: the pipeline's store connects through a
