@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use linkgate_common::clicks::batch::build_batch;
-use linkgate_common::clicks::enrich::EnrichSettings;
 use linkgate_common::clicks::pipeline::{self as clicks_pipeline, PipelineSettings};
 use linkgate_common::clicks::{ClickQueue, TrendingClock};
 use linkgate_common::domain::{
@@ -184,19 +183,14 @@ pub async fn pipeline(
             country: Some(*b"DE"),
         });
     }
-    let settings = PipelineSettings {
-        batch_max_events,
-        flush_interval: Duration::from_millis(100),
-        journal_dir: journal.path().to_owned(),
-        buffer_max_clicks: clicks.max(1),
-        retry_initial: Duration::from_millis(100),
-        retry_max: Duration::from_secs(5),
-        spill_after_failures: 3,
-        write_timeout: Duration::from_secs(30),
-        trending_half_life: Duration::from_secs(3600),
-        raw_click_retention_days: 0,
-        enrich: EnrichSettings::default(),
-    };
+    // The defaults, with the benchmark's batch size, room for every event in memory and no
+    // retention purge.
+    let mut settings = PipelineSettings::from_config(&linkgate_config::Settings::default());
+    settings.batch_max_events = batch_max_events;
+    journal.path().clone_into(&mut settings.journal_dir);
+    settings.buffer_max_clicks = clicks.max(1);
+    settings.write_timeout = Duration::from_secs(30);
+    settings.raw_click_retention_days = 0;
     let started = Instant::now();
     let handle =
         clicks_pipeline::spawn(queue, Arc::clone(&store), settings).map_err(|e| e.to_string())?;

@@ -44,8 +44,8 @@ pub struct ProxyState {
     pub ready: AtomicBool,
     /// Trusted load-balancer header carrying the client's country (lower-case name).
     pub country_header: Option<Box<str>>,
-    /// The click pipeline's counters, once it runs.
-    pub pipeline: std::sync::OnceLock<Arc<linkgate_common::clicks::PipelineStats>>,
+    /// The click pipeline's counters.
+    pub pipeline: Arc<linkgate_common::clicks::PipelineStats>,
 }
 
 impl std::fmt::Debug for ProxyState {

@@ -113,24 +113,7 @@ impl Proxy {
             store,
             redis.clone(),
         ));
-        let state = Arc::new(ProxyState {
-            resolver,
-            clicks: Arc::new(ClickQueue::new(settings.clicks.queue_capacity)),
-            budget: ClickBudget::new(redis),
-            passwords: PasswordGate::new(settings.limits.password_per_minute),
-            metrics: Arc::new(Metrics::new()),
-            trusted: settings.proxy.trusted_proxies.clone(),
-            admin_upstream: settings.proxy.admin_upstream,
-            default_status: RedirectStatus::from_code(settings.links.default_redirect_status)
-                .unwrap_or(RedirectStatus::Found),
-            ready: AtomicBool::new(false),
-            country_header: settings
-                .clicks
-                .country_header
-                .as_deref()
-                .map(|h| h.to_ascii_lowercase().into_boxed_str()),
-            pipeline: std::sync::OnceLock::new(),
-        });
+        let clicks = Arc::new(ClickQueue::new(settings.clicks.queue_capacity));
         // The batcher starts now (replaying any journal left by an earlier run) and drains
         // the queue the redirect threads fill. It runs on a runtime of its own whose threads
         // (and the blocking threads its SQLite writes use) have a lower CPU priority, with a
@@ -146,12 +129,29 @@ impl Proxy {
             let _guard = clicks_rt.enter();
             let store = store::open(&settings.store)?;
             pipeline::spawn(
-                Arc::clone(&state.clicks),
+                Arc::clone(&clicks),
                 store,
                 PipelineSettings::from_config(&settings),
             )?
         };
-        let _ = state.pipeline.set(Arc::clone(pipeline.stats()));
+        let state = Arc::new(ProxyState {
+            resolver,
+            clicks,
+            budget: ClickBudget::new(redis),
+            passwords: PasswordGate::new(settings.limits.password_per_minute),
+            metrics: Arc::new(Metrics::new()),
+            trusted: settings.proxy.trusted_proxies.clone(),
+            admin_upstream: settings.proxy.admin_upstream,
+            default_status: RedirectStatus::from_code(settings.links.default_redirect_status)
+                .unwrap_or(RedirectStatus::Found),
+            ready: AtomicBool::new(false),
+            country_header: settings
+                .clicks
+                .country_header
+                .as_deref()
+                .map(|h| h.to_ascii_lowercase().into_boxed_str()),
+            pipeline: Arc::clone(pipeline.stats()),
+        });
         Ok(Self {
             settings,
             state,
@@ -284,6 +284,6 @@ impl ScrapeSource for Scrape {
         self.0.resolver.l1_entries()
     }
     fn pipeline(&self) -> Option<Arc<PipelineStats>> {
-        self.0.pipeline.get().cloned()
+        Some(Arc::clone(&self.0.pipeline))
     }
 }

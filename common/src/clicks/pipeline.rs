@@ -37,6 +37,19 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 /// Raw clicks deleted per purge statement.
 const PURGE_CHUNK: u32 = 10_000;
 
+/// A store call bounded by `limit`; a timeout is an error like any other (the call is
+/// idempotent or harmless to repeat, so a late completion does no damage).
+async fn timed<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = crate::store::StoreResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}
+
 /// Pipeline settings.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
@@ -346,14 +359,12 @@ impl Worker {
             None
         } else {
             let limit = self.settings.write_timeout.min(Duration::from_secs(1));
-            match tokio::time::timeout(limit, self.store.visitor_salt(day)).await {
-                Ok(Ok(salt)) => Some(salt),
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "cannot read the visitor salt; using a local one");
-                    None
-                }
-                Err(_) => None,
-            }
+            timed(limit, self.store.visitor_salt(day))
+                .await
+                .inspect_err(|error| {
+                    tracing::warn!(error, "cannot read the visitor salt; using a local one");
+                })
+                .ok()
         };
         let retry_at = Instant::now() + Duration::from_secs(10);
         let Some(salt) = shared else {
@@ -457,7 +468,7 @@ impl Worker {
         // While the store works, keep the queue drained: under load the next batch simply
         // grows (and its aggregates amortise over more clicks) instead of the queue filling.
         let store = Arc::clone(&self.store);
-        let write = tokio::time::timeout(limit, store.write_click_batch(batch));
+        let write = timed(limit, store.write_click_batch(batch));
         tokio::pin!(write);
         let result = loop {
             tokio::select! {
@@ -466,7 +477,7 @@ impl Worker {
             }
         };
         match result {
-            Ok(Ok(outcome)) => {
+            Ok(outcome) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 tracing::debug!(clicks = batch.clicks.len(), micros, "click batch written");
                 self.stats.write_micros.fetch_add(micros, Ordering::Relaxed);
@@ -488,12 +499,8 @@ impl Worker {
                 self.stats.store_up.store(true, Ordering::Relaxed);
                 true
             }
-            Ok(Err(error)) => {
-                self.failed(&error.to_string());
-                false
-            }
-            Err(_) => {
-                self.failed("write timed out");
+            Err(error) => {
+                self.failed(&error);
                 false
             }
         }
@@ -559,43 +566,39 @@ impl Worker {
     /// Every step runs under the write timeout and the round stops at the first failure:
     /// housekeeping must never hold up click writes (the queue keeps filling meanwhile).
     async fn maintain(&mut self) {
+        if let Err(error) = self.housekeeping().await {
+            tracing::debug!(
+                error,
+                "click housekeeping stopped early; retried next round"
+            );
+        }
+    }
+
+    async fn housekeeping(&mut self) -> Result<(), String> {
         let now = Timestamp::now();
         let store = Arc::clone(&self.store);
         let limit = self.settings.write_timeout;
         // Tomorrow's salt now, so an outage across midnight still has the shared one.
         let tomorrow = now.day_start().plus_millis(Timestamp::MILLIS_PER_DAY);
-        match tokio::time::timeout(limit, store.visitor_salt(tomorrow)).await {
-            Ok(Ok(salt)) => {
-                self.salts.insert(tomorrow, salt);
-            }
-            _ => return,
-        }
+        let salt = timed(limit, store.visitor_salt(tomorrow)).await?;
+        self.salts.insert(tomorrow, salt);
         let salts_before = now.day_start().plus_millis(-2 * Timestamp::MILLIS_PER_DAY);
-        if !matches!(
-            tokio::time::timeout(limit, store.purge_visitor_salts(salts_before)).await,
-            Ok(Ok(_))
-        ) {
-            return;
-        }
+        timed(limit, store.purge_visitor_salts(salts_before)).await?;
         let stale = self.clock.epoch_of(now).plus_millis(-self.clock.era_ms());
-        if !matches!(
-            tokio::time::timeout(limit, store.purge_trending(stale)).await,
-            Ok(Ok(_))
-        ) {
-            return;
-        }
+        timed(limit, store.purge_trending(stale)).await?;
         if self.settings.raw_click_retention_days > 0 {
             let before = now.plus_millis(
                 -i64::from(self.settings.raw_click_retention_days) * Timestamp::MILLIS_PER_DAY,
             );
             // Bounded per round so housekeeping never holds up batch writes for long.
             for _ in 0..10 {
-                match tokio::time::timeout(limit, store.purge_raw_clicks(before, PURGE_CHUNK)).await
+                if timed(limit, store.purge_raw_clicks(before, PURGE_CHUNK)).await?
+                    < u64::from(PURGE_CHUNK)
                 {
-                    Ok(Ok(n)) if n >= u64::from(PURGE_CHUNK) => {}
-                    _ => break,
+                    break;
                 }
             }
         }
+        Ok(())
     }
 }

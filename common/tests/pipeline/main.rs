@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use linkgate_common::clicks::enrich::EnrichSettings;
 use linkgate_common::clicks::pipeline::{self, PipelineSettings, PipelineStats};
 use linkgate_common::clicks::sketch::EXACT_LIMIT;
 use linkgate_common::clicks::{ClickQueue, TrendingClock};
@@ -131,26 +130,19 @@ fn events(links: &[LinkId], n: usize, seed: u64) -> Vec<ClickEvent> {
         .collect()
 }
 
+/// The defaults, with a quick flush, a short retry and the test GeoIP database.
 fn settings(journal: &Path) -> PipelineSettings {
-    PipelineSettings {
-        batch_max_events: 5_000,
-        flush_interval: Duration::from_millis(50),
-        journal_dir: journal.to_owned(),
-        buffer_max_clicks: 20_000,
-        retry_initial: Duration::from_millis(20),
-        retry_max: Duration::from_millis(200),
-        spill_after_failures: 3,
-        write_timeout: Duration::from_secs(2),
-        trending_half_life: Duration::from_secs(3600),
-        raw_click_retention_days: 90,
-        enrich: EnrichSettings {
-            store_raw_ip: false,
-            truncate_ip: true,
-            geoip_db: Some(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/test-country.mmdb"),
-            ),
-        },
-    }
+    let mut s = PipelineSettings::from_config(&linkgate_config::Settings::default());
+    s.flush_interval = Duration::from_millis(50);
+    journal.clone_into(&mut s.journal_dir);
+    s.batch_max_events = 5_000;
+    s.buffer_max_clicks = 20_000;
+    s.retry_initial = Duration::from_millis(20);
+    s.retry_max = Duration::from_millis(200);
+    s.write_timeout = Duration::from_secs(2);
+    s.enrich.geoip_db =
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/test-country.mmdb"));
+    s
 }
 
 async fn links(store: &dyn Store, n: usize) -> Vec<LinkId> {
