@@ -475,21 +475,26 @@ async fn write_visitor_sketches<B: Backend>(
         );
         let mut params: Vec<Value> = links.iter().map(|l| Value::from(*l)).collect();
         params.extend(stamps.iter().map(|t| Value::from(*t)));
-        let mut existing: BTreeMap<(LinkId, String, Timestamp), VisitorSketch> = BTreeMap::new();
+        // The IN lists select a superset (every link x every bucket); only the chunk's own
+        // keys are decoded. `chunk` is sorted by key (it comes from a BTreeMap).
+        let mut existing = BTreeMap::new();
         for row in conn.query(&select, params).await? {
-            existing.insert(
-                (LinkId(row.i64(0)?), row.str(1)?, row.ts(2)?),
-                sketch_of(&row, 3)?,
-            );
+            let tag = match row.str(1)?.as_str() {
+                "h" => Granularity::Hour.tag(),
+                "d" => Granularity::Day.tag(),
+                _ => continue,
+            };
+            let key = (LinkId(row.i64(0)?), tag, row.ts(2)?);
+            if chunk.binary_search_by(|(k, _)| k.cmp(&key)).is_ok() {
+                existing.insert(key, sketch_of(&row, 3)?);
+            }
         }
 
         let mut sql = multi_row_insert(head, 4, chunk.len());
         sql.push_str(&replace);
         let mut params = Vec::with_capacity(chunk.len() * 4);
         for ((link, g, bucket), visitors) in chunk {
-            let mut sketch = existing
-                .remove(&(*link, (*g).to_owned(), *bucket))
-                .unwrap_or_default();
+            let mut sketch = existing.remove(&(*link, *g, *bucket)).unwrap_or_default();
             sketch.extend(visitors.iter().copied());
             params.extend(params![*link, *g, *bucket, sketch.to_bytes()]);
         }
