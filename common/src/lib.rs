@@ -3,7 +3,9 @@
 pub mod budget;
 pub mod cache;
 pub mod clicks;
+pub mod client_ip;
 pub mod domain;
+pub mod ratelimit;
 pub mod store;
 pub mod telemetry;
 #[cfg(feature = "testing")]

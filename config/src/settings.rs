@@ -228,26 +228,38 @@ pub struct AuthSettings {
     /// HMAC key for access tokens (at least 32 bytes). Generated and kept in the data directory
     /// when absent, so a single node needs no setup; set it for more than one admin node.
     pub jwt_secret: Option<Secret>,
+    /// Where the generated key is kept when `jwt_secret` is absent (created 0600 at start).
+    pub jwt_secret_file: PathBuf,
     /// `kid` header of the current key, for rotation.
     pub jwt_key_id: String,
+    /// The key being retired: tokens it signed (with this `kid`) stay valid until they
+    /// expire, new tokens use `jwt_secret`. Set both or neither.
+    pub jwt_previous_key_id: Option<String>,
+    pub jwt_previous_secret: Option<Secret>,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub access_ttl_secs: u64,
     pub refresh_ttl_secs: u64,
     /// Clock skew tolerated when checking exp/nbf; at most 5 s.
     pub leeway_secs: u64,
+    /// Whether anyone may sign up; when false only administrators create accounts.
+    pub allow_signup: bool,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             jwt_secret: None,
+            jwt_secret_file: PathBuf::from("data/jwt-secret"),
             jwt_key_id: "k1".to_owned(),
+            jwt_previous_key_id: None,
+            jwt_previous_secret: None,
             jwt_issuer: "linkgate".to_owned(),
             jwt_audience: "linkgate-api".to_owned(),
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 30 * 24 * 3600,
             leeway_secs: 5,
+            allow_signup: true,
         }
     }
 }

@@ -175,17 +175,32 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
             &format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
         );
     }
-    let kid = &s.auth.jwt_key_id;
-    if kid.is_empty()
-        || kid.len() > 64
-        || !kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
+    if !is_key_id(&s.auth.jwt_key_id) {
         p.add(
             "auth.jwt_key_id",
             "must be 1-64 characters of A-Z a-z 0-9 . _ -",
         );
+    }
+    match (&s.auth.jwt_previous_key_id, &s.auth.jwt_previous_secret) {
+        (None, None) => {}
+        (Some(kid), Some(secret)) => {
+            if !is_key_id(kid) || *kid == s.auth.jwt_key_id {
+                p.add(
+                    "auth.jwt_previous_key_id",
+                    "must be 1-64 characters of A-Z a-z 0-9 . _ - and differ from jwt_key_id",
+                );
+            }
+            if secret.expose().len() < MIN_JWT_SECRET_BYTES {
+                p.add(
+                    "auth.jwt_previous_secret",
+                    &format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+                );
+            }
+        }
+        _ => p.add(
+            "auth.jwt_previous_key_id",
+            "set jwt_previous_key_id and jwt_previous_secret together",
+        ),
     }
     if s.auth.jwt_issuer.trim().is_empty() {
         p.add("auth.jwt_issuer", "must not be empty");
@@ -319,6 +334,14 @@ pub fn is_host_and_port(s: &str) -> bool {
                 && !label.ends_with('-')
         });
     host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0))
+}
+
+/// A JWT `kid`: short and safe to echo in a header.
+fn is_key_id(kid: &str) -> bool {
+    (1..=64).contains(&kid.len())
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]

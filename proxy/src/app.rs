@@ -21,11 +21,11 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::{Error, Result};
 
-use crate::client_ip::client_ip;
 use crate::decide::{self, Decision, Method, RequestFacts};
 use crate::metrics::{Metrics, Outcome, TierLabel};
 use crate::pages;
 use crate::password::{Attempt, PasswordGate, password_from_form};
+use linkgate_common::client_ip::client_ip;
 
 /// Largest password form body read.
 const MAX_FORM_BYTES: usize = 4096;

@@ -7,7 +7,6 @@
 //! per-service runtimes); [`Proxy::run`] serves until the shutdown signal, then drains.
 
 pub mod app;
-pub mod client_ip;
 pub mod decide;
 pub mod metrics;
 pub mod pages;

@@ -39,6 +39,8 @@ pub struct RedisTier {
     ttl_secs: u64,
     /// Lua: start a click budget at the persisted count if new, then take one.
     take_script: redis::Script,
+    /// Lua: one GCRA step (see [`RedisTier::gcra`]).
+    gcra_script: redis::Script,
 }
 
 impl std::fmt::Debug for RedisTier {
@@ -66,6 +68,7 @@ impl RedisTier {
                 "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end \
                  return redis.call('INCR', KEYS[1])",
             ),
+            gcra_script: redis::Script::new(GCRA_LUA),
         }))
     }
 
@@ -194,6 +197,32 @@ impl RedisTier {
             .await
     }
 
+    /// One step of the generic cell rate algorithm on the shared key `rl:<name>:<key>`:
+    /// one request per `emission_ms`, bursts of `burst`. Returns `Ok(None)` when allowed,
+    /// `Ok(Some(ms))` when limited (retry after that long). Atomic in Redis, on Redis's own
+    /// clock, and the key always carries an expiry, so it can never block forever.
+    pub async fn gcra(
+        &self,
+        name: &str,
+        key: &str,
+        emission_ms: u64,
+        burst: u32,
+    ) -> Result<Option<u64>, RedisUnavailable> {
+        let key = format!("{}rl:{name}:{key}", self.prefix);
+        let script = &self.gcra_script;
+        let wait: i64 = self
+            .call(|mut c| async move {
+                script
+                    .key(key)
+                    .arg(emission_ms)
+                    .arg(burst)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(u64::try_from(wait).ok().filter(|&w| w > 0))
+    }
+
     /// Tells every proxy to drop its cached copy of a link.
     pub async fn publish_invalidation(
         &self,
@@ -206,6 +235,24 @@ impl RedisTier {
             .await
     }
 }
+
+/// GCRA in one round trip: the key holds the theoretical arrival time (TAT) in ms. A
+/// request is allowed when TAT - burst tolerance <= now; the new TAT is stored with an
+/// expiry of exactly the time until it no longer matters. Returns 0 (allowed) or the ms to
+/// wait.
+const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local emission = tonumber(ARGV[1])
+local tolerance = emission * (tonumber(ARGV[2]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allow_at = tat - tolerance
+if allow_at > now then return allow_at - now end
+local new_tat = tat + emission
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+return 0
+";
 
 /// Parses an invalidation message (`"domain code"`); `None` for anything malformed.
 pub fn parse_invalidation(message: &str) -> Option<(&str, &str)> {
