@@ -135,6 +135,13 @@ pub fn problem(
         .header("content-type", "application/problem+json")
         .body(json.into())
         .unwrap_or_default();
+    if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::LENGTH_REQUIRED {
+        // The unread body is still on the connection: close it so the client does not
+        // send its next request into the leftover bytes.
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(secs) = retry_after_secs {
         response
             .headers_mut()

@@ -56,8 +56,7 @@ pub fn routes(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state(state))
         .and(principal(state))
-        .and(warp::body::content_length_limit(limit))
-        .and(warp::body::bytes())
+        .and(super::body_bytes(limit))
         .then(to!(import; s, p, body));
     let get = warp::path!("api" / "v1" / "links" / String)
         .and(warp::get())

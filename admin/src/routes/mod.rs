@@ -98,13 +98,29 @@ pub fn client_ip(
 pub fn json_body<T: DeserializeOwned + Send + 'static>(
     limit: u64,
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(limit)
-        .and(warp::body::bytes())
-        .and_then(|body: Bytes| async move {
-            serde_json::from_slice::<T>(&body).map_err(|e| {
-                warp::reject::custom(ApiError::BadRequest(format!("invalid JSON body: {e}")))
-            })
+    body_bytes(limit).and_then(|body: Bytes| async move {
+        serde_json::from_slice::<T>(&body).map_err(|e| {
+            warp::reject::custom(ApiError::BadRequest(format!("invalid JSON body: {e}")))
         })
+    })
+}
+
+/// The raw body, at most `limit` bytes. An oversized declared length is our own 413 (a
+/// custom rejection, so it is not outranked by other routes' 405s); a body without a
+/// length is refused by warp's limit (411) rather than read unbounded.
+pub fn body_bytes(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(move |length: Option<u64>| async move {
+            match length {
+                Some(n) if n > limit => {
+                    Err(warp::reject::custom(ApiError::PayloadTooLarge { limit }))
+                }
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::body::content_length_limit(limit))
+        .and(warp::body::bytes())
 }
 
 /// The query string parsed as `T` (absent = empty), with the reason on failure.
