@@ -7,6 +7,7 @@
 
 mod behaviour;
 mod clicks;
+mod end_to_end;
 mod helpers;
 mod invalidation;
 mod lifecycle;
@@ -71,4 +72,5 @@ both!(
     invalidation::creating_a_code_clears_its_negative_entry,
     invalidation::a_ban_is_served_within_one_second,
     clicks::redirects_become_persisted_clicks,
+    end_to_end::created_in_admin_redirected_by_proxy_counted_in_analytics,
 );
