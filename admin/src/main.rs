@@ -96,7 +96,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .admin
         .bootstrap_admin_password
         .as_ref()
-        .map(|s| s.expose().to_owned());
+        .map(|s| s.expose().to_owned())
+        // An empty value (an unset variable in docker-compose) means "generate one".
+        .filter(|p| !p.is_empty());
     let state = state(settings).await?;
     if let Some(email) = bootstrap {
         match linkgate_admin::ensure_admin(&state, &email, bootstrap_password.as_deref()).await {
