@@ -4,7 +4,7 @@
 #   bash scripts/bench.sh            # everything
 #   SECONDS_PER_RUN=5 bash scripts/bench.sh
 #   SECTIONS="ingest clicks60" bash scripts/bench.sh   # only some sections:
-#     ingest seed ceiling proxy rss clicks60
+#     ingest seed ceiling proxy rss clicks60 admin
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -16,10 +16,10 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 bash scripts/services.sh
 log "building release binaries"
-cargo build --release --locked -p linkgate-loadtest -p linkgate-proxy --bins --examples >&2
+cargo build --release --locked -p linkgate-loadtest -p linkgate-proxy -p linkgate-admin --bins --examples >&2
 LT=./target/release/linkgate-loadtest
 
-SECTIONS=${SECTIONS:-"ingest seed ceiling proxy rss clicks60"}
+SECTIONS=${SECTIONS:-"ingest seed ceiling proxy rss clicks60 admin"}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 scratch_db() {
@@ -135,5 +135,46 @@ echo "clicks dropped (queue full):       $(metric linkgate_clicks_dropped_total)
 echo "max queue depth sampled:           $(cat "$WORK/maxdepth" 2>/dev/null || echo 0) of 65536"
 echo "batch write errors:                $(metric linkgate_click_batch_write_errors_total)"
 kill "$CPID" 2>/dev/null || true
+wait 2>/dev/null || true
+fi
+
+if want admin; then
+echo
+echo "## Admin API on MariaDB: link creation rate, and analytics of a link with 1,000,000 clicks"
+scratch_db linkgate_admin
+ADMIN_PW=bench-admin-password
+LINKGATE__STORE__URL="$MYSQL/linkgate_admin" LINKGATE__ADMIN__LISTEN=127.0.0.1:18181 \
+  LINKGATE__ADMIN__METRICS_LISTEN=127.0.0.1:19181 LINKGATE__AUTH__JWT_SECRET_FILE="$WORK/jwt" \
+  LINKGATE__ADMIN__BOOTSTRAP_ADMIN_EMAIL=bench@linkgate.local \
+  LINKGATE__ADMIN__BOOTSTRAP_ADMIN_PASSWORD=$ADMIN_PW \
+  LINKGATE__LIMITS__CREATE_PER_MINUTE=100000000 LINKGATE__LINKS__PUBLIC_BASE_URL=http://localhost:8080 \
+  RUST_LOG=warn ./target/release/linkgate-admin serve >/dev/null 2>&1 &
+wait_for 30 curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:18181/readyz
+# An API key (no expiry during the runs) for the load generator.
+TOKEN=$(curl -fsS -XPOST http://127.0.0.1:18181/api/v1/auth/login -H 'content-type: application/json' \
+  -d "{\"email\":\"bench@linkgate.local\",\"password\":\"$ADMIN_PW\"}" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+KEY=$(curl -fsS -XPOST http://127.0.0.1:18181/api/v1/me/api-keys -H "authorization: Bearer $TOKEN" \
+  -H 'content-type: application/json' -d '{"name":"bench"}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+for c in 1 8 32; do
+  echo "### POST /api/v1/links, $c concurrent clients (closed loop)"
+  $LT run --target http://127.0.0.1:18181 --workload create --token "$KEY" \
+    --connections $c --duration "$RUN_SECS" --warmup 2
+done
+curl -fsS -XPOST http://127.0.0.1:18181/api/v1/links -H "authorization: Bearer $KEY" \
+  -H 'content-type: application/json' -d '{"target":"https://example.com/big","code":"million"}' >/dev/null
+echo "### writing 1,000,000 clicks over 30 days to /million (through the pipeline's batch writer)"
+$LT seed-clicks --store "$MYSQL/linkgate_admin" --code million --clicks 1000000 --days 30
+FROM=$(date -u -d '-30 days' +%Y-%m-%dT00:00:00Z); TO=$(date -u -d '+1 day' +%Y-%m-%dT00:00:00Z)
+for q in "granularity=day&from=$FROM&to=$TO" "granularity=hour&from=$(date -u -d '-7 days' +%Y-%m-%dT%H:00:00Z)&to=$TO" \
+         "granularity=day&tz=America/New_York&from=$FROM&to=$TO"; do
+  echo "### GET /api/v1/links/million/analytics?$q (4 clients, closed loop)"
+  $LT run --target http://127.0.0.1:18181 --workload get --token "$KEY" \
+    --path "/api/v1/links/million/analytics?$q" --connections 4 --duration "$RUN_SECS" --warmup 2
+done
+curl -fsS "http://127.0.0.1:18181/api/v1/links/million/analytics?granularity=day&from=$FROM&to=$TO" \
+  -H "authorization: Bearer $KEY" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("report totals:", r["totals"])'
+kill $(jobs -p) 2>/dev/null || true
 wait 2>/dev/null || true
 fi

@@ -11,7 +11,7 @@ use linkgate_config::{SecretUrl, StoreSettings};
 use linkgate_loadtest::report::{self, Report};
 use linkgate_loadtest::run::{Mode, RunSpec, run};
 use linkgate_loadtest::target::Target;
-use linkgate_loadtest::workload::{CreateLinks, RedirectMix, Workload};
+use linkgate_loadtest::workload::{CreateLinks, GetPath, RedirectMix, Workload};
 use linkgate_loadtest::{compare, fixed_server, plot, seed, store_bench};
 
 #[derive(Debug, Parser)]
@@ -58,6 +58,22 @@ enum Command {
         #[arg(long)]
         codes_out: PathBuf,
     },
+    /// Write generated clicks for one existing link straight into the store, with every
+    /// aggregate (as the click pipeline would), spread evenly over the last `days` days.
+    SeedClicks {
+        /// Store URL: `sqlite://PATH` or `mysql://user:pass@host:port/db`.
+        #[arg(long)]
+        store: String,
+        /// Code of the link (create it first, e.g. through the admin API).
+        #[arg(long)]
+        code: String,
+        #[arg(long, default_value = "localhost:8080")]
+        domain: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        clicks: usize,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
     /// Serve a fixed 302 on a loopback port (the generator's own ceiling, self-tests).
     Serve {
         #[arg(long, default_value = "127.0.0.1:8099")]
@@ -92,6 +108,8 @@ enum WorkloadKind {
     Redirect,
     Create,
     Mix,
+    /// The same authenticated GET of `--path` (e.g. an analytics report).
+    Get,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -125,6 +143,9 @@ struct LoadArgs {
     /// Share of requests to unknown codes.
     #[arg(long, default_value_t = 0.0)]
     unknown_share: f64,
+    /// Request target of the `get` workload, e.g. `/api/v1/links/abc/analytics`.
+    #[arg(long)]
+    path: Option<String>,
     /// Share of link creations in the mix workload.
     #[arg(long, default_value_t = 0.1)]
     create_share: f64,
@@ -213,6 +234,25 @@ async fn execute(command: Command) -> Result<(), String> {
                 f64::from(u32::try_from(report.links).unwrap_or(u32::MAX))
                     / report.took.as_secs_f64().max(1e-9),
                 codes_out.display()
+            );
+        }
+        Command::SeedClicks {
+            store: url,
+            code,
+            domain,
+            clicks,
+            days,
+        } => {
+            let store = open_store(url).await?;
+            let report = seed::seed_clicks(&*store, &domain, &code, clicks, days)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "wrote {} clicks to {domain}/{code} over {days} days in {:.1} s ({:.0} clicks/s)",
+                report.links,
+                report.took.as_secs_f64(),
+                f64::from(u32::try_from(report.links).unwrap_or(u32::MAX))
+                    / report.took.as_secs_f64().max(1e-9),
             );
         }
         Command::Serve {
@@ -316,6 +356,10 @@ fn prepare(load: &LoadArgs, target: Target) -> Result<(RunSpec, Arc<Workload>), 
     let workload = match load.workload {
         WorkloadKind::Redirect => Workload::Redirects(redirects()?),
         WorkloadKind::Create => Workload::Create(create()?),
+        WorkloadKind::Get => Workload::Get(
+            GetPath::new(load.path.clone().unwrap_or_default(), load.token.clone())
+                .map_err(|e| e.to_string())?,
+        ),
         WorkloadKind::Mix => Workload::Mix {
             redirects: redirects()?,
             create: create()?,

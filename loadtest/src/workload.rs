@@ -38,6 +38,8 @@ pub enum WorkloadError {
     Exponent,
     #[error("link creation needs a bearer token (--token or LINKGATE_LOADTEST_TOKEN)")]
     NoToken,
+    #[error("--path must start with '/' and hold only visible ASCII (percent-encode the rest)")]
+    Path,
 }
 
 impl RedirectMix {
@@ -130,11 +132,33 @@ impl CreateLinks {
     }
 }
 
+/// The same authenticated `GET` over and over (an API read such as analytics).
+#[derive(Debug, Clone)]
+pub struct GetPath {
+    path: String,
+    token: Option<String>,
+}
+
+impl GetPath {
+    /// `path` is the request target (with its query string); `token` an optional bearer.
+    pub fn new(path: String, token: Option<String>) -> Result<Self, WorkloadError> {
+        if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(WorkloadError::Path);
+        }
+        let token = token.filter(|t| !t.trim().is_empty());
+        if token.as_ref().is_some_and(|t| t.contains(['\r', '\n'])) {
+            return Err(WorkloadError::NoToken);
+        }
+        Ok(Self { path, token })
+    }
+}
+
 /// The request stream of a run.
 #[derive(Debug)]
 pub enum Workload {
     Redirects(RedirectMix),
     Create(CreateLinks),
+    Get(GetPath),
     /// `create_share` of requests create links, the rest are redirects.
     Mix {
         redirects: RedirectMix,
@@ -150,6 +174,7 @@ impl Workload {
         match self {
             Self::Redirects(r) => redirect_request(r, rng, host, out),
             Self::Create(c) => create_request(c, rng, host, out),
+            Self::Get(g) => get_request(g, host, out),
             Self::Mix {
                 redirects,
                 create,
@@ -173,6 +198,18 @@ fn redirect_request<R: Rng>(r: &RedirectMix, rng: &mut R, host: &str, out: &mut 
         out,
         " HTTP/1.1\r\nHost: {host}\r\nUser-Agent: linkgate-loadtest/1\r\nAccept: */*\r\n\r\n"
     );
+}
+
+fn get_request(g: &GetPath, host: &str, out: &mut Vec<u8>) {
+    let _ = write!(
+        out,
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: linkgate-loadtest/1\r\nAccept: */*\r\n",
+        g.path
+    );
+    if let Some(token) = &g.token {
+        let _ = write!(out, "Authorization: Bearer {token}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 fn create_request<R: Rng>(c: &CreateLinks, rng: &mut R, host: &str, out: &mut Vec<u8>) {
@@ -248,6 +285,20 @@ mod tests {
         let unknown =
             all.iter().filter(|p| !p.starts_with("/code")).count() as f64 / all.len() as f64;
         assert!((0.08..0.12).contains(&unknown), "{unknown}");
+    }
+
+    #[test]
+    fn get_requests_carry_the_path_and_token_and_refuse_header_injection() {
+        let w = Workload::Get(GetPath::new("/api/v1/x?a=1".into(), Some("tok".into())).unwrap());
+        let mut out = Vec::new();
+        w.next_request(&mut rng(), "h", &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("GET /api/v1/x?a=1 HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains("Authorization: Bearer tok\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert!(GetPath::new("/a b".into(), None).is_err());
+        assert!(GetPath::new("x".into(), None).is_err());
+        assert!(GetPath::new("/a".into(), Some("t\r\nX: y".into())).is_err());
     }
 
     #[test]
