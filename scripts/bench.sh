@@ -147,7 +147,7 @@ LINKGATE__STORE__URL="$MYSQL/linkgate_admin" LINKGATE__ADMIN__LISTEN=127.0.0.1:1
   LINKGATE__ADMIN__METRICS_LISTEN=127.0.0.1:19181 LINKGATE__AUTH__JWT_SECRET_FILE="$WORK/jwt" \
   LINKGATE__ADMIN__BOOTSTRAP_ADMIN_EMAIL=bench@linkgate.local \
   LINKGATE__ADMIN__BOOTSTRAP_ADMIN_PASSWORD=$ADMIN_PW \
-  LINKGATE__LIMITS__CREATE_PER_MINUTE=100000000 LINKGATE__LINKS__PUBLIC_BASE_URL=http://localhost:8080 \
+  LINKGATE__LIMITS__CREATE_PER_MINUTE=1000000 LINKGATE__LINKS__PUBLIC_BASE_URL=http://localhost:8080 \
   RUST_LOG=warn ./target/release/linkgate-admin serve >/dev/null 2>&1 &
 wait_for 30 curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:18181/readyz
 # An API key (no expiry during the runs) for the load generator.

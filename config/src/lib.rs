@@ -16,6 +16,6 @@ pub use cli::load_or_exit_code;
 pub use load::{CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, EXIT_INVALID_CONFIG};
 pub use secret::{Secret, SecretUrl};
 pub use settings::{
-    AdminSettings, AuthSettings, CacheSettings, ClickSettings, LimitSettings, LinkSettings,
-    LogSettings, ProxySettings, RedisSettings, Settings, StoreKind, StoreSettings,
+    AdminSettings, AuthSettings, CacheSettings, ClickSettings, FraudSettings, LimitSettings,
+    LinkSettings, LogSettings, ProxySettings, RedisSettings, Settings, StoreKind, StoreSettings,
 };

@@ -25,6 +25,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub links: LinkSettings,
+    pub fraud: FraudSettings,
     pub log: LogSettings,
 }
 
@@ -323,6 +324,49 @@ impl Default for LinkSettings {
                 .map(str::to_owned)
                 .collect(),
             refuse_private_targets: true,
+        }
+    }
+}
+
+/// Fraud scoring of clicks in the batcher. Each rule flags a click with its own reason;
+/// flagged clicks still redirect but count as suspicious, not human, and stay out of unique
+/// visitors and trending. Thresholds are "more than N": the (N+1)th click is flagged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FraudSettings {
+    pub enabled: bool,
+    /// Clicks from one client address within 10 s.
+    pub ip_per_10s: u32,
+    /// Clicks from one client address within 60 s.
+    pub ip_per_minute: u32,
+    /// Clicks by one visitor (address + User-Agent) on one link within `repeat_window_secs`.
+    pub repeat_max: u32,
+    pub repeat_window_secs: u64,
+    /// A link's clicks in the current minute above `burst_factor` times its own recent
+    /// per-minute average (and above `burst_min_per_minute`) are a burst.
+    pub burst_factor: u32,
+    pub burst_min_per_minute: u32,
+    /// Client networks whose clicks are always suspicious (e.g. data-centre ranges).
+    pub bad_networks: Vec<IpNet>,
+    /// Flag clicks without an `Accept` header (browsers always send one).
+    pub flag_missing_accept: bool,
+    /// Flag HEAD requests and prefetches (link previews, speculative loads).
+    pub flag_head_and_prefetch: bool,
+}
+
+impl Default for FraudSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ip_per_10s: 20,
+            ip_per_minute: 60,
+            repeat_max: 5,
+            repeat_window_secs: 10,
+            burst_factor: 10,
+            burst_min_per_minute: 120,
+            bad_networks: Vec::new(),
+            flag_missing_accept: true,
+            flag_head_and_prefetch: true,
         }
     }
 }

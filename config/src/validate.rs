@@ -175,6 +175,23 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
             &format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
         );
     }
+    p.range("fraud.ip_per_10s", s.fraud.ip_per_10s, 1, 1_000_000);
+    p.range("fraud.ip_per_minute", s.fraud.ip_per_minute, 1, 1_000_000);
+    p.range("fraud.repeat_max", s.fraud.repeat_max, 1, 1000);
+    p.range(
+        "fraud.repeat_window_secs",
+        s.fraud.repeat_window_secs,
+        1,
+        3600,
+    );
+    p.range("fraud.burst_factor", s.fraud.burst_factor, 2, 10_000);
+    p.range(
+        "fraud.burst_min_per_minute",
+        s.fraud.burst_min_per_minute,
+        1,
+        10_000_000,
+    );
+
     if !is_key_id(&s.auth.jwt_key_id) {
         p.add(
             "auth.jwt_key_id",

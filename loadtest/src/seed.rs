@@ -135,6 +135,9 @@ pub async fn seed_clicks(
     let step = span / i64::try_from(count.max(1)).unwrap_or(i64::MAX);
     let clock = TrendingClock::new(3_600_000);
     let mut rng = rand::rng();
+    // Visitor ids are keyed hashes in production (uniform over 64 bits, which the
+    // HyperLogLog sketches rely on): draw 5,000 random ones.
+    let visitors: Vec<u64> = (0..5_000).map(|_| rng.random()).collect();
     let mut done = 0;
     while done < count {
         let n = CLICK_BATCH.min(count - done);
@@ -147,7 +150,7 @@ pub async fn seed_clicks(
                     click_id: ClickId::at(at),
                     link_id: link.id,
                     at,
-                    visitor: rng.random_range(0..5_000),
+                    visitor: visitors[rng.random_range(0..visitors.len())],
                     ip: None,
                     referrer_host: Some(REFERRERS[pick % REFERRERS.len()].to_owned()),
                     country: Some(COUNTRIES[pick / 7 % COUNTRIES.len()].to_owned()),

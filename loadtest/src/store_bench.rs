@@ -181,6 +181,7 @@ pub async fn pipeline(
             accept: Some("text/html".into()),
             method: ClickMethod::Get,
             country: Some(*b"DE"),
+            prefetch: false,
         });
     }
     // The defaults, with the benchmark's batch size, room for every event in memory and no

@@ -26,6 +26,7 @@ use crate::metrics::{Metrics, Outcome, TierLabel};
 use crate::pages;
 use crate::password::{Attempt, PasswordGate, password_from_form};
 use linkgate_common::client_ip::client_ip;
+use linkgate_common::ratelimit::{Limiter, Verdict, retry_after_secs};
 
 /// Largest password form body read.
 const MAX_FORM_BYTES: usize = 4096;
@@ -36,6 +37,13 @@ pub struct ProxyState {
     pub clicks: Arc<ClickQueue>,
     pub budget: ClickBudget,
     pub passwords: PasswordGate,
+    /// Requests for unknown codes per client address (code enumeration). Shared through
+    /// Redis when configured (the miss path may do network I/O); this node's own count when
+    /// Redis is absent or down (fails open).
+    pub unknown_codes: Limiter<IpAddr>,
+    /// All link requests per client address, when `limits.proxy_per_minute` > 0. Counted
+    /// on this node only: the cache-hit path never waits on the network.
+    pub per_client: Option<Limiter<IpAddr>>,
     pub metrics: Arc<Metrics>,
     pub trusted: Vec<IpNet>,
     pub admin_upstream: SocketAddr,
@@ -205,6 +213,18 @@ enum Step {
     StoreFailed,
 }
 
+/// True for speculative loads and link previews: Chrome's `Sec-Purpose: prefetch`, the
+/// older `Purpose: prefetch`, and Firefox's `X-Moz: prefetch`.
+fn is_prefetch(req: &RequestHeader) -> bool {
+    ["sec-purpose", "purpose", "x-moz", "x-purpose"]
+        .iter()
+        .any(|name| {
+            header_str(req, name).is_some_and(|v| {
+                v.to_ascii_lowercase().contains("prefetch") || v.eq_ignore_ascii_case("preview")
+            })
+        })
+}
+
 impl LinkProxy {
     /// Builds the click event from the request (before any response is written).
     fn click(
@@ -242,6 +262,7 @@ impl LinkProxy {
                 Method::Get | Method::Other => ClickMethod::Get,
             },
             country,
+            prefetch: is_prefetch(req),
         }
     }
 
@@ -402,6 +423,25 @@ impl LinkProxy {
         }
     }
 
+    /// 429 with `Retry-After` in whole seconds.
+    async fn too_many(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        retry_after: std::time::Duration,
+    ) -> Result<()> {
+        ctx.outcome = Some(Outcome::Limited);
+        let retry = retry_after_secs(retry_after).to_string();
+        respond(
+            session,
+            429,
+            "text/plain; charset=utf-8",
+            pages::TOO_MANY_REQUESTS,
+            &[("retry-after", &retry)],
+        )
+        .await
+    }
+
     /// Writes every answer that is not a successful redirect.
     async fn answer_decision(
         &self,
@@ -438,6 +478,11 @@ impl LinkProxy {
                 respond_html(session, 200, pages::PASSWORD_FORM).await
             }
             Decision::NotFound => {
+                if let Verdict::Limited { retry_after } =
+                    self.state.unknown_codes.check_or_local(&ctx.client).await
+                {
+                    return self.too_many(session, ctx, retry_after).await;
+                }
                 ctx.outcome = Some(Outcome::NotFound);
                 respond_html(session, 404, pages::NOT_FOUND).await
             }
@@ -533,6 +578,12 @@ impl ProxyHttp for LinkProxy {
                 Ok(false)
             }
             Route::Link => {
+                if let Some(limiter) = &self.state.per_client
+                    && let Verdict::Limited { retry_after } = limiter.check_local(&ctx.client)
+                {
+                    self.too_many(session, ctx, retry_after).await?;
+                    return Ok(true);
+                }
                 self.answer_link(session, ctx).await?;
                 Ok(true)
             }

@@ -22,6 +22,7 @@ use linkgate_common::cache::{RedisTier, Resolver, ResolverSettings};
 use linkgate_common::clicks::pipeline::{self, PipelineSettings};
 use linkgate_common::clicks::{ClickQueue, PipelineHandle, PipelineStats};
 use linkgate_common::domain::RedirectStatus;
+use linkgate_common::ratelimit::Limiter;
 use linkgate_common::store::{self, StoreError};
 use linkgate_config::Settings;
 use pingora::server::configuration::ServerConf;
@@ -136,6 +137,13 @@ impl Proxy {
         let state = Arc::new(ProxyState {
             resolver,
             clicks,
+            unknown_codes: Limiter::new(
+                "unknown",
+                settings.limits.unknown_code_per_minute,
+                redis.clone(),
+            ),
+            per_client: (settings.limits.proxy_per_minute > 0)
+                .then(|| Limiter::new("client", settings.limits.proxy_per_minute, None)),
             budget: ClickBudget::new(redis),
             passwords: PasswordGate::new(settings.limits.password_per_minute),
             metrics: Arc::new(Metrics::new()),

@@ -44,6 +44,8 @@ pub const WRONG_PASSWORD: &str = concat!(
     "</body></html>\n"
 );
 
+pub const TOO_MANY_REQUESTS: &str =
+    "Too many requests from your address; wait a little and try again.\n";
 pub const TOO_MANY_ATTEMPTS: &str = "Too many password attempts; wait a minute and try again.\n";
 pub const BAD_REQUEST: &str = "Bad request.\n";
 pub const METHOD_NOT_ALLOWED: &str = "Method not allowed.\n";

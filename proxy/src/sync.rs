@@ -42,6 +42,10 @@ pub(crate) fn spawn_all(state: &Arc<ProxyState>, poll: Duration) {
         loop {
             tokio::time::sleep(Duration::from_mins(1)).await;
             housekeeping.passwords.housekeeping();
+            housekeeping.unknown_codes.housekeeping();
+            if let Some(limiter) = &housekeeping.per_client {
+                limiter.housekeeping();
+            }
         }
     });
 }

@@ -4,6 +4,7 @@
 pub mod analytics;
 pub mod auth;
 pub mod links;
+pub mod moderation;
 pub mod ops;
 
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +44,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/links/{code}/qr"),
     ("GET", "/api/v1/links/{code}/analytics"),
     ("GET", "/api/v1/trending"),
+    ("POST", "/api/v1/admin/links/{id}/ban"),
+    ("POST", "/api/v1/admin/links/{id}/unban"),
+    ("GET", "/api/v1/admin/blocked-domains"),
+    ("POST", "/api/v1/admin/blocked-domains"),
+    ("DELETE", "/api/v1/admin/blocked-domains/{domain}"),
+    ("GET", "/api/v1/admin/audit"),
 ];
 
 /// The route template `path` matches (for metric labels), or `other`.
@@ -146,6 +153,8 @@ pub fn service(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(links::routes(state))
         .unify()
         .or(analytics::routes(state))
+        .unify()
+        .or(moderation::routes(state))
         .unify();
     api.recover(move |r| recover(r, limit))
         .unify()

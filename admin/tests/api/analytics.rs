@@ -135,7 +135,7 @@ pub async fn analytics_are_served_from_aggregates(setup: Setup) {
     let (_, berlin) = app
         .get("/api/v1/links/stats-1/analytics?from=2026-11-01T12:00:00Z&to=2026-11-03T12:00:00Z&granularity=day&tz=Europe/Berlin", &token)
         .await;
-    let days: Vec<(String, u64)> = berlin["series"]
+    let local_days: Vec<(String, u64)> = berlin["series"]
         .as_array()
         .unwrap()
         .iter()
@@ -147,7 +147,7 @@ pub async fn analytics_are_served_from_aggregates(setup: Setup) {
         })
         .collect();
     assert_eq!(
-        days,
+        local_days,
         [
             ("2026-11-01T00:00:00+01:00".to_owned(), 35),
             ("2026-11-02T00:00:00+01:00".to_owned(), 0),

@@ -35,7 +35,7 @@ pub fn settings(setup: Setup, db: &TestDb) -> Settings {
     s.auth.jwt_secret = Some(Secret::new(JWT_SECRET));
     s.limits.login_per_minute = 1000;
     s.limits.create_per_minute = 1000;
-    s.links.public_base_url = "http://sho.rt".to_owned();
+    "http://sho.rt".clone_into(&mut s.links.public_base_url);
     setup.configure(&mut s);
     s
 }

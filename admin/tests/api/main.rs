@@ -10,6 +10,7 @@ mod auth;
 mod helpers;
 mod jwt;
 mod links;
+mod moderation;
 mod ops;
 
 use linkgate_common::testing::TestDb;
@@ -73,4 +74,5 @@ both!(
     analytics::analytics_are_served_from_aggregates,
     analytics::trending_ranks_by_decayed_clicks,
     ops::health_readiness_metrics_and_errors,
+    moderation::bans_and_blocklist_are_admin_only_and_audited,
 );

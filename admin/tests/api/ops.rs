@@ -1,4 +1,4 @@
-//! Health, readiness, the OpenAPI document, metrics and the error contract.
+//! Health, readiness, the `OpenAPI` document, metrics and the error contract.
 
 use std::collections::BTreeSet;
 
@@ -87,7 +87,10 @@ async fn the_openapi_document_covers_every_route() {
     assert_eq!(documented, routed);
     // Each route really answers (anything but the router's own 404/405).
     for (method, path) in ROUTES {
-        let concrete = path.replace("{code}", "zzzzzzz").replace("{id}", "1");
+        let concrete = path
+            .replace("{code}", "zzzzzzz")
+            .replace("{id}", "1")
+            .replace("{domain}", "x.example");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let (status, body) = app
             .call(

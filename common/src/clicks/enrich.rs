@@ -272,6 +272,7 @@ mod tests {
             accept: None,
             method: ClickMethod::Get,
             country: None,
+            prefetch: false,
         }
     }
 

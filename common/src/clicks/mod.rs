@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod enrich;
+pub mod fraud;
 pub mod journal;
 pub mod pipeline;
 mod queue;

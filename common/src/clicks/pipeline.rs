@@ -19,11 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use linkgate_config::FraudSettings;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::batch::build_batch;
 use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt};
+use super::fraud::Scorer;
 use super::journal::{Journal, JournalEntry, JournalError};
 use super::queue::ClickQueue;
 use super::trending::TrendingClock;
@@ -70,6 +72,7 @@ pub struct PipelineSettings {
     /// Raw clicks older than this many days are deleted (0 keeps them).
     pub raw_click_retention_days: u32,
     pub enrich: EnrichSettings,
+    pub fraud: FraudSettings,
 }
 
 impl PipelineSettings {
@@ -92,6 +95,7 @@ impl PipelineSettings {
                 truncate_ip: c.truncate_ip,
                 geoip_db: c.geoip_db.clone(),
             },
+            fraud: settings.fraud.clone(),
         }
     }
 }
@@ -185,6 +189,7 @@ pub fn spawn(
         );
     }
     let enricher = Enricher::new(settings.enrich.clone())?;
+    let scorer = Scorer::new(settings.fraud.clone());
     let (stop, stop_rx) = watch::channel(None);
     let worker = Worker {
         clock: TrendingClock::new(
@@ -193,6 +198,7 @@ pub fn spawn(
         queue,
         store,
         enricher,
+        scorer,
         journal,
         entries,
         incoming: Vec::new(),
@@ -216,6 +222,8 @@ struct Worker {
     queue: Arc<ClickQueue>,
     store: Arc<dyn Store>,
     enricher: Enricher,
+    /// Fraud rules over this node's recent clicks (see `fraud`).
+    scorer: Scorer,
     journal: Journal,
     /// Journal files not yet replayed, oldest first.
     entries: VecDeque<JournalEntry>,
@@ -328,7 +336,9 @@ impl Worker {
         let mut clicks = Vec::with_capacity(events.len());
         for event in events {
             let salt = self.salt(event.at.day_start()).await;
-            clicks.push(self.enricher.enrich(event, &salt));
+            let mut click = self.enricher.enrich(event, &salt);
+            click.fraud_reasons = self.scorer.score(event, &click);
+            clicks.push(click);
         }
         let batch = build_batch(clicks, &self.clock);
         tracing::debug!(

@@ -127,6 +127,7 @@ mod tests {
             accept: None,
             method: ClickMethod::Get,
             country: None,
+            prefetch: false,
         }
     }
 

@@ -33,6 +33,9 @@ pub struct ClickEvent {
     pub method: ClickMethod,
     /// Country from a trusted load-balancer header, when configured.
     pub country: Option<[u8; 2]>,
+    /// A prefetch or link preview, not a visit (`Sec-Purpose`/`Purpose: prefetch`,
+    /// `X-Moz: prefetch`).
+    pub prefetch: bool,
 }
 
 /// Cuts a header value to the capture limit on a character boundary.

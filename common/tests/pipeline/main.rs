@@ -125,6 +125,7 @@ fn events(links: &[LinkId], n: usize, seed: u64) -> Vec<ClickEvent> {
                 accept: Some("text/html".into()),
                 method: ClickMethod::Get,
                 country: (rng.below(3) == 0).then_some(*b"SE"),
+                prefetch: false,
             }
         })
         .collect()

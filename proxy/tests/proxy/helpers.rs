@@ -128,6 +128,8 @@ impl TestProxy {
         settings.proxy.threads = 2;
         settings.proxy.grace_period_secs = 2;
         settings.cache.change_poll_ms = 100;
+        // Tests send many requests from one address; the limit tests lower these again.
+        settings.limits.unknown_code_per_minute = 1_000_000;
         let journal = Arc::new(tempfile::tempdir().unwrap());
         journal.path().clone_into(&mut settings.clicks.journal_dir);
         edit(&mut settings);

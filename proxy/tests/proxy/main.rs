@@ -11,6 +11,7 @@ mod end_to_end;
 mod helpers;
 mod invalidation;
 mod lifecycle;
+mod limits;
 mod resilience;
 
 use linkgate_config::Settings;
@@ -73,4 +74,6 @@ both!(
     invalidation::a_ban_is_served_within_one_second,
     clicks::redirects_become_persisted_clicks,
     end_to_end::created_in_admin_redirected_by_proxy_counted_in_analytics,
+    limits::code_enumeration_is_limited_per_address_with_retry_after,
+    limits::a_spoofed_forwarded_for_changes_neither_the_limit_key_nor_the_visitor,
 );

@@ -1,0 +1,338 @@
+//! Administrator actions against abuse: ban and unban a link (every proxy stops redirecting
+//! it within a second), block a target domain (new links to it are refused and existing ones
+//! banned), and the audit log every such action is written to (who, what, when, why).
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use linkgate_common::domain::{
+    LinkId, LinkPatch, LinkState, NewAuditEntry, TargetPolicy, TargetUrl,
+};
+use linkgate_common::store::LinkQuery;
+use serde::Deserialize;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::auth::no_content;
+use super::{json_body, principal, query, to, with_state};
+use crate::auth::{Principal, admin_only};
+use crate::links::LinkView;
+use crate::problem::{ApiError, json};
+use crate::state::AppState;
+
+/// Longest reason kept with an action.
+const MAX_REASON_CHARS: usize = 500;
+/// Links banned per page while blocking a domain.
+const PAGE: u32 = 1000;
+
+pub fn routes(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    let limit = state.settings.admin.max_body_bytes;
+    let ban = warp::path!("api" / "v1" / "admin" / "links" / i64 / "ban")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(principal(state))
+        .and(json_body::<Reason>(limit))
+        .then(|id, s, p, body| async move {
+            crate::problem::respond(set_ban(s, p, LinkId(id), true, body).await)
+        });
+    let unban = warp::path!("api" / "v1" / "admin" / "links" / i64 / "unban")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(principal(state))
+        .and(json_body::<Reason>(limit))
+        .then(|id, s, p, body| async move {
+            crate::problem::respond(set_ban(s, p, LinkId(id), false, body).await)
+        });
+    let list_blocked = warp::path!("api" / "v1" / "admin" / "blocked-domains")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(principal(state))
+        .then(to!(list_blocked; s, p));
+    let block = warp::path!("api" / "v1" / "admin" / "blocked-domains")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(principal(state))
+        .and(json_body::<BlockRequest>(limit))
+        .then(to!(block; s, p, body));
+    let unblock = warp::path!("api" / "v1" / "admin" / "blocked-domains" / String)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(principal(state))
+        .then(to!(unblock; domain, s, p));
+    let audit = warp::path!("api" / "v1" / "admin" / "audit")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(principal(state))
+        .and(query::<AuditQuery>())
+        .then(to!(audit; s, p, q));
+    ban.or(unban)
+        .unify()
+        .or(list_blocked)
+        .unify()
+        .or(block)
+        .unify()
+        .or(unblock)
+        .unify()
+        .or(audit)
+        .unify()
+        .boxed()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    domain: String,
+    reason: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// Every action needs a reason a later reader can understand.
+fn parse_reason(input: &str) -> Result<String, ApiError> {
+    let reason = input.trim();
+    if reason.is_empty()
+        || reason.chars().count() > MAX_REASON_CHARS
+        || reason.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            "reason",
+            format!("must be 1-{MAX_REASON_CHARS} characters without control characters"),
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+/// A bare host name (`evil.example`), lower-case, validated like a link target's host.
+fn parse_blocked_domain(input: &str) -> Result<String, ApiError> {
+    let wanted = input.trim().trim_end_matches('.').to_ascii_lowercase();
+    let invalid = || ApiError::invalid("domain", "must be a host name such as evil.example");
+    if wanted.is_empty() || wanted.contains(['/', ':', '@', '?', '#', ' ']) {
+        return Err(invalid());
+    }
+    let url = TargetUrl::parse(&format!("https://{wanted}/"), &TargetPolicy::default())
+        .map_err(|_| invalid())?;
+    if url.host() != wanted || !wanted.contains('.') {
+        return Err(invalid());
+    }
+    Ok(wanted)
+}
+
+async fn audit_entry(
+    state: &AppState,
+    by: Principal,
+    action: &str,
+    subject: String,
+    reason: &str,
+) -> Result<(), ApiError> {
+    state
+        .store
+        .append_audit(&NewAuditEntry {
+            actor_id: Some(by.user_id),
+            action: action.to_owned(),
+            subject,
+            reason: Some(reason.to_owned()),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn set_ban(
+    state: Arc<AppState>,
+    principal: Principal,
+    id: LinkId,
+    banned: bool,
+    body: Reason,
+) -> Result<Response, ApiError> {
+    let by = admin_only(principal)?;
+    let reason = parse_reason(&body.reason)?;
+    let link = state
+        .store
+        .link_by_id(id)
+        .await?
+        .filter(|l| l.deleted_at.is_none())
+        .ok_or(ApiError::NotFound)?;
+    let target_state = if banned {
+        LinkState::Banned
+    } else {
+        LinkState::Active
+    };
+    if !banned && link.state != LinkState::Banned {
+        return Err(ApiError::Conflict("this link is not banned".to_owned()));
+    }
+    let updated = state
+        .store
+        .update_link(
+            link.id,
+            &LinkPatch {
+                state: Some(target_state),
+                ..LinkPatch::default()
+            },
+        )
+        .await?;
+    state
+        .publish_change(&updated.domain, updated.code.as_str())
+        .await;
+    let action = if banned { "link.ban" } else { "link.unban" };
+    audit_entry(&state, by, action, format!("link:{}", link.id.0), &reason).await?;
+    Ok(json(StatusCode::OK, &LinkView::new(&state, &updated)))
+}
+
+async fn list_blocked(state: Arc<AppState>, principal: Principal) -> Result<Response, ApiError> {
+    admin_only(principal)?;
+    let items = state.store.blocked_domains().await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+}
+
+/// Blocks a domain and bans every live link whose target is on it or a subdomain.
+async fn block(
+    state: Arc<AppState>,
+    principal: Principal,
+    body: BlockRequest,
+) -> Result<Response, ApiError> {
+    let by = admin_only(principal)?;
+    let domain = parse_blocked_domain(&body.domain)?;
+    let reason = parse_reason(&body.reason)?;
+    let added = state
+        .store
+        .block_domain(&domain, Some(&reason), Some(by.user_id))
+        .await?;
+    audit_entry(
+        &state,
+        by,
+        "domain.block",
+        format!("domain:{domain}"),
+        &reason,
+    )
+    .await?;
+    let suffix = format!(".{domain}");
+    let mut banned = 0u64;
+    let mut before = None;
+    loop {
+        let page = state
+            .store
+            .list_links(&LinkQuery {
+                search: Some(domain.clone()),
+                before,
+                limit: PAGE,
+                ..LinkQuery::default()
+            })
+            .await?;
+        before = page.last().map(|l| l.id);
+        for link in &page {
+            let host = link.target.host();
+            let on_domain = host == domain || host.ends_with(&suffix);
+            if on_domain && link.state != LinkState::Banned {
+                state
+                    .store
+                    .update_link(
+                        link.id,
+                        &LinkPatch {
+                            state: Some(LinkState::Banned),
+                            ..LinkPatch::default()
+                        },
+                    )
+                    .await?;
+                state.publish_change(&link.domain, link.code.as_str()).await;
+                audit_entry(
+                    &state,
+                    by,
+                    "link.ban",
+                    format!("link:{}", link.id.0),
+                    &format!("target domain {domain} blocked: {reason}"),
+                )
+                .await?;
+                banned += 1;
+            }
+        }
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    Ok(json(
+        if added {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &serde_json::json!({ "domain": domain, "links_banned": banned }),
+    ))
+}
+
+async fn unblock(
+    domain: String,
+    state: Arc<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    let by = admin_only(principal)?;
+    let domain = parse_blocked_domain(&domain).map_err(|_| ApiError::NotFound)?;
+    if !state.store.unblock_domain(&domain).await? {
+        return Err(ApiError::NotFound);
+    }
+    audit_entry(
+        &state,
+        by,
+        "domain.unblock",
+        format!("domain:{domain}"),
+        "unblocked (links banned with it stay banned)",
+    )
+    .await?;
+    Ok(no_content())
+}
+
+async fn audit(
+    state: Arc<AppState>,
+    principal: Principal,
+    q: AuditQuery,
+) -> Result<Response, ApiError> {
+    admin_only(principal)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+    }
+    let items = state.store.audit_log(limit, q.before).await?;
+    let next_cursor = (items.len() == limit as usize)
+        .then(|| items.last().map(|e| e.id))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items, "next_cursor": next_cursor }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_domains_are_bare_host_names() {
+        assert_eq!(
+            parse_blocked_domain(" Evil.Example. ").unwrap(),
+            "evil.example"
+        );
+        for bad in [
+            "",
+            "evil",
+            "https://evil.example",
+            "evil.example/x",
+            "a b.example",
+            "evil.example:80",
+            "ev\nil.example",
+        ] {
+            assert!(parse_blocked_domain(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_reason("  ").is_err());
+        assert!(parse_reason("phishing report #12").is_ok());
+    }
+}

@@ -1,0 +1,413 @@
+//! Fraud scoring: each click gets a bit set of reasons, computed in the batcher from the
+//! click and a sliding view of recent clicks on this node. The redirect already happened;
+//! scoring only decides how the click is counted (suspicious clicks are not human, and
+//! stay out of unique visitors and trending) and what an administrator sees as evidence.
+//!
+//! Time is the clicks' own (`at`), not the wall clock, so a replayed or synthetic stream is
+//! scored exactly as it would have been live, and the rules are testable without sleeping.
+//! Every window keeps at most threshold + 1 timestamps per key, and idle keys are dropped,
+//! so memory follows the number of active addresses, visitors and links, not the click rate.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use linkgate_config::FraudSettings;
+
+use crate::domain::{ClickEvent, ClickMethod, LinkId, StoredClick};
+
+/// The reasons, one bit each. Stored with the click; names are what the API shows.
+pub mod reason {
+    /// No `User-Agent` header at all.
+    pub const NO_USER_AGENT: u32 = 1 << 0;
+    /// No `Accept` header (every browser sends one on navigation).
+    pub const NO_ACCEPT: u32 = 1 << 1;
+    /// A `HEAD` request: a checker or a preview, not a visit.
+    pub const HEAD: u32 = 1 << 2;
+    /// A prefetch or link preview (`Sec-Purpose`/`Purpose: prefetch`, `X-Moz: prefetch`).
+    pub const PREFETCH: u32 = 1 << 3;
+    /// Too many clicks from one address within 10 s.
+    pub const IP_VELOCITY_10S: u32 = 1 << 4;
+    /// Too many clicks from one address within a minute.
+    pub const IP_VELOCITY_MINUTE: u32 = 1 << 5;
+    /// One visitor clicking one link over and over.
+    pub const REPEAT_VISITOR: u32 = 1 << 6;
+    /// A link's click rate far above its own recent baseline.
+    pub const BURST: u32 = 1 << 7;
+    /// From a configured bad network (e.g. a data centre).
+    pub const BAD_NETWORK: u32 = 1 << 8;
+
+    /// Every reason with its API name, in bit order.
+    pub const ALL: [(u32, &str); 9] = [
+        (NO_USER_AGENT, "no_user_agent"),
+        (NO_ACCEPT, "no_accept"),
+        (HEAD, "head_request"),
+        (PREFETCH, "prefetch"),
+        (IP_VELOCITY_10S, "ip_velocity_10s"),
+        (IP_VELOCITY_MINUTE, "ip_velocity_minute"),
+        (REPEAT_VISITOR, "repeat_visitor"),
+        (BURST, "burst"),
+        (BAD_NETWORK, "bad_network"),
+    ];
+
+    /// The names of the reasons set in `bits`.
+    pub fn names(bits: u32) -> Vec<&'static str> {
+        ALL.iter()
+            .filter(|(bit, _)| bits & bit != 0)
+            .map(|(_, name)| *name)
+            .collect()
+    }
+}
+
+/// Keys not seen for this long are forgotten (longer than every window).
+const IDLE_MS: i64 = 5 * 60_000;
+/// Housekeeping runs every this many scored clicks.
+const SWEEP_EVERY: u64 = 100_000;
+/// Weight of the newest minute in a link's per-minute baseline (an EWMA over ~10 minutes).
+const BASELINE_ALPHA: f64 = 0.1;
+const MINUTE_MS: i64 = 60_000;
+
+/// The timestamps of one key's recent clicks, newest last, at most `cap` kept.
+#[derive(Debug, Default)]
+struct Recent {
+    times: VecDeque<i64>,
+}
+
+impl Recent {
+    /// Records a click at `at` and returns how many of the kept clicks (this one included)
+    /// fall within `window_ms` before it.
+    fn hit(&mut self, at: i64, window_ms: i64, cap: usize) -> usize {
+        while self.times.front().is_some_and(|&t| t <= at - window_ms) {
+            self.times.pop_front();
+        }
+        self.times.push_back(at);
+        while self.times.len() > cap {
+            self.times.pop_front();
+        }
+        self.times.len()
+    }
+
+    fn count_within(&self, at: i64, window_ms: i64) -> usize {
+        self.times
+            .iter()
+            .rev()
+            .take_while(|&&t| t > at - window_ms)
+            .count()
+    }
+
+    fn last(&self) -> i64 {
+        self.times.back().copied().unwrap_or(i64::MIN)
+    }
+}
+
+/// A link's click rate: the current minute's count and an average of past minutes.
+#[derive(Debug, Default)]
+struct Rate {
+    minute: i64,
+    count: u64,
+    baseline: f64,
+    /// Minutes observed (the baseline means nothing until a few have passed).
+    minutes: u32,
+    last: i64,
+}
+
+/// Scores clicks; one per batcher (per node).
+#[derive(Debug)]
+pub struct Scorer {
+    settings: FraudSettings,
+    by_ip: HashMap<IpAddr, Recent>,
+    by_visitor_link: HashMap<(u64, LinkId), Recent>,
+    by_link: HashMap<LinkId, Rate>,
+    scored: u64,
+}
+
+impl Scorer {
+    pub fn new(settings: FraudSettings) -> Self {
+        Self {
+            settings,
+            by_ip: HashMap::new(),
+            by_visitor_link: HashMap::new(),
+            by_link: HashMap::new(),
+            scored: 0,
+        }
+    }
+
+    /// The reasons for `click` (enriched from `event`), updating the sliding state.
+    pub fn score(&mut self, event: &ClickEvent, click: &StoredClick) -> u32 {
+        if !self.settings.enabled {
+            return 0;
+        }
+        let s = &self.settings;
+        let at = click.at.as_millis();
+        let mut reasons = 0;
+        if event
+            .user_agent
+            .as_deref()
+            .is_none_or(|ua| ua.trim().is_empty())
+        {
+            reasons |= reason::NO_USER_AGENT;
+        }
+        if s.flag_missing_accept && event.accept.as_deref().is_none_or(|a| a.trim().is_empty()) {
+            reasons |= reason::NO_ACCEPT;
+        }
+        if s.flag_head_and_prefetch {
+            if event.method == ClickMethod::Head {
+                reasons |= reason::HEAD;
+            }
+            if event.prefetch {
+                reasons |= reason::PREFETCH;
+            }
+        }
+        if s.bad_networks.iter().any(|n| n.contains(&event.client_ip)) {
+            reasons |= reason::BAD_NETWORK;
+        }
+
+        let ip_minute_cap = usize::try_from(s.ip_per_minute)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let ip_10s_cap = usize::try_from(s.ip_per_10s)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let recent = self.by_ip.entry(event.client_ip).or_default();
+        let in_minute = recent.hit(at, MINUTE_MS, ip_minute_cap.max(ip_10s_cap));
+        if in_minute > ip_minute_cap - 1 {
+            reasons |= reason::IP_VELOCITY_MINUTE;
+        }
+        if recent.count_within(at, 10_000) > ip_10s_cap - 1 {
+            reasons |= reason::IP_VELOCITY_10S;
+        }
+
+        let repeat_cap = usize::try_from(s.repeat_max)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let window = i64::try_from(s.repeat_window_secs).unwrap_or(i64::MAX / 1000) * 1000;
+        let repeats = self
+            .by_visitor_link
+            .entry((click.visitor, click.link_id))
+            .or_default()
+            .hit(at, window, repeat_cap);
+        if repeats > repeat_cap - 1 {
+            reasons |= reason::REPEAT_VISITOR;
+        }
+
+        if self.link_bursts(click.link_id, at) {
+            reasons |= reason::BURST;
+        }
+
+        self.scored += 1;
+        if self.scored.is_multiple_of(SWEEP_EVERY) {
+            self.sweep(at);
+        }
+        reasons
+    }
+
+    /// Counts the click in its link's current minute; true when that minute is a burst.
+    fn link_bursts(&mut self, link: LinkId, at: i64) -> bool {
+        let s = &self.settings;
+        let minute = at.div_euclid(MINUTE_MS);
+        let rate = self.by_link.entry(link).or_default();
+        rate.last = rate.last.max(at);
+        if rate.minutes == 0 && rate.count == 0 {
+            rate.minute = minute;
+        }
+        if minute > rate.minute {
+            // Close the finished minute and the empty minutes after it.
+            let gap = u32::try_from(minute - rate.minute).unwrap_or(u32::MAX);
+            #[allow(clippy::cast_precision_loss, reason = "click counts per minute")]
+            let finished = rate.count as f64;
+            rate.baseline = rate.baseline * (1.0 - BASELINE_ALPHA) + finished * BASELINE_ALPHA;
+            let idle = gap.saturating_sub(1).min(100);
+            rate.baseline *= (1.0 - BASELINE_ALPHA).powi(i32::try_from(idle).unwrap_or(100));
+            rate.minutes = rate.minutes.saturating_add(gap);
+            rate.minute = minute;
+            rate.count = 0;
+        }
+        rate.count += 1;
+        let threshold =
+            (rate.baseline * f64::from(s.burst_factor)).max(f64::from(s.burst_min_per_minute));
+        // A link needs a few minutes of history before its own baseline can judge it; a
+        // brand-new link is judged by the absolute minimum alone.
+        #[allow(clippy::cast_precision_loss, reason = "click counts per minute")]
+        let count = rate.count as f64;
+        if rate.minutes < 3 {
+            count > f64::from(s.burst_min_per_minute) * f64::from(s.burst_factor)
+        } else {
+            count > threshold
+        }
+    }
+
+    /// Forgets keys idle for longer than every window.
+    fn sweep(&mut self, now: i64) {
+        let cutoff = now - IDLE_MS;
+        self.by_ip.retain(|_, r| r.last() > cutoff);
+        self.by_visitor_link.retain(|_, r| r.last() > cutoff);
+        self.by_link.retain(|_, r| r.last > cutoff);
+    }
+
+    /// Keys currently tracked (addresses, visitor+link pairs, links): for tests and metrics.
+    pub fn tracked(&self) -> (usize, usize, usize) {
+        (
+            self.by_ip.len(),
+            self.by_visitor_link.len(),
+            self.by_link.len(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ClickId, Timestamp};
+
+    fn event(ip: &str, at: i64) -> (ClickEvent, StoredClick) {
+        let at = Timestamp::from_millis(at);
+        let event = ClickEvent {
+            click_id: ClickId::at(at),
+            at,
+            link_id: LinkId(1),
+            client_ip: ip.parse().unwrap(),
+            user_agent: Some("Mozilla/5.0 Firefox/133.0".into()),
+            referrer: None,
+            accept: Some("text/html".into()),
+            method: ClickMethod::Get,
+            country: None,
+            prefetch: false,
+        };
+        let click = StoredClick {
+            click_id: event.click_id,
+            link_id: event.link_id,
+            at,
+            visitor: 7,
+            ip: None,
+            referrer_host: None,
+            country: None,
+            device: "desktop".into(),
+            browser: "Firefox".into(),
+            os: "Linux".into(),
+            is_bot: false,
+            fraud_reasons: 0,
+        };
+        (event, click)
+    }
+
+    const T0: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn a_normal_click_has_no_reason() {
+        let mut scorer = Scorer::new(FraudSettings::default());
+        let (e, c) = event("192.0.2.1", T0);
+        assert_eq!(scorer.score(&e, &c), 0);
+    }
+
+    #[test]
+    fn request_shape_rules_flag_their_own_reason() {
+        let mut scorer = Scorer::new(FraudSettings {
+            bad_networks: vec!["203.0.113.0/24".parse().unwrap()],
+            ..FraudSettings::default()
+        });
+        let (mut e, c) = event("192.0.2.1", T0);
+        e.user_agent = None;
+        assert_eq!(scorer.score(&e, &c), reason::NO_USER_AGENT);
+        let (mut e, mut c) = event("192.0.2.2", T0);
+        e.accept = None;
+        c.visitor = 8;
+        assert_eq!(scorer.score(&e, &c), reason::NO_ACCEPT);
+        let (mut e, mut c) = event("192.0.2.3", T0);
+        e.method = ClickMethod::Head;
+        e.prefetch = true;
+        c.visitor = 9;
+        assert_eq!(scorer.score(&e, &c), reason::HEAD | reason::PREFETCH);
+        let (e, mut c) = event("203.0.113.9", T0);
+        c.visitor = 10;
+        assert_eq!(scorer.score(&e, &c), reason::BAD_NETWORK);
+        assert_eq!(
+            reason::names(reason::HEAD | reason::BURST),
+            ["head_request", "burst"]
+        );
+    }
+
+    #[test]
+    fn the_click_after_the_threshold_is_flagged_and_the_window_slides() {
+        let settings = FraudSettings {
+            ip_per_10s: 3,
+            ip_per_minute: 100,
+            repeat_max: 100,
+            ..FraudSettings::default()
+        };
+        let mut scorer = Scorer::new(settings);
+        let mut flags = Vec::new();
+        for i in 0..5 {
+            let (e, mut c) = event("192.0.2.1", T0 + i * 1000);
+            c.visitor = u64::try_from(i).unwrap();
+            flags.push(scorer.score(&e, &c) & reason::IP_VELOCITY_10S != 0);
+        }
+        assert_eq!(flags, [false, false, false, true, true]);
+        // 10 s after the first four, the address is clean again.
+        let (e, mut c) = event("192.0.2.1", T0 + 14_500);
+        c.visitor = 99;
+        assert_eq!(scorer.score(&e, &c), 0);
+    }
+
+    #[test]
+    fn one_visitor_hammering_one_link_is_a_repeat() {
+        let mut scorer = Scorer::new(FraudSettings::default());
+        let reasons: Vec<u32> = (0..7)
+            .map(|i| {
+                let (e, c) = event("192.0.2.1", T0 + i * 100);
+                scorer.score(&e, &c)
+            })
+            .collect();
+        assert_eq!(reasons[..5], [0; 5]);
+        assert_eq!(reasons[5], reason::REPEAT_VISITOR);
+    }
+
+    #[test]
+    fn a_burst_is_judged_against_the_links_own_baseline() {
+        let settings = FraudSettings {
+            burst_factor: 10,
+            burst_min_per_minute: 20,
+            ip_per_10s: 1_000_000,
+            ip_per_minute: 1_000_000,
+            repeat_max: 1000,
+            ..FraudSettings::default()
+        };
+        let mut scorer = Scorer::new(settings);
+        let mut visitor = 0;
+        let mut click_at = |scorer: &mut Scorer, at: i64| {
+            visitor += 1;
+            let (e, mut c) = event("192.0.2.1", at);
+            c.visitor = visitor;
+            scorer.score(&e, &c)
+        };
+        // Ten quiet minutes at 10 clicks a minute: never a burst.
+        for minute in 0..10 {
+            for i in 0..10 {
+                assert_eq!(click_at(&mut scorer, T0 + minute * MINUTE_MS + i * 1000), 0);
+            }
+        }
+        // Then 300 clicks in one minute: the clicks beyond ~10x the baseline are flagged.
+        let flagged = (0..300)
+            .filter(|i| click_at(&mut scorer, T0 + 10 * MINUTE_MS + i * 100) & reason::BURST != 0)
+            .count();
+        assert!((150..=250).contains(&flagged), "{flagged}");
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten() {
+        let mut scorer = Scorer::new(FraudSettings::default());
+        for i in 0..SWEEP_EVERY {
+            let (e, mut c) = event(
+                &format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255),
+                T0 + i64::try_from(i).unwrap(),
+            );
+            c.visitor = i;
+            scorer.score(&e, &c);
+        }
+        let (ips, _, _) = scorer.tracked();
+        assert_eq!(ips, usize::try_from(SWEEP_EVERY).unwrap(), "all recent");
+        let (e, c) = event("192.0.2.1", T0 + IDLE_MS * 2);
+        for _ in 0..SWEEP_EVERY {
+            scorer.score(&e, &c);
+        }
+        assert_eq!(scorer.tracked().0, 1, "only the one still active");
+    }
+}
