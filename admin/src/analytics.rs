@@ -221,14 +221,13 @@ pub async fn report(
             }
         }
     } else {
-        for (i, pair) in bounds.windows(2).enumerate() {
-            series[i].unique_visitors = store
-                .unique_visitors(
-                    link.id,
-                    Timestamp::from_millis(pair[0]),
-                    Timestamp::from_millis(pair[1]),
-                )
-                .await?;
+        // Local days: one read of the hourly sketches, merged per bucket.
+        let stamps: Vec<Timestamp> = bounds.iter().map(|&b| Timestamp::from_millis(b)).collect();
+        for (bucket, visitors) in series
+            .iter_mut()
+            .zip(store.visitor_buckets(link.id, &stamps).await?)
+        {
+            bucket.unique_visitors = visitors;
         }
     }
     totals.unique_visitors = store.unique_visitors(link.id, from, to).await?;

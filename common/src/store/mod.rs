@@ -195,6 +195,10 @@ pub trait ClickStore: Send + Sync {
         to: Timestamp,
         granularity: Granularity,
     ) -> StoreResult<Vec<(Timestamp, u64)>>;
+    /// Distinct visitors in each of the buckets `[bounds[i], bounds[i + 1])`, whose bounds
+    /// are UTC hours in ascending order (local days of a time zone, say): one read of the
+    /// hourly sketches, merged per bucket. Returns `bounds.len() - 1` counts.
+    async fn visitor_buckets(&self, link: LinkId, bounds: &[Timestamp]) -> StoreResult<Vec<u64>>;
     /// The visitor-hash salt of the UTC day starting at `day`: created at random by whichever
     /// node asks first, the same for every node afterwards.
     async fn visitor_salt(&self, day: Timestamp) -> StoreResult<[u8; 32]>;

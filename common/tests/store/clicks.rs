@@ -288,6 +288,34 @@ async fn unique_visitors_across_days(store: &dyn Store) {
             "hours {from_h}..{to_h}"
         );
     }
+    // Arbitrary hour-aligned buckets (local days of a zone 5 hours behind UTC, say).
+    let bounds: Vec<Timestamp> = [5, 29, 53, 72]
+        .iter()
+        .map(|h| d0.plus_millis(h * HOUR))
+        .collect();
+    let buckets = store.visitor_buckets(link, &bounds).await.unwrap();
+    let expected: Vec<u64> = bounds
+        .windows(2)
+        .map(|w| {
+            let (a, b) = (
+                (w[0].as_millis() - d0.as_millis()) / HOUR,
+                (w[1].as_millis() - d0.as_millis()) / HOUR,
+            );
+            let mut v: Vec<u64> = truth
+                .iter()
+                .filter(|(h, _)| (a..b).contains(h))
+                .map(|(_, v)| *v)
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v.len() as u64
+        })
+        .collect();
+    assert_eq!(buckets, expected);
+    assert_eq!(
+        store.visitor_buckets(link, &[]).await.unwrap(),
+        Vec::<u64>::new()
+    );
     let daily = store
         .visitor_series(link, d0, d0.plus_millis(72 * HOUR), Granularity::Day)
         .await

@@ -115,6 +115,29 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         Ok(union.count())
     }
 
+    async fn visitor_buckets(&self, link: LinkId, bounds: &[Timestamp]) -> StoreResult<Vec<u64>> {
+        let (Some(first), Some(last)) = (bounds.first(), bounds.last()) else {
+            return Ok(Vec::new());
+        };
+        let rows = self
+            .query(
+                "SELECT bucket, sketch FROM visitor_sketches \
+                 WHERE link_id = ? AND granularity = 'h' AND bucket >= ? AND bucket < ? \
+                 ORDER BY bucket",
+                params![link, *first, *last],
+            )
+            .await?;
+        let mut unions = vec![VisitorSketch::new(); bounds.len().saturating_sub(1)];
+        for row in &rows {
+            let at = row.ts(0)?;
+            let i = bounds.partition_point(|b| *b <= at).saturating_sub(1);
+            if let Some(union) = unions.get_mut(i) {
+                union.merge(&sketch_of(row, 1)?);
+            }
+        }
+        Ok(unions.iter().map(VisitorSketch::count).collect())
+    }
+
     async fn visitor_series(
         &self,
         link: LinkId,
