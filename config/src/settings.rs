@@ -352,6 +352,11 @@ pub struct FraudSettings {
     pub flag_missing_accept: bool,
     /// Flag HEAD requests and prefetches (link previews, speculative loads).
     pub flag_head_and_prefetch: bool,
+    /// A link enters the review queue when, within one hour, it has at least
+    /// `review_min_clicks` clicks of which `review_suspicious_percent` are suspicious, or
+    /// any burst clicks.
+    pub review_min_clicks: u32,
+    pub review_suspicious_percent: u32,
 }
 
 impl Default for FraudSettings {
@@ -367,6 +372,8 @@ impl Default for FraudSettings {
             bad_networks: Vec::new(),
             flag_missing_accept: true,
             flag_head_and_prefetch: true,
+            review_min_clicks: 50,
+            review_suspicious_percent: 30,
         }
     }
 }

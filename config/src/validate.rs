@@ -184,6 +184,18 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
         1,
         3600,
     );
+    p.range(
+        "fraud.review_min_clicks",
+        s.fraud.review_min_clicks,
+        1,
+        1_000_000_000,
+    );
+    p.range(
+        "fraud.review_suspicious_percent",
+        s.fraud.review_suspicious_percent,
+        1,
+        100,
+    );
     p.range("fraud.burst_factor", s.fraud.burst_factor, 2, 10_000);
     p.range(
         "fraud.burst_min_per_minute",

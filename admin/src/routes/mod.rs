@@ -50,6 +50,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/admin/blocked-domains"),
     ("DELETE", "/api/v1/admin/blocked-domains/{domain}"),
     ("GET", "/api/v1/admin/audit"),
+    ("GET", "/api/v1/admin/fraud/reviews"),
+    ("GET", "/api/v1/admin/fraud/reviews/{id}"),
+    ("POST", "/api/v1/admin/fraud/reviews/{id}/dismiss"),
+    ("POST", "/api/v1/admin/fraud/reviews/{id}/confirm"),
 ];
 
 /// The route template `path` matches (for metric labels), or `other`.

@@ -1,15 +1,20 @@
-//! Administrator actions against abuse: ban and unban a link (every proxy stops redirecting
-//! it within a second), block a target domain (new links to it are refused and existing ones
-//! banned), and the audit log every such action is written to (who, what, when, why).
+//! Administrator actions against abuse: the fraud review queue (evidence, dismiss, confirm),
+//! ban and unban a link (every proxy stops redirecting it within a second), block a target
+//! domain (new links to it are refused and existing ones banned), and the audit log every
+//! such action is written to (who, what, when, why).
 
 use std::sync::Arc;
 
 use http::StatusCode;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use linkgate_common::clicks::fraud::reason;
 use linkgate_common::domain::{
-    LinkId, LinkPatch, LinkState, NewAuditEntry, TargetPolicy, TargetUrl,
+    ClickId, FraudReview, HourlyCounts, LinkId, LinkPatch, LinkState, NewAuditEntry, ReviewState,
+    TargetPolicy, TargetUrl, Timestamp,
 };
 use linkgate_common::store::LinkQuery;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -66,7 +71,42 @@ pub fn routes(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(principal(state))
         .and(query::<AuditQuery>())
         .then(to!(audit; s, p, q));
+    let reviews = warp::path!("api" / "v1" / "admin" / "fraud" / "reviews")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(principal(state))
+        .and(query::<ReviewsQuery>())
+        .then(to!(reviews; s, p, q));
+    let review = warp::path!("api" / "v1" / "admin" / "fraud" / "reviews" / i64)
+        .and(warp::get())
+        .and(with_state(state))
+        .and(principal(state))
+        .then(|id, s, p| async move { crate::problem::respond(review(s, p, LinkId(id)).await) });
+    let dismiss = warp::path!("api" / "v1" / "admin" / "fraud" / "reviews" / i64 / "dismiss")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(principal(state))
+        .and(json_body::<Reason>(limit))
+        .then(|id, s, p, body| async move {
+            crate::problem::respond(decide(s, p, LinkId(id), false, body).await)
+        });
+    let confirm = warp::path!("api" / "v1" / "admin" / "fraud" / "reviews" / i64 / "confirm")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(principal(state))
+        .and(json_body::<Reason>(limit))
+        .then(|id, s, p, body| async move {
+            crate::problem::respond(decide(s, p, LinkId(id), true, body).await)
+        });
     ban.or(unban)
+        .unify()
+        .or(reviews)
+        .unify()
+        .or(review)
+        .unify()
+        .or(dismiss)
+        .unify()
+        .or(confirm)
         .unify()
         .or(list_blocked)
         .unify()
@@ -90,6 +130,52 @@ pub struct Reason {
 pub struct BlockRequest {
     domain: String,
     reason: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewsQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+/// A review with its link, as listed.
+#[derive(Debug, Serialize)]
+struct ReviewItem {
+    review: FraudReview,
+    link: Option<LinkView>,
+}
+
+/// What an administrator sees before deciding.
+#[derive(Debug, Serialize)]
+struct Evidence {
+    /// Raw clicks looked at: the link's most recent, back to `since`.
+    since: Timestamp,
+    clicks_examined: u64,
+    flagged_clicks: u64,
+    by_reason: BTreeMap<&'static str, u64>,
+    top_networks: Vec<Count>,
+    top_agents: Vec<Count>,
+    top_countries: Vec<Count>,
+    /// Clicks and suspicious clicks per hour over the last 48 hours.
+    hourly: Vec<HourlyCounts>,
+    /// The most recent flagged clicks.
+    recent: Vec<FlaggedClick>,
+}
+
+#[derive(Debug, Serialize)]
+struct Count {
+    value: String,
+    clicks: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct FlaggedClick {
+    at: Timestamp,
+    reasons: Vec<&'static str>,
+    network: Option<String>,
+    agent: String,
+    country: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,6 +395,178 @@ async fn audit(
         StatusCode::OK,
         &serde_json::json!({ "items": items, "next_cursor": next_cursor }),
     ))
+}
+
+/// How far back evidence looks, and at most how many raw clicks it reads.
+const EVIDENCE_WINDOW_MS: i64 = 7 * Timestamp::MILLIS_PER_DAY;
+const EVIDENCE_MAX_CLICKS: u64 = 50_000;
+const TOP: usize = 10;
+
+async fn reviews(
+    state: Arc<AppState>,
+    principal: Principal,
+    q: ReviewsQuery,
+) -> Result<Response, ApiError> {
+    admin_only(principal)?;
+    let wanted = match q.state.as_deref() {
+        None | Some("all") => None,
+        Some(s) => Some(ReviewState::parse(s).ok_or_else(|| {
+            ApiError::invalid("state", "must be open, dismissed, confirmed or all")
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+    }
+    let mut items = Vec::new();
+    for review in state.store.reviews(wanted, limit).await? {
+        let link = state.store.link_by_id(review.link_id).await?;
+        items.push(ReviewItem {
+            link: link.as_ref().map(|l| LinkView::new(&state, l)),
+            review,
+        });
+    }
+    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+}
+
+async fn review(
+    state: Arc<AppState>,
+    principal: Principal,
+    id: LinkId,
+) -> Result<Response, ApiError> {
+    admin_only(principal)?;
+    let review = state.store.review(id).await?.ok_or(ApiError::NotFound)?;
+    let link = state.store.link_by_id(id).await?;
+    let evidence = evidence(&state, id).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "review": review,
+            "link": link.as_ref().map(|l| LinkView::new(&state, l)),
+            "evidence": evidence,
+        }),
+    ))
+}
+
+fn top(counts: HashMap<String, u64>) -> Vec<Count> {
+    let mut all: Vec<Count> = counts
+        .into_iter()
+        .map(|(value, clicks)| Count { value, clicks })
+        .collect();
+    all.sort_by(|a, b| b.clicks.cmp(&a.clicks).then_with(|| a.value.cmp(&b.value)));
+    all.truncate(TOP);
+    all
+}
+
+/// Reads the link's recent raw clicks (bounded) and sums up the flagged ones.
+async fn evidence(state: &AppState, link: LinkId) -> Result<Evidence, ApiError> {
+    let now = Timestamp::now();
+    let since = now.plus_millis(-EVIDENCE_WINDOW_MS);
+    let mut after = Some(ClickId::first_at(since));
+    let (mut examined, mut flagged) = (0u64, 0u64);
+    let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let (mut networks, mut agents, mut countries) =
+        (HashMap::new(), HashMap::new(), HashMap::new());
+    let mut recent: VecDeque<FlaggedClick> = VecDeque::new();
+    while examined < EVIDENCE_MAX_CLICKS {
+        let page = state.store.raw_clicks(link, after, 5_000).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.click_id);
+        examined += page.len() as u64;
+        for c in page.iter().filter(|c| c.fraud_reasons != 0) {
+            flagged += 1;
+            let reasons = reason::names(c.fraud_reasons);
+            for r in &reasons {
+                *by_reason.entry(r).or_default() += 1;
+            }
+            if c.is_bot {
+                *by_reason.entry("bot_user_agent").or_default() += 1;
+            }
+            let agent = format!("{} / {} / {}", c.browser, c.os, c.device);
+            *networks
+                .entry(c.ip.clone().unwrap_or_else(|| "unknown".to_owned()))
+                .or_default() += 1;
+            *agents.entry(agent.clone()).or_default() += 1;
+            *countries
+                .entry(c.country.clone().unwrap_or_else(|| "unknown".to_owned()))
+                .or_default() += 1;
+            recent.push_back(FlaggedClick {
+                at: c.at,
+                reasons,
+                network: c.ip.clone(),
+                agent,
+                country: c.country.clone(),
+            });
+            if recent.len() > 20 {
+                recent.pop_front();
+            }
+        }
+        if page.len() < 5_000 {
+            break;
+        }
+    }
+    let hourly = state
+        .store
+        .hourly_counts(
+            link,
+            now.plus_millis(-48 * Timestamp::MILLIS_PER_HOUR),
+            now.plus_millis(Timestamp::MILLIS_PER_HOUR),
+        )
+        .await?;
+    Ok(Evidence {
+        since,
+        clicks_examined: examined,
+        flagged_clicks: flagged,
+        by_reason,
+        top_networks: top(networks),
+        top_agents: top(agents),
+        top_countries: top(countries),
+        hourly,
+        recent: recent.into_iter().rev().collect(),
+    })
+}
+
+/// Dismisses the review, or confirms it: every flagged click up to now is taken out of the
+/// link's aggregates (exactly once).
+async fn decide(
+    state: Arc<AppState>,
+    principal: Principal,
+    link: LinkId,
+    confirm: bool,
+    body: Reason,
+) -> Result<Response, ApiError> {
+    let by = admin_only(principal)?;
+    let note = parse_reason(&body.reason)?;
+    let now = Timestamp::now();
+    let subject = format!("link:{}", link.0);
+    if confirm {
+        let removed = state
+            .store
+            .confirm_review(
+                link,
+                ClickId::at(now.plus_millis(1)),
+                by.user_id,
+                &note,
+                now,
+            )
+            .await?;
+        audit_entry(&state, by, "fraud.confirm", subject, &note).await?;
+        let review = state.store.review(link).await?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "confirmed_clicks": removed, "review": review }),
+        ))
+    } else {
+        let review = state
+            .store
+            .dismiss_review(link, by.user_id, &note, now)
+            .await?;
+        audit_entry(&state, by, "fraud.dismiss", subject, &note).await?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "review": review }),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -24,12 +24,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::batch::build_batch;
-use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt};
-use super::fraud::Scorer;
+use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt, stored_ip};
+use super::fraud::{Scorer, reason};
 use super::journal::{Journal, JournalEntry, JournalError};
 use super::queue::ClickQueue;
 use super::trending::TrendingClock;
-use crate::domain::{BatchOutcome, ClickBatch, ClickEvent, Timestamp};
+use crate::domain::{
+    BatchOutcome, ClickBatch, ClickEvent, LinkId, ReviewCandidate, ReviewThresholds, Timestamp,
+};
 use crate::store::Store;
 
 /// How often the pipeline looks at the queue between flushes.
@@ -50,6 +52,33 @@ async fn timed<T>(
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("timed out".to_owned()),
     }
+}
+
+/// Most links one batch may put before the review queue (an attack on many links at once
+/// is reviewed from the busiest; the rest follow with later batches).
+const MAX_REVIEW_CANDIDATES: usize = 100;
+
+/// Links with flagged clicks in `batch`, busiest first, with their burst clicks and the
+/// hour of their latest flagged click.
+fn review_candidates(batch: &ClickBatch) -> Vec<ReviewCandidate> {
+    let mut by_link: HashMap<LinkId, (u64, u64, Timestamp)> = HashMap::new();
+    for click in batch.clicks.iter().filter(|c| c.fraud_reasons != 0) {
+        let entry = by_link.entry(click.link_id).or_insert((0, 0, click.at));
+        entry.0 += 1;
+        entry.1 += u64::from(click.fraud_reasons & reason::BURST != 0);
+        entry.2 = entry.2.max(click.at);
+    }
+    let mut ranked: Vec<_> = by_link.into_iter().collect();
+    ranked.sort_by_key(|(link, (flagged, ..))| (std::cmp::Reverse(*flagged), *link));
+    ranked
+        .into_iter()
+        .take(MAX_REVIEW_CANDIDATES)
+        .map(|(link_id, (_, burst_clicks, at))| ReviewCandidate {
+            link_id,
+            hour: at.hour_start(),
+            burst_clicks,
+        })
+        .collect()
 }
 
 /// Pipeline settings.
@@ -338,6 +367,11 @@ impl Worker {
             let salt = self.salt(event.at.day_start()).await;
             let mut click = self.enricher.enrich(event, &salt);
             click.fraud_reasons = self.scorer.score(event, &click);
+            if click.fraud_reasons != 0 && click.ip.is_none() {
+                // Evidence for review: the network (/24, /48) of a flagged click is kept
+                // even when raw addresses are not; a normal visitor's address never is.
+                click.ip = Some(stored_ip(event.client_ip, true));
+            }
             clicks.push(click);
         }
         let batch = build_batch(clicks, &self.clock);
@@ -497,6 +531,8 @@ impl Worker {
                     .fetch_add(batch.clicks.len() as u64, Ordering::Relaxed);
                 if outcome == BatchOutcome::AlreadyApplied {
                     tracing::debug!("click batch was already applied; skipped");
+                } else {
+                    self.consider_reviews(batch).await;
                 }
                 if self.failures > 0 {
                     tracing::info!(
@@ -513,6 +549,28 @@ impl Worker {
                 self.failed(&error);
                 false
             }
+        }
+    }
+
+    /// Puts links whose traffic in this batch's hour crossed a review threshold into the
+    /// fraud review queue. Best effort: a failure here is logged, never retried (the next
+    /// flagged batch of the link asks again).
+    async fn consider_reviews(&self, batch: &ClickBatch) {
+        let candidates = review_candidates(batch);
+        if candidates.is_empty() || !self.settings.fraud.enabled {
+            return;
+        }
+        let thresholds = ReviewThresholds {
+            min_clicks: u64::from(self.settings.fraud.review_min_clicks),
+            suspicious_percent: u64::from(self.settings.fraud.review_suspicious_percent),
+        };
+        let call = self
+            .store
+            .open_reviews(&candidates, thresholds, Timestamp::now());
+        match timed(self.settings.write_timeout, call).await {
+            Ok(0) => {}
+            Ok(opened) => tracing::info!(opened, "links entered the fraud review queue"),
+            Err(error) => tracing::warn!(%error, "could not update the fraud review queue"),
         }
     }
 

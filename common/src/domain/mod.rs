@@ -3,6 +3,7 @@
 mod click;
 mod ids;
 mod link;
+mod review;
 mod short_code;
 mod target_url;
 mod timestamp;
@@ -18,6 +19,7 @@ pub use link::{
     ChangeKind, Link, LinkChange, LinkDomain, LinkDomainError, LinkFieldError, LinkPatch,
     LinkState, MAX_TAGS_PER_LINK, MAX_TITLE_CHARS, NewLink, RedirectStatus, Tag, parse_title,
 };
+pub use review::{FraudReview, ReviewCandidate, ReviewState, ReviewThresholds};
 pub use short_code::{
     DEFAULT_GENERATED_LEN, MAX_CODE_LEN, MIN_CUSTOM_CODE_LEN, RESERVED_CODES, ShortCode,
     ShortCodeError, is_reserved,

@@ -25,10 +25,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_visitor_sketches.sql"),
         mysql: include_str!("../../migrations/mysql/0002_visitor_sketches.sql"),
     },
+    Migration {
+        version: 3,
+        name: "fraud_reviews",
+        sqlite: include_str!("../../migrations/sqlite/0003_fraud_reviews.sql"),
+        mysql: include_str!("../../migrations/mysql/0003_fraud_reviews.sql"),
+    },
 ];
 
 /// The schema version this binary was built for.
-pub const LATEST_SCHEMA_VERSION: u32 = 2;
+pub const LATEST_SCHEMA_VERSION: u32 = 3;
 
 /// Splits a migration file into statements: `;` at the end of a line ends a statement, and
 /// `--` comment lines are dropped. (Our migrations contain no semicolons inside strings.)

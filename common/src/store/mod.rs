@@ -20,9 +20,10 @@ use linkgate_config::{StoreKind, StoreSettings};
 use crate::clicks::TrendingClock;
 use crate::domain::{
     ApiKey, ApiKeyId, AuditEntry, BatchOutcome, BlockedDomain, ClickBatch, ClickId, Dimension,
-    Email, Granularity, HourlyCounts, Link, LinkChange, LinkDomain, LinkId, LinkPatch, NewApiKey,
-    NewAuditEntry, NewLink, NewUser, RefreshToken, RotateOutcome, ShortCode, StoredClick, Tag,
-    Timestamp, TokenHash, User, UserId,
+    Email, FraudReview, Granularity, HourlyCounts, Link, LinkChange, LinkDomain, LinkId, LinkPatch,
+    NewApiKey, NewAuditEntry, NewLink, NewUser, RefreshToken, ReviewCandidate, ReviewState,
+    ReviewThresholds, RotateOutcome, ShortCode, StoredClick, Tag, Timestamp, TokenHash, User,
+    UserId,
 };
 
 pub use migrations::LATEST_SCHEMA_VERSION;
@@ -248,14 +249,57 @@ pub trait AdminStore: Send + Sync {
     async fn audit_log(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>>;
 }
 
+/// The fraud review queue and confirmation of flagged clicks.
+#[async_trait]
+pub trait FraudStore: Send + Sync {
+    /// Considers links with suspicious or burst clicks in a written batch: a link enters
+    /// (or stays in, with fresh numbers) the queue when its clicks in that hour reach the
+    /// thresholds or it had burst clicks. A dismissed or confirmed review reopens only on
+    /// evidence more than an hour after the decision. Returns the reviews opened now.
+    async fn open_reviews(
+        &self,
+        candidates: &[ReviewCandidate],
+        thresholds: ReviewThresholds,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
+    /// Reviews in `state` (all when `None`), most recently updated first.
+    async fn reviews(
+        &self,
+        state: Option<ReviewState>,
+        limit: u32,
+    ) -> StoreResult<Vec<FraudReview>>;
+    async fn review(&self, link: LinkId) -> StoreResult<Option<FraudReview>>;
+    /// Records a dismissal; `NotFound` when the link has no review.
+    async fn dismiss_review(
+        &self,
+        link: LinkId,
+        by: UserId,
+        note: &str,
+        now: Timestamp,
+    ) -> StoreResult<FraudReview>;
+    /// Confirms fraud: every flagged click of the link up to `through` not confirmed before
+    /// is taken out of the hourly counters (total, bot, suspicious), the breakdowns and the
+    /// link's click total, atomically, and the review is marked confirmed. Human counts,
+    /// unique visitors and trending never included flagged clicks and do not change.
+    /// Returns the clicks taken out now; `NotFound` when the link has no review.
+    async fn confirm_review(
+        &self,
+        link: LinkId,
+        through: ClickId,
+        by: UserId,
+        note: &str,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
+}
+
 /// Everything linkgate persists.
 pub trait Store:
-    SchemaStore + UserStore + LinkStore + ClickStore + AdminStore + std::fmt::Debug
+    SchemaStore + UserStore + LinkStore + ClickStore + AdminStore + FraudStore + std::fmt::Debug
 {
 }
 
 impl<T> Store for T where
-    T: SchemaStore + UserStore + LinkStore + ClickStore + AdminStore + std::fmt::Debug
+    T: SchemaStore + UserStore + LinkStore + ClickStore + AdminStore + FraudStore + std::fmt::Debug
 {
 }
 

@@ -6,6 +6,7 @@
 
 mod admin;
 mod clicks;
+mod fraud;
 mod links;
 mod schema;
 mod users;
