@@ -75,4 +75,5 @@ both!(
     analytics::trending_ranks_by_decayed_clicks,
     ops::health_readiness_metrics_and_errors,
     moderation::bans_and_blocklist_are_admin_only_and_audited,
+    moderation::the_review_queue_shows_evidence_and_confirm_adjusts_aggregates,
 );
