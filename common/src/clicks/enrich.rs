@@ -228,6 +228,13 @@ pub fn stored_ip(ip: IpAddr, truncate_to_network: bool) -> String {
     }
 }
 
+/// The network of an address as evidence for a flagged click: `203.0.113.0/24`,
+/// `2001:db8:1::/48` (never the address itself).
+pub fn network_of(ip: IpAddr) -> String {
+    let prefix = if ip.is_ipv4() { 24 } else { 48 };
+    format!("{}/{prefix}", stored_ip(ip, true))
+}
+
 /// The host of a referrer URL, lower-case, without `www.`; `None` when it is not an
 /// http(s) URL with a host.
 pub fn referrer_host(referrer: &str) -> Option<String> {

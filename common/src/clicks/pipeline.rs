@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::batch::build_batch;
-use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt, stored_ip};
+use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt, network_of};
 use super::fraud::{Scorer, reason};
 use super::journal::{Journal, JournalEntry, JournalError};
 use super::queue::ClickQueue;
@@ -370,7 +370,7 @@ impl Worker {
             if click.fraud_reasons != 0 && click.ip.is_none() {
                 // Evidence for review: the network (/24, /48) of a flagged click is kept
                 // even when raw addresses are not; a normal visitor's address never is.
-                click.ip = Some(stored_ip(event.client_ip, true));
+                click.ip = Some(network_of(event.client_ip));
             }
             clicks.push(click);
         }

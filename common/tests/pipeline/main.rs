@@ -54,6 +54,7 @@ both!(
     aggregates_equal_the_raw_clicks_they_came_from,
     an_unavailable_store_loses_nothing_and_duplicates_nothing,
     a_store_down_from_the_start_delays_no_click,
+    flagged_traffic_puts_its_link_in_the_review_queue,
 );
 
 const BROWSERS: &[&str] = &[
@@ -222,8 +223,9 @@ pub async fn aggregates_equal_the_raw_clicks_they_came_from(store: &Arc<dyn Stor
         let raw = all_raw_clicks(&**store, link).await;
         assert_eq!(raw.len() as u64, sent[&link], "raw clicks of {link:?}");
         assert!(
-            raw.iter().all(|c| c.ip.is_none()),
-            "raw IPs are off by default"
+            raw.iter().all(|c| c.ip.is_none()
+                || (c.fraud_reasons != 0 && c.ip.as_deref().is_some_and(|n| n.ends_with("/24")))),
+            "raw IPs are off by default; flagged clicks keep only their network"
         );
         assert_eq!(
             store.link_by_id(link).await.unwrap().unwrap().clicks,
@@ -518,4 +520,74 @@ impl Outage {
             }
         }
     }
+}
+
+/// A script hammering one link (no Accept header, one address) is flagged click by click,
+/// its link enters the review queue after the batch is written, and its network is kept as
+/// evidence; a normal visitor's address is not kept.
+async fn flagged_traffic_puts_its_link_in_the_review_queue(store: &Arc<dyn Store>, _url: &str) {
+    use linkgate_common::domain::ReviewState;
+
+    let links = links(&**store, 2).await;
+    let journal = tempfile::tempdir().unwrap();
+    let queue = Arc::new(ClickQueue::new(10_000));
+    let handle = pipeline::spawn(
+        Arc::clone(&queue),
+        Arc::clone(store),
+        settings(journal.path()),
+    )
+    .unwrap();
+    let now = Timestamp::now().as_millis();
+    let event = |link: LinkId, at: i64, ip: IpAddr, accept: bool| {
+        let at = Timestamp::from_millis(at);
+        ClickEvent {
+            click_id: ClickId::at(at),
+            at,
+            link_id: link,
+            client_ip: ip,
+            user_agent: Some(BROWSERS[0].into()),
+            referrer: None,
+            accept: accept.then(|| "text/html".into()),
+            method: ClickMethod::Get,
+            country: None,
+            prefetch: false,
+        }
+    };
+    for i in 0..60 {
+        assert!(queue.push(event(
+            links[0],
+            now - 60_000 + i * 500,
+            IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+            false
+        )));
+    }
+    for i in 0..40u8 {
+        assert!(queue.push(event(
+            links[1],
+            now - 60_000 + i64::from(i) * 1000,
+            IpAddr::V4(Ipv4Addr::new(100, 64, 0, i)),
+            true
+        )));
+    }
+    wait_persisted(handle.stats(), 100, Duration::from_secs(30)).await;
+    handle.shutdown(Duration::from_secs(2)).await;
+    let open = store.reviews(Some(ReviewState::Open), 10).await.unwrap();
+    assert_eq!(
+        open.iter().map(|r| r.link_id).collect::<Vec<_>>(),
+        [links[0]]
+    );
+    assert_eq!(open[0].hour_suspicious, open[0].hour_total);
+    let flagged = all_raw_clicks(&**store, links[0]).await;
+    assert!(
+        flagged
+            .iter()
+            .all(|c| c.fraud_reasons != 0 && c.ip.as_deref() == Some("203.0.113.0/24"))
+    );
+    let normal = all_raw_clicks(&**store, links[1]).await;
+    assert!(
+        normal
+            .iter()
+            .all(|c| c.fraud_reasons == 0 && c.ip.is_none()),
+        "{normal:?}"
+    );
 }
