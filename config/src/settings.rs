@@ -333,6 +333,10 @@ impl Default for LinkSettings {
 /// visitors and trending. Thresholds are "more than N": the (N+1)th click is flagged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent on/off switches of a TOML section, each named for its rule"
+)]
 pub struct FraudSettings {
     pub enabled: bool,
     /// Clicks from one client address within 10 s.
@@ -348,6 +352,10 @@ pub struct FraudSettings {
     pub burst_min_per_minute: u32,
     /// Client networks whose clicks are always suspicious (e.g. data-centre ranges).
     pub bad_networks: Vec<IpNet>,
+    /// Refuse redirects to `bad_networks` outright (403 at the proxy) instead of redirecting
+    /// and counting the click as suspicious. Every other rule only scores: the redirect
+    /// has already happened when the batcher sees the click.
+    pub refuse_bad_networks: bool,
     /// Flag clicks without an `Accept` header (browsers always send one).
     pub flag_missing_accept: bool,
     /// Flag HEAD requests and prefetches (link previews, speculative loads).
@@ -370,6 +378,7 @@ impl Default for FraudSettings {
             burst_factor: 10,
             burst_min_per_minute: 120,
             bad_networks: Vec::new(),
+            refuse_bad_networks: false,
             flag_missing_accept: true,
             flag_head_and_prefetch: true,
             review_min_clicks: 50,

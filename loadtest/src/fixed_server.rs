@@ -118,10 +118,16 @@ fn serve(
     Ok(())
 }
 
-/// Sleeps `delay`. With the thread's timer slack at 1 ns (set in `serve`), a sleep ends
-/// within a few µs of its deadline; without it Linux may add up to 50 µs.
+/// Waits `delay`: sleeps all but the last 200 µs, then spins to the deadline. Even with the
+/// thread's timer slack at 1 ns (set in `serve`), a sleeping thread on a busy 2-core machine
+/// can wake 100 µs late; the spin makes the service time exact whatever else runs.
 fn exact_delay(delay: Duration) {
-    std::thread::sleep(delay);
+    const SPIN: Duration = Duration::from_micros(200);
+    let deadline = std::time::Instant::now() + delay;
+    std::thread::sleep(delay.saturating_sub(SPIN));
+    while std::time::Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
 }
 
 fn content_length(head: &[u8]) -> usize {

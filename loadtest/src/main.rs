@@ -45,11 +45,21 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
-    /// Create links quickly through the store and write their codes to a file.
+    /// Create links and write their codes to a file: quickly through the store (`--store`),
+    /// or as users do, through the admin API (`--admin URL --token T`).
     Seed {
         /// Store URL: `sqlite://PATH` or `mysql://user:pass@host:port/db` (migrated first).
+        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        store: Option<String>,
+        /// Admin API base URL, e.g. <http://127.0.0.1:8081> (seeds through `POST /api/v1/links/bulk`).
         #[arg(long)]
-        store: String,
+        admin: Option<String>,
+        /// Bearer token (JWT or API key) for `--admin`.
+        #[arg(long, env = "LINKGATE_LOADTEST_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Allow an `--admin` target outside `127.0.0.0/8` and `::1`.
+        #[arg(long)]
+        allow_remote: bool,
         #[arg(long, default_value_t = 100_000)]
         links: usize,
         /// Domain the links live on (the Host the proxy will see).
@@ -219,14 +229,31 @@ async fn execute(command: Command) -> Result<(), String> {
         }
         Command::Seed {
             store: url,
+            admin,
+            token,
+            allow_remote,
             links,
             domain,
             codes_out,
         } => {
-            let store = open_store(url).await?;
-            let report = seed::seed(&*store, links, &domain, &codes_out)
-                .await
-                .map_err(|e| e.to_string())?;
+            let report = match (url, admin) {
+                (Some(url), _) => {
+                    let store = open_store(url).await?;
+                    seed::seed(&*store, links, &domain, &codes_out).await
+                }
+                (None, Some(admin)) => {
+                    let target = Target::parse(&admin, allow_remote).map_err(|e| e.to_string())?;
+                    seed::seed_via_api(
+                        &target,
+                        token.as_deref().unwrap_or_default(),
+                        links,
+                        &codes_out,
+                    )
+                    .await
+                }
+                (None, None) => return Err("give --store or --admin".into()),
+            }
+            .map_err(|e| e.to_string())?;
             println!(
                 "seeded {} links on {domain} in {:.1} s ({:.0} links/s); codes in {}",
                 report.links,

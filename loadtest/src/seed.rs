@@ -26,6 +26,8 @@ pub enum SeedError {
     Domain(String),
     #[error("no link {0} on that domain")]
     NoLink(String),
+    #[error("the admin API answered {status}: {detail}")]
+    Api { status: u16, detail: String },
 }
 
 /// What seeding did.
@@ -84,6 +86,93 @@ pub async fn seed(
             writeln!(out, "{}", link.code)?;
         }
         done += created.len();
+    }
+    out.flush()?;
+    Ok(SeedReport {
+        links: done,
+        took: started.elapsed(),
+    })
+}
+
+/// Links per `POST /api/v1/links/bulk` (the API's own maximum).
+const API_CHUNK: usize = 1_000;
+
+/// Creates `count` links through the admin API (`POST /api/v1/links/bulk`, authenticated
+/// with `token`, a JWT or an API key), as a user would, and writes their codes to
+/// `codes_out`. Slower than [`seed`] (every link is validated and checked against the
+/// blocklist), and exercises exactly what production creation does.
+pub async fn seed_via_api(
+    target: &crate::target::Target,
+    token: &str,
+    count: usize,
+    codes_out: &Path,
+) -> Result<SeedReport, SeedError> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    if token.trim().is_empty() || token.contains(['\r', '\n']) {
+        return Err(SeedError::Api {
+            status: 0,
+            detail: "a bearer token is needed (--token or LINKGATE_LOADTEST_TOKEN)".into(),
+        });
+    }
+    let started = Instant::now();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(codes_out)?);
+    let mut done = 0;
+    let mut round = 0u64;
+    while done < count {
+        let n = API_CHUNK.min(count - done);
+        let links: Vec<serde_json::Value> = (0..n)
+            .map(|i| serde_json::json!({"target": format!("https://example.com/seed/{round}/{i}")}))
+            .collect();
+        round += 1;
+        let body = serde_json::json!({ "links": links }).to_string();
+        let request = format!(
+            "POST /api/v1/links/bulk HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            target.host,
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(target.addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| SeedError::Api {
+                status: 0,
+                detail: "no response head".into(),
+            })?;
+        let head = String::from_utf8_lossy(&response[..split]);
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let json: serde_json::Value =
+            serde_json::from_slice(&response[split + 4..]).unwrap_or(serde_json::Value::Null);
+        if status != 200 {
+            return Err(SeedError::Api {
+                status,
+                detail: json["detail"]
+                    .as_str()
+                    .unwrap_or("unexpected answer")
+                    .chars()
+                    .take(200)
+                    .collect(),
+            });
+        }
+        let results = json["results"].as_array().cloned().unwrap_or_default();
+        for code in results.iter().filter_map(|r| r["link"]["code"].as_str()) {
+            writeln!(out, "{code}")?;
+            done += 1;
+        }
+        if results.iter().all(|r| r["link"].is_null()) {
+            return Err(SeedError::Api {
+                status,
+                detail: "no link was created in a chunk".into(),
+            });
+        }
     }
     out.flush()?;
     Ok(SeedReport {

@@ -44,6 +44,8 @@ pub struct ProxyState {
     /// All link requests per client address, when `limits.proxy_per_minute` > 0. Counted
     /// on this node only: the cache-hit path never waits on the network.
     pub per_client: Option<Limiter<IpAddr>>,
+    /// Client networks refused outright (`fraud.refuse_bad_networks`); empty otherwise.
+    pub refused_networks: Vec<IpNet>,
     pub metrics: Arc<Metrics>,
     pub trusted: Vec<IpNet>,
     pub admin_upstream: SocketAddr,
@@ -578,6 +580,16 @@ impl ProxyHttp for LinkProxy {
                 Ok(false)
             }
             Route::Link => {
+                if self
+                    .state
+                    .refused_networks
+                    .iter()
+                    .any(|n| n.contains(&ctx.client))
+                {
+                    ctx.outcome = Some(Outcome::Limited);
+                    respond_text(session, 403, pages::REFUSED).await?;
+                    return Ok(true);
+                }
                 if let Some(limiter) = &self.state.per_client
                     && let Verdict::Limited { retry_after } = limiter.check_local(&ctx.client)
                 {

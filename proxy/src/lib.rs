@@ -128,11 +128,21 @@ impl Proxy {
         let pipeline = {
             let _guard = clicks_rt.enter();
             let store = store::open(&settings.store)?;
-            pipeline::spawn(
-                Arc::clone(&clicks),
-                store,
-                PipelineSettings::from_config(&settings),
-            )?
+            let mut pipeline_settings = PipelineSettings::from_config(&settings);
+            // A Redis tier of the batcher's own for fraud counters shared across nodes
+            // (connected lazily by the batcher; see `PipelineSettings::shared_counters`).
+            pipeline_settings.shared_counters = match &settings.redis.url {
+                Some(url) => Some(
+                    RedisTier::new(
+                        url.expose(),
+                        &settings.redis,
+                        Duration::from_secs(settings.cache.l2_ttl_secs),
+                    )
+                    .map_err(StartError::Redis)?,
+                ),
+                None => None,
+            };
+            pipeline::spawn(Arc::clone(&clicks), store, pipeline_settings)?
         };
         let state = Arc::new(ProxyState {
             resolver,
@@ -142,6 +152,11 @@ impl Proxy {
                 settings.limits.unknown_code_per_minute,
                 redis.clone(),
             ),
+            refused_networks: if settings.fraud.refuse_bad_networks {
+                settings.fraud.bad_networks.clone()
+            } else {
+                Vec::new()
+            },
             per_client: (settings.limits.proxy_per_minute > 0)
                 .then(|| Limiter::new("client", settings.limits.proxy_per_minute, None)),
             budget: ClickBudget::new(redis),

@@ -44,6 +44,7 @@ pub const WRONG_PASSWORD: &str = concat!(
     "</body></html>\n"
 );
 
+pub const REFUSED: &str = "Requests from your network are not accepted.\n";
 pub const TOO_MANY_REQUESTS: &str =
     "Too many requests from your address; wait a little and try again.\n";
 pub const TOO_MANY_ATTEMPTS: &str = "Too many password attempts; wait a minute and try again.\n";

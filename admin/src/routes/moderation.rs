@@ -458,10 +458,35 @@ fn top(counts: HashMap<String, u64>) -> Vec<Count> {
     all
 }
 
-/// Reads the link's recent raw clicks (bounded) and sums up the flagged ones.
+/// Reads the link's most recent raw clicks (at most `EVIDENCE_MAX_CLICKS`, at most a week
+/// back) and sums up the flagged ones.
 async fn evidence(state: &AppState, link: LinkId) -> Result<Evidence, ApiError> {
     let now = Timestamp::now();
-    let since = now.plus_millis(-EVIDENCE_WINDOW_MS);
+    // Start at the hour from which the hourly counters say the newest clicks fit the read
+    // budget, so a busy link's evidence is its latest traffic, not the start of the week.
+    let week = state
+        .store
+        .hourly_counts(
+            link,
+            now.plus_millis(-EVIDENCE_WINDOW_MS),
+            now.plus_millis(Timestamp::MILLIS_PER_HOUR),
+        )
+        .await?;
+    let mut since = now.plus_millis(-EVIDENCE_WINDOW_MS);
+    let mut newest = 0u64;
+    for (i, hour) in week.iter().rev().enumerate() {
+        newest += hour.total;
+        if newest > EVIDENCE_MAX_CLICKS {
+            // The newest hour alone over budget: read its first clicks, up to the budget.
+            let skip = if i == 0 {
+                0
+            } else {
+                Timestamp::MILLIS_PER_HOUR
+            };
+            since = hour.hour.plus_millis(skip);
+            break;
+        }
+    }
     let mut after = Some(ClickId::first_at(since));
     let (mut examined, mut flagged) = (0u64, 0u64);
     let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -505,14 +530,10 @@ async fn evidence(state: &AppState, link: LinkId) -> Result<Evidence, ApiError> 
             break;
         }
     }
-    let hourly = state
-        .store
-        .hourly_counts(
-            link,
-            now.plus_millis(-48 * Timestamp::MILLIS_PER_HOUR),
-            now.plus_millis(Timestamp::MILLIS_PER_HOUR),
-        )
-        .await?;
+    let cutoff = now
+        .plus_millis(-48 * Timestamp::MILLIS_PER_HOUR)
+        .hour_start();
+    let hourly: Vec<HourlyCounts> = week.into_iter().filter(|h| h.hour >= cutoff).collect();
     Ok(Evidence {
         since,
         clicks_examined: examined,

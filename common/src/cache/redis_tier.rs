@@ -115,6 +115,15 @@ impl RedisTier {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.call_within(self.timeout, f).await
+    }
+
+    /// Runs one Redis call under `limit` and the breaker.
+    async fn call_within<T, F, Fut>(&self, limit: Duration, f: F) -> Result<T, RedisUnavailable>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         if self.breaker.is_open() {
             return Err(RedisUnavailable::CircuitOpen);
         }
@@ -124,7 +133,7 @@ impl RedisTier {
             .ok()
             .and_then(|c| c.clone())
             .ok_or(RedisUnavailable::NotConnected)?;
-        match tokio::time::timeout(self.timeout, f(conn)).await {
+        match tokio::time::timeout(limit, f(conn)).await {
             Ok(Ok(value)) => {
                 self.breaker.record_success();
                 Ok(value)
@@ -221,6 +230,32 @@ impl RedisTier {
             })
             .await?;
         Ok(u64::try_from(wait).ok().filter(|&w| w > 0))
+    }
+
+    /// Adds to shared counters in one pipelined round trip per chunk: each `(key, add,
+    /// ttl_ms)` is `INCRBY <prefix>fraud:<key> add` with a `PEXPIRE` of `ttl_ms`, so every
+    /// counter disappears by itself. Returns the totals after the additions, in order.
+    /// Bounded by `limit` per chunk (the batcher can wait longer than a redirect).
+    pub async fn add_counts(
+        &self,
+        entries: &[(String, u64, u64)],
+        limit: Duration,
+    ) -> Result<Vec<u64>, RedisUnavailable> {
+        const CHUNK: usize = 5_000;
+        let mut totals = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(CHUNK) {
+            let mut pipe = redis::pipe();
+            for (key, add, ttl_ms) in chunk {
+                let key = format!("{}fraud:{key}", self.prefix);
+                pipe.cmd("INCRBY").arg(&key).arg(*add);
+                pipe.cmd("PEXPIRE").arg(&key).arg(*ttl_ms).ignore();
+            }
+            let part: Vec<u64> = self
+                .call_within(limit, |mut c| async move { pipe.query_async(&mut c).await })
+                .await?;
+            totals.extend(part);
+        }
+        Ok(totals)
     }
 
     /// Tells every proxy to drop its cached copy of a link.

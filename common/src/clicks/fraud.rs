@@ -3,6 +3,12 @@
 //! scoring only decides how the click is counted (suspicious clicks are not human, and
 //! stay out of unique visitors and trending) and what an administrator sees as evidence.
 //!
+//! With Redis configured, the per-address and per-visitor counts are shared by every node
+//! (fixed windows of `INCRBY` counters with an expiry, one pipelined round trip per batch:
+//! see [`Scorer::shared_counts`]), so an abuser spread over several proxies is still seen
+//! whole; without Redis, or while it is unreachable, each node counts in sliding windows of
+//! its own. A link's burst baseline is always per node.
+//!
 //! Time is the clicks' own (`at`), not the wall clock, so a replayed or synthetic stream is
 //! scored exactly as it would have been live, and the rules are testable without sleeping.
 //! Every window keeps at most threshold + 1 timestamps per key, and idle keys are dropped,
@@ -110,6 +116,24 @@ struct Rate {
     last: i64,
 }
 
+/// Counts other batches (on any node) put in each shared window before this batch, and
+/// this batch's own running count, keyed by window key.
+#[derive(Debug, Default)]
+pub struct SharedCounts {
+    prior: HashMap<String, u64>,
+    seen: HashMap<String, u64>,
+}
+
+impl SharedCounts {
+    /// This click's count in the window `key`, itself included.
+    fn hit(&mut self, key: String) -> u64 {
+        let prior = self.prior.get(&key).copied().unwrap_or(0);
+        let seen = self.seen.entry(key).or_default();
+        *seen += 1;
+        prior + *seen
+    }
+}
+
 /// Scores clicks; one per batcher (per node).
 #[derive(Debug)]
 pub struct Scorer {
@@ -131,13 +155,118 @@ impl Scorer {
         }
     }
 
-    /// The reasons for `click` (enriched from `event`), updating the sliding state.
+    /// The reasons for `click` (enriched from `event`), counting in this node's sliding
+    /// windows.
     pub fn score(&mut self, event: &ClickEvent, click: &StoredClick) -> u32 {
+        self.score_with(event, click, None)
+    }
+
+    /// Like [`Scorer::score`], with the address and visitor counts taken from `shared`
+    /// (see [`Scorer::shared_counts`]) when given.
+    pub fn score_with(
+        &mut self,
+        event: &ClickEvent,
+        click: &StoredClick,
+        shared: Option<&mut SharedCounts>,
+    ) -> u32 {
         if !self.settings.enabled {
             return 0;
         }
-        let s = &self.settings;
         let at = click.at.as_millis();
+        let mut reasons = self.request_reasons(event);
+        reasons |= match shared {
+            Some(shared) => self.shared_velocity(event, click, shared),
+            None => self.local_velocity(event, click),
+        };
+        if self.link_bursts(click.link_id, at) {
+            reasons |= reason::BURST;
+        }
+        self.scored += 1;
+        if self.scored.is_multiple_of(SWEEP_EVERY) {
+            self.sweep(at);
+        }
+        reasons
+    }
+
+    /// The shared window keys a click counts under, with their lifetimes: the address in
+    /// its 10-second and 60-second windows, the visitor on the link in its repeat window.
+    fn window_keys(&self, event: &ClickEvent, click: &StoredClick) -> [(String, u64); 3] {
+        let at = click.at.as_millis();
+        let repeat_ms = i64::try_from(self.settings.repeat_window_secs)
+            .unwrap_or(3600)
+            .saturating_mul(1000)
+            .max(1);
+        let ip = event.client_ip;
+        [
+            (format!("ip10:{ip}:{}", at.div_euclid(10_000)), 20_000),
+            (format!("ip60:{ip}:{}", at.div_euclid(MINUTE_MS)), 120_000),
+            (
+                format!(
+                    "rv:{:x}:{}:{}",
+                    click.visitor,
+                    click.link_id.0,
+                    at.div_euclid(repeat_ms)
+                ),
+                u64::try_from(repeat_ms)
+                    .unwrap_or(u64::MAX)
+                    .saturating_mul(2),
+            ),
+        ]
+    }
+
+    /// Adds this batch's clicks to the shared counters (one pipelined round trip per
+    /// 5,000 keys) and returns what was there before, for [`Scorer::score_with`].
+    pub async fn shared_counts(
+        &self,
+        redis: &crate::cache::RedisTier,
+        events: &[ClickEvent],
+        clicks: &[StoredClick],
+        limit: std::time::Duration,
+    ) -> Result<SharedCounts, crate::cache::RedisUnavailable> {
+        let mut batch: HashMap<String, (u64, u64)> = HashMap::new();
+        for (event, click) in events.iter().zip(clicks) {
+            for (key, ttl) in self.window_keys(event, click) {
+                batch.entry(key).or_insert((0, ttl)).0 += 1;
+            }
+        }
+        let entries: Vec<(String, u64, u64)> =
+            batch.into_iter().map(|(k, (n, ttl))| (k, n, ttl)).collect();
+        let totals = redis.add_counts(&entries, limit).await?;
+        let prior = entries
+            .into_iter()
+            .zip(totals)
+            .map(|((key, added, _), total)| (key, total.saturating_sub(added)))
+            .collect();
+        Ok(SharedCounts {
+            prior,
+            seen: HashMap::new(),
+        })
+    }
+
+    fn shared_velocity(
+        &self,
+        event: &ClickEvent,
+        click: &StoredClick,
+        shared: &mut SharedCounts,
+    ) -> u32 {
+        let s = &self.settings;
+        let [ip10, ip60, repeat] = self.window_keys(event, click);
+        let mut reasons = 0;
+        if shared.hit(ip10.0) > u64::from(s.ip_per_10s) {
+            reasons |= reason::IP_VELOCITY_10S;
+        }
+        if shared.hit(ip60.0) > u64::from(s.ip_per_minute) {
+            reasons |= reason::IP_VELOCITY_MINUTE;
+        }
+        if shared.hit(repeat.0) > u64::from(s.repeat_max) {
+            reasons |= reason::REPEAT_VISITOR;
+        }
+        reasons
+    }
+
+    /// Rules on the request itself.
+    fn request_reasons(&self, event: &ClickEvent) -> u32 {
+        let s = &self.settings;
         let mut reasons = 0;
         if event
             .user_agent
@@ -160,7 +289,14 @@ impl Scorer {
         if s.bad_networks.iter().any(|n| n.contains(&event.client_ip)) {
             reasons |= reason::BAD_NETWORK;
         }
+        reasons
+    }
 
+    /// Address velocity and visitor repeats in this node's sliding windows.
+    fn local_velocity(&mut self, event: &ClickEvent, click: &StoredClick) -> u32 {
+        let s = &self.settings;
+        let at = click.at.as_millis();
+        let mut reasons = 0;
         let ip_minute_cap = usize::try_from(s.ip_per_minute)
             .unwrap_or(usize::MAX)
             .saturating_add(1);
@@ -187,15 +323,6 @@ impl Scorer {
             .hit(at, window, repeat_cap);
         if repeats > repeat_cap - 1 {
             reasons |= reason::REPEAT_VISITOR;
-        }
-
-        if self.link_bursts(click.link_id, at) {
-            reasons |= reason::BURST;
-        }
-
-        self.scored += 1;
-        if self.scored.is_multiple_of(SWEEP_EVERY) {
-            self.sweep(at);
         }
         reasons
     }

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::batch::build_batch;
 use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt, network_of};
-use super::fraud::{Scorer, reason};
+use super::fraud::{Scorer, SharedCounts, reason};
 use super::journal::{Journal, JournalEntry, JournalError};
 use super::queue::ClickQueue;
 use super::trending::TrendingClock;
@@ -53,6 +53,12 @@ async fn timed<T>(
         Err(_) => Err("timed out".to_owned()),
     }
 }
+
+/// How long one chunk of shared fraud counters may take before the batch is scored with
+/// this node's own counts instead.
+const SHARED_COUNTS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the batcher tries to (re)connect its Redis for fraud counters.
+const COUNTER_RECONNECT: Duration = Duration::from_secs(5);
 
 /// Most links one batch may put before the review queue (an attack on many links at once
 /// is reviewed from the busiest; the rest follow with later batches).
@@ -102,6 +108,10 @@ pub struct PipelineSettings {
     pub raw_click_retention_days: u32,
     pub enrich: EnrichSettings,
     pub fraud: FraudSettings,
+    /// Redis for fraud counters shared by every node (`None`: per node). Give the
+    /// pipeline a tier of its own: its slower batch calls must not trip the breaker the
+    /// redirect path's L2 lookups go through.
+    pub shared_counters: Option<Arc<crate::cache::RedisTier>>,
 }
 
 impl PipelineSettings {
@@ -125,6 +135,7 @@ impl PipelineSettings {
                 geoip_db: c.geoip_db.clone(),
             },
             fraud: settings.fraud.clone(),
+            shared_counters: None,
         }
     }
 }
@@ -238,6 +249,7 @@ pub fn spawn(
         next_attempt: Instant::now(),
         last_maintenance: None,
         last_error_log: None,
+        last_counter_connect: None,
         stats: Arc::clone(&stats),
         settings,
     };
@@ -267,6 +279,8 @@ struct Worker {
     next_attempt: Instant,
     last_maintenance: Option<Instant>,
     last_error_log: Option<Instant>,
+    /// When the batcher last tried to connect its Redis for fraud counters.
+    last_counter_connect: Option<Instant>,
     stats: Arc<PipelineStats>,
 }
 
@@ -365,14 +379,16 @@ impl Worker {
         let mut clicks = Vec::with_capacity(events.len());
         for event in events {
             let salt = self.salt(event.at.day_start()).await;
-            let mut click = self.enricher.enrich(event, &salt);
-            click.fraud_reasons = self.scorer.score(event, &click);
+            clicks.push(self.enricher.enrich(event, &salt));
+        }
+        let mut shared = self.shared_counts(events, &clicks).await;
+        for (event, click) in events.iter().zip(clicks.iter_mut()) {
+            click.fraud_reasons = self.scorer.score_with(event, click, shared.as_mut());
             if click.fraud_reasons != 0 && click.ip.is_none() {
                 // Evidence for review: the network (/24, /48) of a flagged click is kept
                 // even when raw addresses are not; a normal visitor's address never is.
                 click.ip = Some(network_of(event.client_ip));
             }
-            clicks.push(click);
         }
         let batch = build_batch(clicks, &self.clock);
         tracing::debug!(
@@ -548,6 +564,43 @@ impl Worker {
             Err(error) => {
                 self.failed(&error);
                 false
+            }
+        }
+    }
+
+    /// The batch's fraud counts shared through Redis, when configured and reachable; `None`
+    /// scores with this node's own windows.
+    async fn shared_counts(
+        &mut self,
+        events: &[ClickEvent],
+        clicks: &[crate::domain::StoredClick],
+    ) -> Option<SharedCounts> {
+        let redis = Arc::clone(self.settings.shared_counters.as_ref()?);
+        if !self.settings.fraud.enabled || events.is_empty() {
+            return None;
+        }
+        if !redis.is_connected() {
+            let due = self
+                .last_counter_connect
+                .is_none_or(|at| at.elapsed() >= COUNTER_RECONNECT);
+            if !due {
+                return None;
+            }
+            self.last_counter_connect = Some(Instant::now());
+            if let Err(error) = redis.connect().await {
+                tracing::debug!(%error, "fraud counters: redis not reachable; counting per node");
+                return None;
+            }
+        }
+        match self
+            .scorer
+            .shared_counts(&redis, events, clicks, SHARED_COUNTS_TIMEOUT)
+            .await
+        {
+            Ok(counts) => Some(counts),
+            Err(error) => {
+                tracing::debug!(%error, "fraud counters: redis unavailable; counting per node");
+                None
             }
         }
     }

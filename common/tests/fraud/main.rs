@@ -291,3 +291,80 @@ fn each_rule_finds_its_own_kind_of_traffic_and_little_else() {
         "normal visitors flagged: {false_positive}"
     );
 }
+
+/// Two nodes see one abuser: with Redis the address counts are shared, so the second node
+/// flags the clicks beyond the threshold that neither node alone would reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_address_counts_through_redis() {
+    use linkgate_common::cache::RedisTier;
+    use linkgate_config::RedisSettings;
+
+    let redis_settings = RedisSettings {
+        key_prefix: linkgate_common::testing::redis_prefix(),
+        timeout_ms: 1000,
+        ..RedisSettings::default()
+    };
+    let redis = RedisTier::new(
+        &linkgate_common::testing::redis_url(),
+        &redis_settings,
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
+    redis.connect().await.unwrap();
+    let fraud = FraudSettings {
+        ip_per_10s: 20,
+        ip_per_minute: 1000,
+        repeat_max: 1000,
+        ..FraudSettings::default()
+    };
+    let mut enricher = enricher();
+    let salt: VisitorSalt = [3u8; 32];
+    let ip = IpAddr::V4(Ipv4Addr::new(198, 18, 9, 9));
+    // 15 clicks on node A, then 15 on node B, all inside one 10-second window.
+    let t0 = 1_800_000_000_000;
+    let batch = |start: i64| {
+        let events: Vec<ClickEvent> = (0..15)
+            .map(|i| {
+                event(
+                    start + i * 100,
+                    i % 7,
+                    ip,
+                    Some(BROWSER),
+                    true,
+                    ClickMethod::Get,
+                )
+            })
+            .collect();
+        events
+    };
+    let mut flagged = Vec::new();
+    for (node, start) in [
+        (Scorer::new(fraud.clone()), t0),
+        (Scorer::new(fraud.clone()), t0 + 2_000),
+    ] {
+        let mut node = node;
+        let events = batch(start);
+        let clicks: Vec<_> = events.iter().map(|e| enricher.enrich(e, &salt)).collect();
+        let mut shared = node
+            .shared_counts(&redis, &events, &clicks, std::time::Duration::from_secs(2))
+            .await
+            .unwrap();
+        let n = events
+            .iter()
+            .zip(&clicks)
+            .filter(|(e, c)| {
+                node.score_with(e, c, Some(&mut shared)) & reason::IP_VELOCITY_10S != 0
+            })
+            .count();
+        flagged.push(n);
+    }
+    assert_eq!(flagged, [0, 10], "node B sees node A's 15 clicks");
+    // Each node on its own would have flagged nothing.
+    let mut alone = Scorer::new(fraud);
+    let events = batch(t0 + 4_000);
+    let local = events
+        .iter()
+        .filter(|e| alone.score(e, &enricher.enrich(e, &salt)) != 0)
+        .count();
+    assert_eq!(local, 0);
+}

@@ -107,3 +107,32 @@ pub fn a_spoofed_forwarded_for_changes_neither_the_limit_key_nor_the_visitor(set
     });
     assert_eq!(visitors, 1, "ten spoofed addresses are still one visitor");
 }
+
+/// Bad networks are scored as suspicious by default, and refused outright when configured.
+pub fn bad_networks_can_be_refused_at_the_edge(setup: Setup) {
+    let env = setup.env();
+    env.link("netlink", "https://example.com/n", |_| {});
+    let scored = TestProxy::start(&env, |s| {
+        setup.configure(s);
+        s.fraud.bad_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    });
+    assert_eq!(
+        scored.get("/netlink").status,
+        302,
+        "scored, not refused, by default"
+    );
+    drop(scored);
+    let refusing = TestProxy::start(&env, |s| {
+        setup.configure(s);
+        s.fraud.bad_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        s.fraud.refuse_bad_networks = true;
+    });
+    let resp = refusing.get("/netlink");
+    assert_eq!(resp.status, 403);
+    assert!(resp.header("location").is_none());
+    assert_eq!(
+        refusing.get("/healthz").status,
+        200,
+        "health checks are not links"
+    );
+}

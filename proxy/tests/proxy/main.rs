@@ -76,4 +76,5 @@ both!(
     end_to_end::created_in_admin_redirected_by_proxy_counted_in_analytics,
     limits::code_enumeration_is_limited_per_address_with_retry_after,
     limits::a_spoofed_forwarded_for_changes_neither_the_limit_key_nor_the_visitor,
+    limits::bad_networks_can_be_refused_at_the_edge,
 );
