@@ -162,6 +162,8 @@ for c in 1 8 32; do
   $LT run --target http://127.0.0.1:18181 --workload create --token "$KEY" \
     --connections $c --duration "$RUN_SECS" --warmup 2
 done
+echo "### seeding 100,000 links through the admin API (POST /api/v1/links/bulk, 1,000 per request)"
+$LT seed --admin http://127.0.0.1:18181 --token "$KEY" --links 100000 --codes-out "$WORK/api-codes.txt"
 curl -fsS -XPOST http://127.0.0.1:18181/api/v1/links -H "authorization: Bearer $KEY" \
   -H 'content-type: application/json' -d '{"target":"https://example.com/big","code":"million"}' >/dev/null
 echo "### writing 1,000,000 clicks over 30 days to /million (through the pipeline's batch writer)"
@@ -169,9 +171,11 @@ $LT seed-clicks --store "$MYSQL/linkgate_admin" --code million --clicks 1000000 
 FROM=$(date -u -d '-30 days' +%Y-%m-%dT00:00:00Z); TO=$(date -u -d '+1 day' +%Y-%m-%dT00:00:00Z)
 for q in "granularity=day&from=$FROM&to=$TO" "granularity=hour&from=$(date -u -d '-7 days' +%Y-%m-%dT%H:00:00Z)&to=$TO" \
          "granularity=day&tz=America/New_York&from=$FROM&to=$TO"; do
-  echo "### GET /api/v1/links/million/analytics?$q (4 clients, closed loop)"
-  $LT run --target http://127.0.0.1:18181 --workload get --token "$KEY" \
-    --path "/api/v1/links/million/analytics?$q" --connections 4 --duration "$RUN_SECS" --warmup 2
+  for c in 1 4; do
+    echo "### GET /api/v1/links/million/analytics?$q ($c clients, closed loop)"
+    $LT run --target http://127.0.0.1:18181 --workload get --token "$KEY" \
+      --path "/api/v1/links/million/analytics?$q" --connections $c --duration "$RUN_SECS" --warmup 2
+  done
 done
 curl -fsS "http://127.0.0.1:18181/api/v1/links/million/analytics?granularity=day&from=$FROM&to=$TO" \
   -H "authorization: Bearer $KEY" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("report totals:", r["totals"])'

@@ -4,7 +4,6 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use linkgate_common::cache::RedisTier;
@@ -64,17 +63,7 @@ impl AppState {
                 }
             })?,
         };
-        let redis = match &settings.redis.url {
-            Some(url) => Some(
-                RedisTier::new(
-                    url.expose(),
-                    &settings.redis,
-                    Duration::from_secs(settings.cache.l2_ttl_secs),
-                )
-                .map_err(SetupError::Redis)?,
-            ),
-            None => None,
-        };
+        let redis = RedisTier::from_settings(&settings).map_err(SetupError::Redis)?;
         let default_domain = url::Url::parse(&settings.links.public_base_url)
             .ok()
             .and_then(|u| {

@@ -87,17 +87,7 @@ impl Proxy {
             store.check_schema().await?;
             Ok::<_, StoreError>(store)
         })?;
-        let redis = match &settings.redis.url {
-            Some(url) => Some(
-                RedisTier::new(
-                    url.expose(),
-                    &settings.redis,
-                    Duration::from_secs(settings.cache.l2_ttl_secs),
-                )
-                .map_err(StartError::Redis)?,
-            ),
-            None => None,
-        };
+        let redis = RedisTier::from_settings(&settings).map_err(StartError::Redis)?;
         if let Some(redis) = &redis
             && let Err(error) = io.block_on(redis.connect())
         {
@@ -131,17 +121,8 @@ impl Proxy {
             let mut pipeline_settings = PipelineSettings::from_config(&settings);
             // A Redis tier of the batcher's own for fraud counters shared across nodes
             // (connected lazily by the batcher; see `PipelineSettings::shared_counters`).
-            pipeline_settings.shared_counters = match &settings.redis.url {
-                Some(url) => Some(
-                    RedisTier::new(
-                        url.expose(),
-                        &settings.redis,
-                        Duration::from_secs(settings.cache.l2_ttl_secs),
-                    )
-                    .map_err(StartError::Redis)?,
-                ),
-                None => None,
-            };
+            pipeline_settings.shared_counters =
+                RedisTier::from_settings(&settings).map_err(StartError::Redis)?;
             pipeline::spawn(Arc::clone(&clicks), store, pipeline_settings)?
         };
         let state = Arc::new(ProxyState {

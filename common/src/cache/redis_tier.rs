@@ -72,6 +72,25 @@ impl RedisTier {
         }))
     }
 
+    /// The tier the configuration names (`None` without `redis.url`), with the L2 lifetime
+    /// `cache.l2_ttl_secs`. Each caller gets a tier of its own (own connection and breaker).
+    pub fn from_settings(
+        settings: &linkgate_config::Settings,
+    ) -> Result<Option<Arc<Self>>, String> {
+        settings
+            .redis
+            .url
+            .as_ref()
+            .map(|url| {
+                Self::new(
+                    url.expose(),
+                    &settings.redis,
+                    Duration::from_secs(settings.cache.l2_ttl_secs),
+                )
+            })
+            .transpose()
+    }
+
     /// Establishes the connection (the manager reconnects by itself afterwards). Called at
     /// start and retried in the background while Redis is unreachable.
     pub async fn connect(&self) -> Result<(), String> {
