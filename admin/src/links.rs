@@ -168,11 +168,17 @@ fn parse_status(input: u16) -> Result<RedirectStatus, ApiError> {
         .ok_or_else(|| ApiError::invalid("redirect_status", "must be 301, 302, 307 or 308"))
 }
 
+/// Largest click limit: far beyond any real link, and safely inside a signed 64-bit column.
+const MAX_CLICK_LIMIT: u64 = 1_000_000_000_000;
+
 fn parse_max_clicks(input: u64) -> Result<u64, ApiError> {
-    if input == 0 {
-        Err(ApiError::invalid("max_clicks", "must be at least 1"))
-    } else {
+    if (1..=MAX_CLICK_LIMIT).contains(&input) {
         Ok(input)
+    } else {
+        Err(ApiError::invalid(
+            "max_clicks",
+            format!("must be 1 to {MAX_CLICK_LIMIT}"),
+        ))
     }
 }
 
@@ -308,18 +314,19 @@ pub async fn validate_edit(
         });
     }
     if let Some(enabled) = req.enabled {
-        if link.state == LinkState::Banned && !by.is_admin() {
-            return Err(ApiError::Forbidden(
-                "this link was banned by an administrator and cannot be switched on",
-            ));
-        }
-        if link.state != LinkState::Banned || enabled {
-            patch.state = Some(if enabled {
-                LinkState::Active
+        if link.state == LinkState::Banned {
+            // Administrators lift bans through the audited unban action, not an edit.
+            return Err(ApiError::Forbidden(if by.is_admin() {
+                "this link is banned: lift the ban with POST /api/v1/admin/links/{id}/unban"
             } else {
-                LinkState::Disabled
-            });
+                "this link was banned by an administrator and cannot be switched on or off"
+            }));
         }
+        patch.state = Some(if enabled {
+            LinkState::Active
+        } else {
+            LinkState::Disabled
+        });
     }
     Ok(patch)
 }
@@ -355,5 +362,6 @@ mod tests {
         assert!(parse_code("my-launch").is_ok());
         assert!(parse_status(303).is_err());
         assert!(parse_max_clicks(0).is_err());
+        assert!(parse_max_clicks(u64::MAX).is_err());
     }
 }

@@ -77,7 +77,9 @@ async fn state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
 
 async fn create_admin(settings: Settings, email: &str) -> anyhow::Result<()> {
     let state = state(settings).await?;
-    let password = std::env::var("LINKGATE_ADMIN_PASSWORD").ok();
+    let password = std::env::var("LINKGATE_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
     let (_, generated) = linkgate_admin::create_admin(&state, email, password.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

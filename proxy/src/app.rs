@@ -44,6 +44,10 @@ pub struct ProxyState {
     /// All link requests per client address, when `limits.proxy_per_minute` > 0. Counted
     /// on this node only: the cache-hit path never waits on the network.
     pub per_client: Option<Limiter<IpAddr>>,
+    /// Clients that went over the unknown-code limit, with when they may ask again: every
+    /// link request of theirs is refused until then, so a limited enumerator cannot go on
+    /// telling existing codes (3xx) from missing ones (429).
+    pub enumerators: moka::sync::Cache<IpAddr, std::time::Instant>,
     /// Client networks refused outright (`fraud.refuse_bad_networks`); empty otherwise.
     pub refused_networks: Vec<IpNet>,
     pub metrics: Arc<Metrics>,
@@ -483,6 +487,9 @@ impl LinkProxy {
                 if let Verdict::Limited { retry_after } =
                     self.state.unknown_codes.check_or_local(&ctx.client).await
                 {
+                    self.state
+                        .enumerators
+                        .insert(ctx.client, Instant::now() + retry_after);
                     return self.too_many(session, ctx, retry_after).await;
                 }
                 ctx.outcome = Some(Outcome::NotFound);
@@ -589,6 +596,16 @@ impl ProxyHttp for LinkProxy {
                     ctx.outcome = Some(Outcome::Limited);
                     respond_text(session, 403, pages::REFUSED).await?;
                     return Ok(true);
+                }
+                // Checked only while someone is blocked: no lookup on the usual hit path.
+                if self.state.enumerators.entry_count() > 0
+                    && let Some(until) = self.state.enumerators.get(&ctx.client)
+                {
+                    let now = Instant::now();
+                    if until > now {
+                        self.too_many(session, ctx, until - now).await?;
+                        return Ok(true);
+                    }
                 }
                 if let Some(limiter) = &self.state.per_client
                     && let Verdict::Limited { retry_after } = limiter.check_local(&ctx.client)

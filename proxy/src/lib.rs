@@ -133,6 +133,11 @@ impl Proxy {
                 settings.limits.unknown_code_per_minute,
                 redis.clone(),
             ),
+            // Entries outlive their deadline by at most a minute (a limit is per minute).
+            enumerators: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
             refused_networks: if settings.fraud.refuse_bad_networks {
                 settings.fraud.bad_networks.clone()
             } else {

@@ -104,8 +104,9 @@ async fn trending(
             format!("must be 1 to {MAX_TRENDING}"),
         ));
     }
+    // Deleted and banned links are skipped, so look deeper than `limit` even for admins.
     let depth = if principal.is_admin() {
-        limit
+        limit.saturating_mul(4).max(limit + 50)
     } else {
         TRENDING_DEPTH_FOR_USERS
     };

@@ -23,6 +23,11 @@ use crate::problem::{ApiError, json};
 use crate::qr;
 use crate::state::AppState;
 
+/// Password-protected links in one bulk request.
+const MAX_BULK_PASSWORDS: usize = 10;
+/// Links in one CSV export response; more follow through the `Link: rel="next"` header.
+const EXPORT_PAGE: usize = 100_000;
+
 /// Largest page of a listing.
 const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 50;
@@ -51,7 +56,8 @@ pub fn routes(state: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state(state))
         .and(principal(state))
-        .then(to!(export; s, p));
+        .and(query::<ExportQuery>())
+        .then(to!(export; s, p, q));
     let import = warp::path!("api" / "v1" / "links" / "import")
         .and(warp::post())
         .and(with_state(state))
@@ -113,6 +119,13 @@ pub struct ListQuery {
     /// Administrators see every link; `mine=true` narrows to their own.
     #[serde(default)]
     mine: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// Continue after this link id (from the previous response's `Link` header).
+    cursor: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +236,14 @@ async fn bulk(
         return Err(ApiError::invalid(
             "links",
             format!("must hold 1 to {MAX_BULK} links"),
+        ));
+    }
+    // Each password costs an argon2 hash on the pool logins share: a bulk request may set
+    // only a few (create password links one by one beyond that).
+    if body.links.iter().filter(|l| l.password.is_some()).count() > MAX_BULK_PASSWORDS {
+        return Err(ApiError::invalid(
+            "links",
+            format!("at most {MAX_BULK_PASSWORDS} links of one bulk request may have a password"),
         ));
     }
     check_create_limit(&state, principal).await?;
@@ -460,9 +481,16 @@ async fn qr_code(
     Ok(response)
 }
 
-async fn export(state: Arc<AppState>, principal: Principal) -> Result<Response, ApiError> {
+/// Up to `EXPORT_PAGE` links as CSV, newest first; a `Link: <...>; rel="next"` header
+/// names the rest (memory per request stays bounded however many links there are).
+async fn export(
+    state: Arc<AppState>,
+    principal: Principal,
+    q: ExportQuery,
+) -> Result<Response, ApiError> {
     let mut links = Vec::new();
-    let mut before = None;
+    let mut before = q.cursor.map(LinkId);
+    let mut next = None;
     loop {
         let page = state
             .store
@@ -479,6 +507,10 @@ async fn export(state: Arc<AppState>, principal: Principal) -> Result<Response, 
         if done {
             break;
         }
+        if links.len() >= EXPORT_PAGE {
+            next = before;
+            break;
+        }
     }
     let body = csv_io::export(&links)?;
     let mut response = Response::new(body.into());
@@ -491,6 +523,12 @@ async fn export(state: Arc<AppState>, principal: Principal) -> Result<Response, 
         CONTENT_DISPOSITION,
         http::HeaderValue::from_static("attachment; filename=\"links.csv\""),
     );
+    if let Some(cursor) = next
+        && let Ok(value) =
+            format!("</api/v1/links/export?cursor={}>; rel=\"next\"", cursor.0).parse()
+    {
+        headers.insert(http::header::LINK, value);
+    }
     Ok(response)
 }
 

@@ -263,6 +263,7 @@ async fn set_ban(
             link.id,
             &LinkPatch {
                 state: Some(target_state),
+                lift_ban: !banned,
                 ..LinkPatch::default()
             },
         )

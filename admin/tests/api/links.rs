@@ -321,7 +321,22 @@ pub async fn invalid_and_refused_links_say_why(setup: Setup) {
             Some(json!({"enabled": true})),
         )
         .await;
+    let detail = problem(status, &body, StatusCode::FORBIDDEN);
+    assert!(
+        detail.contains("unban"),
+        "admins are pointed at the audited unban: {detail}"
+    );
+    // Other edits of a banned link still work for its owner.
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            "/api/v1/links/taken1",
+            Some(&token),
+            Some(json!({"title": "still mine"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "banned");
     app.stop().await;
 }
 

@@ -1,7 +1,8 @@
 -- The fraud review queue: one row per link that crossed a review threshold, with the
 -- evidence that opened it and the administrator's decision. `confirmed_through` is the
--- click id up to which flagged clicks were confirmed and taken out of the aggregates, so a
--- second confirmation never subtracts a click twice. The never-used per-click flag table
+-- click id the last confirmation reached; each confirmed click itself carries a CONFIRMED
+-- bit in clicks.fraud_reasons, so no click is taken out of the aggregates twice and a late
+-- one is caught by the next confirmation. The never-used per-click flag table
 -- goes: a click's reasons are stored on the click itself (clicks.fraud_reasons).
 CREATE TABLE IF NOT EXISTS fraud_reviews (
     link_id INTEGER NOT NULL PRIMARY KEY,

@@ -41,9 +41,12 @@ pub mod reason {
     pub const BURST: u32 = 1 << 7;
     /// From a configured bad network (e.g. a data centre).
     pub const BAD_NETWORK: u32 = 1 << 8;
+    /// Not a rule: set on a flagged click once an administrator confirmed it and it was
+    /// taken out of the aggregates (so it is never taken out twice).
+    pub const CONFIRMED: u32 = 1 << 30;
 
     /// Every reason with its API name, in bit order.
-    pub const ALL: [(u32, &str); 9] = [
+    pub const ALL: [(u32, &str); 10] = [
         (NO_USER_AGENT, "no_user_agent"),
         (NO_ACCEPT, "no_accept"),
         (HEAD, "head_request"),
@@ -53,6 +56,7 @@ pub mod reason {
         (REPEAT_VISITOR, "repeat_visitor"),
         (BURST, "burst"),
         (BAD_NETWORK, "bad_network"),
+        (CONFIRMED, "confirmed"),
     ];
 
     /// The names of the reasons set in `bits`.
@@ -162,12 +166,12 @@ impl Scorer {
     }
 
     /// Like [`Scorer::score`], with the address and visitor counts taken from `shared`
-    /// (see [`Scorer::shared_counts`]) when given.
+    /// (see [`Scorer::shared_counts`]) when given, with the click's address key.
     pub fn score_with(
         &mut self,
         event: &ClickEvent,
         click: &StoredClick,
-        shared: Option<&mut SharedCounts>,
+        shared: Option<(&mut SharedCounts, u64)>,
     ) -> u32 {
         if !self.settings.enabled {
             return 0;
@@ -175,7 +179,7 @@ impl Scorer {
         let at = click.at.as_millis();
         let mut reasons = self.request_reasons(event);
         reasons |= match shared {
-            Some(shared) => self.shared_velocity(event, click, shared),
+            Some((shared, ip_key)) => self.shared_velocity(ip_key, click, shared),
             None => self.local_velocity(event, click),
         };
         if self.link_bursts(click.link_id, at) {
@@ -190,16 +194,20 @@ impl Scorer {
 
     /// The shared window keys a click counts under, with their lifetimes: the address in
     /// its 10-second and 60-second windows, the visitor on the link in its repeat window.
-    fn window_keys(&self, event: &ClickEvent, click: &StoredClick) -> [(String, u64); 3] {
+    /// The address appears only as `ip_key`, a keyed hash under the day's visitor salt
+    /// (the same on every node), so Redis never holds a client address.
+    fn window_keys(&self, ip_key: u64, click: &StoredClick) -> [(String, u64); 3] {
         let at = click.at.as_millis();
         let repeat_ms = i64::try_from(self.settings.repeat_window_secs)
             .unwrap_or(3600)
             .saturating_mul(1000)
             .max(1);
-        let ip = event.client_ip;
         [
-            (format!("ip10:{ip}:{}", at.div_euclid(10_000)), 20_000),
-            (format!("ip60:{ip}:{}", at.div_euclid(MINUTE_MS)), 120_000),
+            (format!("ip10:{ip_key:x}:{}", at.div_euclid(10_000)), 20_000),
+            (
+                format!("ip60:{ip_key:x}:{}", at.div_euclid(MINUTE_MS)),
+                120_000,
+            ),
             (
                 format!(
                     "rv:{:x}:{}:{}",
@@ -214,18 +222,20 @@ impl Scorer {
         ]
     }
 
-    /// Adds this batch's clicks to the shared counters (one pipelined round trip per
-    /// 5,000 keys) and returns what was there before, for [`Scorer::score_with`].
+    /// Adds this batch's clicks (each with its address key, see
+    /// [`crate::clicks::enrich::visitor_hash`] with an empty User-Agent) to the shared
+    /// counters, one pipelined round trip per 5,000 keys, and returns what was there
+    /// before, for [`Scorer::score_with`].
     pub async fn shared_counts(
         &self,
         redis: &crate::cache::RedisTier,
-        events: &[ClickEvent],
+        ip_keys: &[u64],
         clicks: &[StoredClick],
         limit: std::time::Duration,
     ) -> Result<SharedCounts, crate::cache::RedisUnavailable> {
         let mut batch: HashMap<String, (u64, u64)> = HashMap::new();
-        for (event, click) in events.iter().zip(clicks) {
-            for (key, ttl) in self.window_keys(event, click) {
+        for (&ip_key, click) in ip_keys.iter().zip(clicks) {
+            for (key, ttl) in self.window_keys(ip_key, click) {
                 batch.entry(key).or_insert((0, ttl)).0 += 1;
             }
         }
@@ -243,14 +253,9 @@ impl Scorer {
         })
     }
 
-    fn shared_velocity(
-        &self,
-        event: &ClickEvent,
-        click: &StoredClick,
-        shared: &mut SharedCounts,
-    ) -> u32 {
+    fn shared_velocity(&self, ip_key: u64, click: &StoredClick, shared: &mut SharedCounts) -> u32 {
         let s = &self.settings;
-        let [ip10, ip60, repeat] = self.window_keys(event, click);
+        let [ip10, ip60, repeat] = self.window_keys(ip_key, click);
         let mut reasons = 0;
         if shared.hit(ip10.0) > u64::from(s.ip_per_10s) {
             reasons |= reason::IP_VELOCITY_10S;

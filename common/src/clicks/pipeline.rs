@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::batch::build_batch;
-use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt, network_of};
+use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt, network_of, visitor_hash};
 use super::fraud::{Scorer, SharedCounts, reason};
 use super::journal::{Journal, JournalEntry, JournalError};
 use super::queue::ClickQueue;
@@ -377,13 +377,18 @@ impl Worker {
     async fn build(&mut self, events: &[ClickEvent]) -> ClickBatch {
         let started = Instant::now();
         let mut clicks = Vec::with_capacity(events.len());
+        // The address as a keyed hash under the day's salt: what shared counters are keyed
+        // by (Redis never sees an address).
+        let mut ip_keys = Vec::with_capacity(events.len());
         for event in events {
             let salt = self.salt(event.at.day_start()).await;
             clicks.push(self.enricher.enrich(event, &salt));
+            ip_keys.push(visitor_hash(&salt, event.client_ip, ""));
         }
-        let mut shared = self.shared_counts(events, &clicks).await;
-        for (event, click) in events.iter().zip(clicks.iter_mut()) {
-            click.fraud_reasons = self.scorer.score_with(event, click, shared.as_mut());
+        let mut shared = self.shared_counts(&ip_keys, &clicks).await;
+        for ((event, click), &ip_key) in events.iter().zip(clicks.iter_mut()).zip(&ip_keys) {
+            let shared = shared.as_mut().map(|s| (s, ip_key));
+            click.fraud_reasons = self.scorer.score_with(event, click, shared);
             if click.fraud_reasons != 0 && click.ip.is_none() {
                 // Evidence for review: the network (/24, /48) of a flagged click is kept
                 // even when raw addresses are not; a normal visitor's address never is.
@@ -572,11 +577,11 @@ impl Worker {
     /// scores with this node's own windows.
     async fn shared_counts(
         &mut self,
-        events: &[ClickEvent],
+        ip_keys: &[u64],
         clicks: &[crate::domain::StoredClick],
     ) -> Option<SharedCounts> {
         let redis = Arc::clone(self.settings.shared_counters.as_ref()?);
-        if !self.settings.fraud.enabled || events.is_empty() {
+        if !self.settings.fraud.enabled || clicks.is_empty() {
             return None;
         }
         if !redis.is_connected() {
@@ -594,7 +599,7 @@ impl Worker {
         }
         match self
             .scorer
-            .shared_counts(&redis, events, clicks, SHARED_COUNTS_TIMEOUT)
+            .shared_counts(&redis, ip_keys, clicks, SHARED_COUNTS_TIMEOUT)
             .await
         {
             Ok(counts) => Some(counts),

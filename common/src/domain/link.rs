@@ -254,7 +254,11 @@ pub struct LinkPatch {
     pub expires_at: Option<Option<Timestamp>>,
     pub max_clicks: Option<Option<u64>>,
     pub fallback_url: Option<Option<TargetUrl>>,
+    /// The new state. It never lifts a ban unless `lift_ban` is set: an owner switching a
+    /// link on while an administrator bans it leaves it banned, whichever commits first.
     pub state: Option<LinkState>,
+    /// Set only by the administrators' unban action.
+    pub lift_ban: bool,
 }
 
 impl LinkPatch {

@@ -345,15 +345,20 @@ async fn two_nodes_share_address_counts_through_redis() {
         let mut node = node;
         let events = batch(start);
         let clicks: Vec<_> = events.iter().map(|e| enricher.enrich(e, &salt)).collect();
+        let keys: Vec<u64> = events
+            .iter()
+            .map(|e| linkgate_common::clicks::enrich::visitor_hash(&salt, e.client_ip, ""))
+            .collect();
         let mut shared = node
-            .shared_counts(&redis, &events, &clicks, std::time::Duration::from_secs(2))
+            .shared_counts(&redis, &keys, &clicks, std::time::Duration::from_secs(2))
             .await
             .unwrap();
         let n = events
             .iter()
             .zip(&clicks)
-            .filter(|(e, c)| {
-                node.score_with(e, c, Some(&mut shared)) & reason::IP_VELOCITY_10S != 0
+            .zip(&keys)
+            .filter(|((e, c), k)| {
+                node.score_with(e, c, Some((&mut shared, **k))) & reason::IP_VELOCITY_10S != 0
             })
             .count();
         flagged.push(n);

@@ -245,9 +245,12 @@ pub async fn confirming_removes_exactly_the_flagged_clicks_once(store: &dyn Stor
         .await
         .unwrap();
     assert_eq!(again, 0);
-    let more: Vec<StoredClick> = (0..4)
+    // Four new flagged clicks, and one that arrives late (from a journal, say) with a time
+    // before the first confirmation: the next confirmation takes out all five.
+    let mut more: Vec<StoredClick> = (0..4)
         .map(|i| click(id, now.plus_millis(10 + i), 1 << 6, false, "NL"))
         .collect();
+    more.push(click(id, h.plus_millis(HOUR + 30_500), 1 << 4, false, "NL"));
     store
         .write_click_batch(&build_batch(more, &clock))
         .await
@@ -257,11 +260,13 @@ pub async fn confirming_removes_exactly_the_flagged_clicks_once(store: &dyn Stor
         .confirm_review(id, ClickId::at(later), owner.id, "still farming", later)
         .await
         .unwrap();
-    assert_eq!(removed, 4);
+    assert_eq!(removed, 5);
     assert_eq!(
         store.review(id).await.unwrap().unwrap().confirmed_clicks,
-        19
+        20
     );
+    let (raw, total, hourly) = click_counts(store, id).await;
+    assert_eq!((raw, total, hourly), (50, 30, 30));
     assert_eq!(
         store
             .confirm_review(LinkId(987_654), ClickId::at(later), owner.id, "x", later)

@@ -201,8 +201,16 @@ pub async fn bans_and_unbans_are_recorded_as_such(store: &dyn Store) {
         ..LinkPatch::default()
     };
     store.update_link(link.id, &ban).await.unwrap();
+    // Switching a banned link on does not lift the ban; only an explicit unban does.
+    let switch_on = LinkPatch {
+        state: Some(LinkState::Active),
+        ..LinkPatch::default()
+    };
+    let still = store.update_link(link.id, &switch_on).await.unwrap();
+    assert_eq!(still.state, LinkState::Banned);
     let unban = LinkPatch {
         state: Some(LinkState::Active),
+        lift_ban: true,
         ..LinkPatch::default()
     };
     store.update_link(link.id, &unban).await.unwrap();

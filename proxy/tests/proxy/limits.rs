@@ -9,7 +9,7 @@ use crate::Setup;
 use crate::helpers::{TestProxy, request};
 
 /// 1,000 random codes from one address within a minute: 404s up to the limit, then 429
-/// with a Retry-After, while a real link from the same address still redirects.
+/// with a Retry-After for every link request of that address.
 pub fn code_enumeration_is_limited_per_address_with_retry_after(setup: Setup) {
     let env = setup.env();
     env.link("realone", "https://example.com/real", |_| {});
@@ -37,11 +37,14 @@ pub fn code_enumeration_is_limited_per_address_with_retry_after(setup: Setup) {
     assert!(statuses[..30].iter().all(|&s| s == 404));
     let retry: u64 = retry_after.expect("Retry-After on 429").parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
+    // Once limited, the address gets 429 for every link until it may ask again, so
+    // existing codes can no longer be told from missing ones.
+    let resp = proxy.get("/realone");
     assert_eq!(
-        proxy.get("/realone").status,
-        302,
-        "known links are not limited"
+        resp.status, 429,
+        "a limited enumerator is refused known links too"
     );
+    assert!(resp.header("retry-after").is_some());
     assert!(
         proxy
             .metrics_text()
@@ -70,6 +73,9 @@ pub fn a_spoofed_forwarded_for_changes_neither_the_limit_key_nor_the_visitor(set
             b"",
         )
     };
+    for i in 0..10u8 {
+        assert_eq!(get("/spoofed", &format!("203.0.113.{i}")).status, 302);
+    }
     let limited = (0..40u8)
         .filter(|i| get(&format!("/nothere{i:03}"), &format!("198.51.100.{i}")).status == 429)
         .count();
@@ -77,9 +83,6 @@ pub fn a_spoofed_forwarded_for_changes_neither_the_limit_key_nor_the_visitor(set
         limited >= 25,
         "rotating XFF must not reset the limit: {limited} limited"
     );
-    for i in 0..10u8 {
-        assert_eq!(get("/spoofed", &format!("203.0.113.{i}")).status, 302);
-    }
     let store = env.store();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use super::value::{Row, params};
 use super::{Backend, Conn, SqlStore, finish, page_size};
 use crate::clicks::batch::breakdown_value;
+use crate::clicks::fraud::reason;
 use crate::domain::{
     ClickId, Dimension, FraudReview, LinkId, ReviewCandidate, ReviewState, ReviewThresholds,
     StoredClick, Timestamp, UserId,
@@ -240,18 +241,20 @@ async fn confirm_in_tx<B: Backend>(
     let rows = conn
         .query(
             &format!(
-                "SELECT confirmed_through FROM fraud_reviews WHERE link_id = ?{}",
+                "SELECT link_id FROM fraud_reviews WHERE link_id = ?{}",
                 B::DIALECT.for_update()
             ),
             params![link],
         )
         .await?;
-    let row = rows.first().ok_or(StoreError::NotFound)?;
-    let mut after = if row.is_null(0)? {
-        [0u8; 16]
-    } else {
-        row.array::<16>(0)?
-    };
+    if rows.is_empty() {
+        return Err(StoreError::NotFound);
+    }
+    // Every flagged click not confirmed before, up to `through`, whenever it arrived (a
+    // click written late, from a journal or a lagging node, is caught by the next
+    // confirmation); each is marked as it is counted, so none is taken out twice.
+    let confirmed = i64::from(reason::CONFIRMED);
+    let mut after = [0u8; 16];
     let through = through.to_bytes();
     let mut removal = Removal::default();
     loop {
@@ -259,8 +262,8 @@ async fn confirm_in_tx<B: Backend>(
             .query(
                 "SELECT at, referrer_host, country, device, browser, os, is_bot, click_id \
                  FROM clicks WHERE link_id = ? AND click_id > ? AND click_id <= ? \
-                 AND fraud_reasons <> 0 ORDER BY click_id LIMIT ?",
-                params![link, after, through, CONFIRM_PAGE],
+                 AND fraud_reasons <> 0 AND (fraud_reasons & ?) = 0 ORDER BY click_id LIMIT ?",
+                params![link, after, through, confirmed, CONFIRM_PAGE],
             )
             .await?;
         for r in &page {
@@ -280,11 +283,17 @@ async fn confirm_in_tx<B: Backend>(
                 fraud_reasons: 1,
             });
         }
-        match page.last() {
-            Some(last) if i64::try_from(page.len()) == Ok(CONFIRM_PAGE) => {
-                after = last.array::<16>(7)?;
-            }
-            _ => break,
+        let Some(last) = page.last() else { break };
+        let last = last.array::<16>(7)?;
+        conn.exec(
+            "UPDATE clicks SET fraud_reasons = fraud_reasons | ? WHERE link_id = ? \
+             AND click_id > ? AND click_id <= ? AND fraud_reasons <> 0 AND (fraud_reasons & ?) = 0",
+            params![confirmed, link, after, last, confirmed],
+        )
+        .await?;
+        after = last;
+        if i64::try_from(page.len()) != Ok(CONFIRM_PAGE) {
+            break;
         }
     }
     for (hour, (total, bot, suspicious)) in &removal.hourly {

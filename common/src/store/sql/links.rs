@@ -447,7 +447,11 @@ fn apply_patch(link: &mut Link, patch: &LinkPatch) {
         link.fallback_url.clone_from(fallback);
     }
     if let Some(state) = patch.state {
-        link.state = state;
+        // Decided on the row locked for this update, so a ban that committed after the
+        // caller read the link still holds.
+        if link.state != LinkState::Banned || state == LinkState::Banned || patch.lift_ban {
+            link.state = state;
+        }
     }
 }
 
