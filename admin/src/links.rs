@@ -242,7 +242,18 @@ pub async fn create(
     req: &CreateLink,
 ) -> Result<Link, ApiError> {
     let (link, custom) = validate_create(state, owner, req).await?;
-    let created = if custom {
+    let created = insert(state, link, custom).await?;
+    state.metrics.links_created(1);
+    state
+        .publish_change(&created.domain, created.code.as_str())
+        .await;
+    Ok(created)
+}
+
+/// Inserts a validated link: a custom code as given (409 when taken), a generated one
+/// redrawn on collision.
+pub async fn insert(state: &AppState, link: NewLink, custom: bool) -> Result<Link, ApiError> {
+    let result = if custom {
         state.store.create_link(&link).await
     } else {
         let len = state.settings.links.code_length;
@@ -254,17 +265,12 @@ pub async fn create(
         )
         .await
     };
-    let created = created.map_err(|e| match e {
+    result.map_err(|e| match e {
         StoreError::Conflict(_) => {
             ApiError::Conflict("this code is already taken on this domain".to_owned())
         }
         other => other.into(),
-    })?;
-    state.metrics.links_created(1);
-    state
-        .publish_change(&created.domain, created.code.as_str())
-        .await;
-    Ok(created)
+    })
 }
 
 /// Turns an edit into a `LinkPatch` for `link`, as `by` may make it.

@@ -222,11 +222,15 @@ enum Step {
 /// True for speculative loads and link previews: Chrome's `Sec-Purpose: prefetch`, the
 /// older `Purpose: prefetch`, and Firefox's `X-Moz: prefetch`.
 fn is_prefetch(req: &RequestHeader) -> bool {
+    // Runs for every redirect: header lookups only, no allocation.
     ["sec-purpose", "purpose", "x-moz", "x-purpose"]
         .iter()
         .any(|name| {
             header_str(req, name).is_some_and(|v| {
-                v.to_ascii_lowercase().contains("prefetch") || v.eq_ignore_ascii_case("preview")
+                v.as_bytes()
+                    .windows(8)
+                    .any(|w| w.eq_ignore_ascii_case(b"prefetch"))
+                    || v.eq_ignore_ascii_case("preview")
             })
         })
 }

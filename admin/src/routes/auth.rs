@@ -15,7 +15,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::{client_ip, json_body, principal, to, with_state};
+use super::{client_ip, json_body, no_content, principal, to, with_state};
 use crate::auth::jwt::TokenSubject;
 use crate::auth::password::check_password_rules;
 use crate::auth::{Principal, tokens};
@@ -353,10 +353,4 @@ async fn revoke_key(
     } else {
         Err(ApiError::NotFound)
     }
-}
-
-pub fn no_content() -> Response {
-    let mut response = Response::default();
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    response
 }

@@ -14,8 +14,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::auth::no_content;
-use super::{json_body, principal, query, to, with_state};
+use super::{json_body, no_content, principal, query, to, with_state};
 use crate::auth::Principal;
 use crate::csv_io;
 use crate::links::{self as rules, CreateLink, EditLink, LinkView, MAX_BULK};
@@ -283,7 +282,7 @@ pub async fn create_many(
         Err(StoreError::Conflict(_)) => {
             for (index, new) in &valid {
                 results[*index] = Some(
-                    match insert_one(state, items[*index].code.is_some(), new.clone()).await {
+                    match rules::insert(state, new.clone(), items[*index].code.is_some()).await {
                         Ok(link) => success(state, *index, &link),
                         Err(error @ (ApiError::Unavailable(_) | ApiError::Internal(_))) => {
                             return Err(error);
@@ -309,31 +308,6 @@ pub async fn create_many(
         created: created.len(),
         failed: results.len() - created.len(),
         results,
-    })
-}
-
-async fn insert_one(
-    state: &AppState,
-    custom: bool,
-    link: linkgate_common::domain::NewLink,
-) -> Result<Link, ApiError> {
-    let result = if custom {
-        state.store.create_link(&link).await
-    } else {
-        let len = state.settings.links.code_length;
-        linkgate_common::store::create_link_with_retry(
-            &*state.store,
-            link,
-            || ShortCode::generate(len),
-            5,
-        )
-        .await
-    };
-    result.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            ApiError::Conflict("this code is already taken on this domain".to_owned())
-        }
-        other => other.into(),
     })
 }
 

@@ -58,20 +58,33 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The route template `path` matches (for metric labels), or `other`.
 pub fn template_for(method: &str, path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let path = path.trim_end_matches('/');
     ROUTES
         .iter()
         .filter(|(m, _)| *m == method || (method == "HEAD" && *m == "GET"))
         .map(|(_, t)| *t)
-        .find(|template| {
-            let parts: Vec<&str> = template.split('/').collect();
-            parts.len() == segments.len()
-                && parts
-                    .iter()
-                    .zip(&segments)
-                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
-        })
+        .find(|template| matches_template(template, path))
         .unwrap_or("other")
+}
+
+/// Segment by segment, `{name}` matching any non-empty segment (no allocation: this runs
+/// for every request).
+fn matches_template(template: &str, path: &str) -> bool {
+    let (mut parts, mut segments) = (template.split('/'), path.split('/'));
+    loop {
+        match (parts.next(), segments.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p == s || (p.starts_with('{') && !s.is_empty()) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// An empty 204 answer.
+pub fn no_content() -> Response {
+    let mut response = Response::default();
+    *response.status_mut() = http::StatusCode::NO_CONTENT;
+    response
 }
 
 /// Runs a handler returning `Result<Response, ApiError>` as a warp `then` closure.

@@ -19,8 +19,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::auth::no_content;
-use super::{json_body, principal, query, to, with_state};
+use super::{json_body, no_content, principal, query, to, with_state};
 use crate::auth::{Principal, admin_only};
 use crate::links::LinkView;
 use crate::problem::{ApiError, json};

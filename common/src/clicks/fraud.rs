@@ -120,21 +120,19 @@ struct Rate {
     last: i64,
 }
 
-/// Counts other batches (on any node) put in each shared window before this batch, and
-/// this batch's own running count, keyed by window key.
+/// Per shared window key: what other batches (on any node) put there before this batch,
+/// plus this batch's clicks scored so far.
 #[derive(Debug, Default)]
 pub struct SharedCounts {
-    prior: HashMap<String, u64>,
-    seen: HashMap<String, u64>,
+    counts: HashMap<String, u64>,
 }
 
 impl SharedCounts {
     /// This click's count in the window `key`, itself included.
     fn hit(&mut self, key: String) -> u64 {
-        let prior = self.prior.get(&key).copied().unwrap_or(0);
-        let seen = self.seen.entry(key).or_default();
-        *seen += 1;
-        prior + *seen
+        let count = self.counts.entry(key).or_default();
+        *count += 1;
+        *count
     }
 }
 
@@ -242,15 +240,12 @@ impl Scorer {
         let entries: Vec<(String, u64, u64)> =
             batch.into_iter().map(|(k, (n, ttl))| (k, n, ttl)).collect();
         let totals = redis.add_counts(&entries, limit).await?;
-        let prior = entries
+        let counts = entries
             .into_iter()
             .zip(totals)
             .map(|((key, added, _), total)| (key, total.saturating_sub(added)))
             .collect();
-        Ok(SharedCounts {
-            prior,
-            seen: HashMap::new(),
-        })
+        Ok(SharedCounts { counts })
     }
 
     fn shared_velocity(&self, ip_key: u64, click: &StoredClick, shared: &mut SharedCounts) -> u32 {

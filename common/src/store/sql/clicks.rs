@@ -242,32 +242,14 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         let after = after.map_or([0u8; 16], ClickId::to_bytes);
         let rows = self
             .query(
-                "SELECT click_id, link_id, at, visitor, ip, referrer_host, country, device, \
-                 browser, os, is_bot, fraud_reasons FROM clicks \
-                 WHERE link_id = ? AND click_id > ? ORDER BY click_id LIMIT ?",
+                &format!(
+                    "SELECT {CLICK_SELECT} FROM clicks \
+                     WHERE link_id = ? AND click_id > ? ORDER BY click_id LIMIT ?"
+                ),
                 params![link, after, page_size(limit, 10_000)],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredClick {
-                    click_id: ClickId::from_bytes(&r.bytes(0)?)
-                        .ok_or_else(|| StoreError::Corrupt("click id".into()))?,
-                    link_id: LinkId(r.i64(1)?),
-                    at: r.ts(2)?,
-                    visitor: u64::from_ne_bytes(r.i64(3)?.to_ne_bytes()),
-                    ip: r.opt_str(4)?,
-                    referrer_host: r.opt_str(5)?,
-                    country: r.opt_str(6)?,
-                    device: r.str(7)?,
-                    browser: r.str(8)?,
-                    os: r.str(9)?,
-                    is_bot: r.bool(10)?,
-                    fraud_reasons: u32::try_from(r.i64(11)?)
-                        .map_err(|_| StoreError::Corrupt("fraud reasons".into()))?,
-                })
-            })
-            .collect()
+        rows.iter().map(click_of).collect()
     }
 
     async fn purge_raw_clicks(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
@@ -524,6 +506,30 @@ async fn write_visitor_sketches<B: Backend>(
         conn.exec(&sql, params).await?;
     }
     Ok(())
+}
+
+/// The columns [`click_of`] reads, in its order.
+pub(super) const CLICK_SELECT: &str = "click_id, link_id, at, visitor, ip, referrer_host, \
+     country, device, browser, os, is_bot, fraud_reasons";
+
+/// A raw click row selected with [`CLICK_SELECT`].
+pub(super) fn click_of(r: &Row) -> StoreResult<StoredClick> {
+    Ok(StoredClick {
+        click_id: ClickId::from_bytes(&r.bytes(0)?)
+            .ok_or_else(|| StoreError::Corrupt("click id".into()))?,
+        link_id: LinkId(r.i64(1)?),
+        at: r.ts(2)?,
+        visitor: u64::from_ne_bytes(r.i64(3)?.to_ne_bytes()),
+        ip: r.opt_str(4)?,
+        referrer_host: r.opt_str(5)?,
+        country: r.opt_str(6)?,
+        device: r.str(7)?,
+        browser: r.str(8)?,
+        os: r.str(9)?,
+        is_bot: r.bool(10)?,
+        fraud_reasons: u32::try_from(r.i64(11)?)
+            .map_err(|_| StoreError::Corrupt("fraud reasons".into()))?,
+    })
 }
 
 fn dedup_sorted<T: Ord>(items: impl Iterator<Item = T>) -> Vec<T> {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use super::clicks::{CLICK_SELECT, click_of};
 use super::value::{Row, params};
 use super::{Backend, Conn, SqlStore, finish, page_size};
 use crate::clicks::batch::breakdown_value;
@@ -147,6 +148,20 @@ impl<B: Backend> FraudStore for SqlStore<B> {
     }
 }
 
+/// A link's review row (`state`, `decided_at`), locked until the transaction ends.
+async fn lock_review<B: Backend>(conn: &mut B::Conn, link: LinkId) -> StoreResult<Option<Row>> {
+    let rows = conn
+        .query(
+            &format!(
+                "SELECT state, decided_at FROM fraud_reviews WHERE link_id = ?{}",
+                B::DIALECT.for_update()
+            ),
+            params![link],
+        )
+        .await?;
+    Ok(rows.into_iter().next())
+}
+
 /// Inserts an open review or refreshes an existing one; true when it (re)opened now.
 async fn upsert_review<B: Backend>(
     conn: &mut B::Conn,
@@ -155,16 +170,7 @@ async fn upsert_review<B: Backend>(
     suspicious: u64,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let existing = conn
-        .query(
-            &format!(
-                "SELECT state, decided_at FROM fraud_reviews WHERE link_id = ?{}",
-                B::DIALECT.for_update()
-            ),
-            params![c.link_id],
-        )
-        .await?;
-    let Some(row) = existing.first() else {
+    let Some(row) = lock_review::<B>(conn, c.link_id).await? else {
         conn.exec(
             "INSERT INTO fraud_reviews (link_id, state, opened_at, updated_at, hour_total, \
              hour_suspicious, burst_clicks, confirmed_clicks) VALUES (?, 'open', ?, ?, ?, ?, ?, 0)",
@@ -238,18 +244,9 @@ async fn confirm_in_tx<B: Backend>(
     note: &str,
     now: Timestamp,
 ) -> StoreResult<u64> {
-    let rows = conn
-        .query(
-            &format!(
-                "SELECT link_id FROM fraud_reviews WHERE link_id = ?{}",
-                B::DIALECT.for_update()
-            ),
-            params![link],
-        )
-        .await?;
-    if rows.is_empty() {
-        return Err(StoreError::NotFound);
-    }
+    lock_review::<B>(conn, link)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     // Every flagged click not confirmed before, up to `through`, whenever it arrived (a
     // click written late, from a journal or a lagging node, is caught by the next
     // confirmation); each is marked as it is counted, so none is taken out twice.
@@ -260,31 +257,19 @@ async fn confirm_in_tx<B: Backend>(
     loop {
         let page = conn
             .query(
-                "SELECT at, referrer_host, country, device, browser, os, is_bot, click_id \
-                 FROM clicks WHERE link_id = ? AND click_id > ? AND click_id <= ? \
-                 AND fraud_reasons <> 0 AND (fraud_reasons & ?) = 0 ORDER BY click_id LIMIT ?",
+                &format!(
+                    "SELECT {CLICK_SELECT} FROM clicks WHERE link_id = ? AND click_id > ? \
+                     AND click_id <= ? AND fraud_reasons <> 0 AND (fraud_reasons & ?) = 0 \
+                     ORDER BY click_id LIMIT ?"
+                ),
                 params![link, after, through, confirmed, CONFIRM_PAGE],
             )
             .await?;
         for r in &page {
-            removal.add(&StoredClick {
-                click_id: ClickId::from_bytes(&r.bytes(7)?)
-                    .ok_or_else(|| StoreError::Corrupt("click id".into()))?,
-                link_id: link,
-                at: r.ts(0)?,
-                visitor: 0,
-                ip: None,
-                referrer_host: r.opt_str(1)?,
-                country: r.opt_str(2)?,
-                device: r.str(3)?,
-                browser: r.str(4)?,
-                os: r.str(5)?,
-                is_bot: r.bool(6)?,
-                fraud_reasons: 1,
-            });
+            removal.add(&click_of(r)?);
         }
         let Some(last) = page.last() else { break };
-        let last = last.array::<16>(7)?;
+        let last = last.array::<16>(0)?;
         conn.exec(
             "UPDATE clicks SET fraud_reasons = fraud_reasons | ? WHERE link_id = ? \
              AND click_id > ? AND click_id <= ? AND fraud_reasons <> 0 AND (fraud_reasons & ?) = 0",
