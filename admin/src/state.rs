@@ -9,13 +9,13 @@ use base64::Engine as _;
 use linkgate_common::cache::RedisTier;
 use linkgate_common::clicks::TrendingClock;
 use linkgate_common::domain::{LinkDomain, TargetPolicy};
+use linkgate_common::password::PasswordHasher;
 use linkgate_common::ratelimit::Limiter;
 use linkgate_common::store::Store;
 use linkgate_config::Settings;
 use rand::RngExt as _;
 
 use crate::auth::jwt::JwtKeys;
-use crate::auth::password::Hasher;
 use crate::metrics::Metrics;
 
 /// Shared by all requests (behind an `Arc`).
@@ -24,7 +24,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub settings: Settings,
     pub jwt: JwtKeys,
-    pub hasher: Hasher,
+    pub hasher: PasswordHasher,
     /// Optional shared tier: invalidation messages and cluster-wide rate limits.
     pub redis: Option<Arc<RedisTier>>,
     /// Login and signup attempts per client address; fails closed without Redis.
@@ -92,7 +92,7 @@ impl AppState {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Ok(Self {
             jwt: JwtKeys::new(&settings.auth, &secret),
-            hasher: Hasher::new(cores),
+            hasher: PasswordHasher::new(cores),
             login_limiter: Limiter::new("login", settings.limits.login_per_minute, redis.clone()),
             create_limiter: Limiter::new(
                 "create",

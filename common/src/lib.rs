@@ -5,6 +5,7 @@ pub mod cache;
 pub mod clicks;
 pub mod client_ip;
 pub mod domain;
+pub mod password;
 pub mod ratelimit;
 pub mod store;
 pub mod telemetry;

@@ -1,14 +1,12 @@
-//! Password-protected links: attempts are rate-limited per client address (GCRA, `governor`)
-//! and each password is checked with argon2 on the blocking pool, a few at a time, so
-//! neither a flood of guesses nor the hashing cost reaches the redirect threads.
+//! Password-protected links: attempts are rate-limited per client address
+//! (`common::ratelimit`, this node's count) and each password is checked by
+//! `common::password` (argon2 on the blocking pool, a few at a time), so neither a flood of
+//! guesses nor the hashing cost reaches the redirect threads.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::Arc;
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier as _};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::Semaphore;
+use linkgate_common::password::PasswordHasher;
+use linkgate_common::ratelimit::{Limiter, Verdict, retry_after_secs};
 
 /// Longest password accepted (as the admin service enforces when setting one).
 pub const MAX_PASSWORD_BYTES: usize = 128;
@@ -16,8 +14,9 @@ pub const MAX_PASSWORD_BYTES: usize = 128;
 const CONCURRENT_VERIFICATIONS: usize = 2;
 
 pub struct PasswordGate {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    verifications: Arc<Semaphore>,
+    /// Attempts per client address, counted on this node.
+    limiter: Limiter<IpAddr>,
+    hasher: PasswordHasher,
 }
 
 impl std::fmt::Debug for PasswordGate {
@@ -39,40 +38,24 @@ pub enum Attempt {
 
 impl PasswordGate {
     pub fn new(per_minute: u32) -> Self {
-        let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
-            verifications: Arc::new(Semaphore::new(CONCURRENT_VERIFICATIONS)),
+            limiter: Limiter::new("password", per_minute, None),
+            hasher: PasswordHasher::new(CONCURRENT_VERIFICATIONS),
         }
     }
 
     /// Checks `password` against the PHC `hash` for a client at `ip`.
     pub async fn check(&self, ip: IpAddr, password: &str, hash: &str) -> Attempt {
-        if let Err(not_until) = self.limiter.check_key(&ip) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
+        if let Verdict::Limited { retry_after } = self.limiter.check_local(&ip) {
             return Attempt::Limited {
-                retry_after_secs: wait.as_secs().max(1),
+                retry_after_secs: retry_after_secs(retry_after),
             };
         }
         if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
             return Attempt::Wrong;
         }
-        let Ok(_permit) = Arc::clone(&self.verifications).acquire_owned().await else {
-            return Attempt::Wrong;
-        };
-        let (password, hash) = (password.to_owned(), hash.to_owned());
-        let verified = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-        })
-        .await
-        .unwrap_or(false);
-        if verified {
+        // A busy hasher or a failed task counts as a wrong password: never a redirect.
+        if self.hasher.verify(password, Some(hash)).await == Ok(true) {
             Attempt::Correct
         } else {
             Attempt::Wrong
@@ -81,7 +64,7 @@ impl PasswordGate {
 
     /// Drops limiter state for addresses that are back to a full allowance.
     pub fn housekeeping(&self) {
-        self.limiter.retain_recent();
+        self.limiter.housekeeping();
     }
 }
 
@@ -99,7 +82,7 @@ mod tests {
     use super::*;
 
     fn hash(pw: &str) -> String {
-        Argon2::default()
+        argon2::Argon2::default()
             .hash_password_with_salt(pw.as_bytes(), b"saltsaltsaltsalt")
             .unwrap()
             .to_string()
