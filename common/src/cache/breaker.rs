@@ -44,12 +44,25 @@ impl Breaker {
         self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 
+    /// A failure while the circuit is already open came from a call that started before it
+    /// opened: it neither counts nor re-opens (nor extends) the circuit. The opening itself is a
+    /// compare-and-swap on the open-until instant, so concurrent failures open it once.
     pub fn record_failure(&self) {
+        let now = self.now_us();
+        let current = self.open_until_us.load(Ordering::Relaxed);
+        if now < current {
+            return;
+        }
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= FAILURES_TO_OPEN {
-            let until =
-                self.now_us() + u64::try_from(self.cooldown.as_micros()).unwrap_or(u64::MAX);
-            self.open_until_us.store(until, Ordering::Relaxed);
+        if failures < FAILURES_TO_OPEN {
+            return;
+        }
+        let until = now + u64::try_from(self.cooldown.as_micros()).unwrap_or(u64::MAX);
+        if self
+            .open_until_us
+            .compare_exchange(current, until, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
             self.consecutive_failures.store(0, Ordering::Relaxed);
             self.opened.fetch_add(1, Ordering::Relaxed);
         }
@@ -76,6 +89,40 @@ mod tests {
         assert_eq!(b.times_opened(), 1);
         std::thread::sleep(Duration::from_millis(60));
         assert!(!b.is_open(), "half-open after the cool-down");
+    }
+
+    #[test]
+    fn failures_of_calls_in_flight_when_it_opened_do_not_open_it_again() {
+        let b = Breaker::new(Duration::from_mins(1));
+        for _ in 0..3 {
+            b.record_failure();
+        }
+        let opened_until = b.open_until_us.load(Ordering::Relaxed);
+        for _ in 0..7 {
+            b.record_failure();
+        }
+        assert_eq!(b.times_opened(), 1);
+        assert_eq!(b.open_until_us.load(Ordering::Relaxed), opened_until);
+    }
+
+    #[test]
+    fn concurrent_failures_open_the_circuit_once() {
+        let b = std::sync::Arc::new(Breaker::new(Duration::from_mins(1)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        b.record_failure();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(b.is_open());
+        assert_eq!(b.times_opened(), 1);
     }
 
     #[test]
