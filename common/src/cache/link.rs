@@ -101,11 +101,11 @@ impl CachedLink {
         self.extra.as_ref().and_then(|e| e.fallback_url.as_ref())
     }
 
-    /// Approximate bytes held, for the L1 weigher: the struct, its heap strings, and the
-    /// cache's own per-entry bookkeeping.
+    /// Approximate bytes held, for the L1 weigher: the struct in its `Arc` and its heap
+    /// strings (L1 adds its own slot and bucket bookkeeping).
     pub fn weight(&self) -> usize {
-        /// moka's per-entry overhead (entry info, deque nodes, Arc headers), measured order.
-        const ENTRY_OVERHEAD: usize = 160;
+        /// The `Arc`'s reference counts.
+        const ARC_HEADER: usize = 16;
         std::mem::size_of::<Self>()
             + self.target.as_str().len()
             + self.extra.as_ref().map_or(0, |e| {
@@ -113,7 +113,7 @@ impl CachedLink {
                     + e.password_hash.as_ref().map_or(0, |h| h.len())
                     + e.fallback_url.as_ref().map_or(0, |u| u.as_str().len())
             })
-            + ENTRY_OVERHEAD
+            + ARC_HEADER
     }
 
     /// The Redis form.

@@ -1,8 +1,9 @@
-//! The proxy's two-tier link cache: L1 in process (moka, bounded by bytes, per-entry TTL,
+//! The proxy's two-tier link cache: L1 in process (moka holding buckets of links, bounded by bytes, per-link TTL,
 //! negative entries for unknown codes), L2 in Redis (optional, short timeouts, circuit
 //! breaker), then the store with bounded concurrency. One load per key at a time.
 
 mod breaker;
+mod l1;
 mod link;
 mod redis_tier;
 mod resolver;

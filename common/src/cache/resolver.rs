@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::l1::L1;
 use super::link::CachedLink;
 use super::redis_tier::RedisTier;
 use crate::domain::{LinkDomain, MAX_CODE_LEN, ShortCode};
@@ -83,8 +84,8 @@ pub struct Resolver {
     id: u64,
     /// Bumped on every invalidation; memos from an older epoch are discarded.
     epoch: AtomicU64,
-    /// Known links. One global TTL (no per-entry timers: a million entries cost less).
-    l1: Cache<Box<[u8]>, Arc<CachedLink>, foldhash::fast::RandomState>,
+    /// Known links, in moka buckets (see [`L1`]).
+    l1: L1,
     /// Codes known not to exist, for a shorter time, in a cache of their own so a flood of
     /// unknown codes cannot evict real links.
     negative: Cache<Box<[u8]>, (), foldhash::fast::RandomState>,
@@ -100,7 +101,7 @@ pub struct Resolver {
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Resolver")
-            .field("l1_entries", &self.l1.entry_count())
+            .field("l1_weighted_bytes", &self.l1.weighted_size())
             .finish_non_exhaustive()
     }
 }
@@ -113,11 +114,7 @@ impl Resolver {
     ) -> Self {
         // Keys come from requests, so they are hashed with a per-process random seed;
         // foldhash is several times cheaper than the default SipHash on short keys.
-        let l1 = Cache::builder()
-            .max_capacity(settings.l1_max_bytes)
-            .weigher(weigh)
-            .time_to_live(settings.l1_ttl)
-            .build_with_hasher(foldhash::fast::RandomState::default());
+        let l1 = L1::new(settings.l1_max_bytes, settings.l1_ttl);
         let negative = Cache::builder()
             .max_capacity(settings.l1_max_bytes / 8)
             .weigher(weigh_negative)
@@ -170,7 +167,7 @@ impl Resolver {
                 tier: Tier::L1,
             });
         }
-        let link = match self.l1.get(key) {
+        let link = match self.l1.get(key, now) {
             Some(link) => Some(link),
             None if self.negative.contains_key(key) => None,
             None => return None,
@@ -230,7 +227,7 @@ impl Resolver {
         let first = match self.in_flight.lock() {
             Ok(mut in_flight) if in_flight.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) => {
                 match &result {
-                    Ok((Some(link), _)) => self.l1.insert(Box::from(key), Arc::clone(link)),
+                    Ok((Some(link), _)) => self.l1.insert(key, Arc::clone(link)),
                     Ok((None, _)) => self.negative.insert(Box::from(key), ()),
                     Err(_) => {}
                 }
@@ -304,9 +301,10 @@ impl Resolver {
         &self.store
     }
 
-    /// Entries in L1 (approximate; pending maintenance is not flushed).
+    /// Entries in L1, links and negative ones (walks L1's buckets: for metrics, not the
+    /// request path).
     pub fn l1_entries(&self) -> u64 {
-        self.l1.entry_count() + self.negative.entry_count()
+        self.l1.len() + self.negative.entry_count()
     }
 
     /// Weighted size of L1 in bytes (approximate).
@@ -329,12 +327,6 @@ impl Resolver {
 )]
 fn weigh_negative(key: &Box<[u8]>, (): &()) -> u32 {
     u32::try_from(key.len() + 96).unwrap_or(u32::MAX)
-}
-
-/// Bytes an entry holds: its key plus the link.
-#[allow(clippy::borrowed_box, reason = "the signature moka's weigher requires")]
-fn weigh(key: &Box<[u8]>, value: &Arc<CachedLink>) -> u32 {
-    u32::try_from(key.len() + value.weight()).unwrap_or(u32::MAX)
 }
 
 /// Writes `host \0 code` (host lower-cased) into `buf`; `None` when either part is empty or
