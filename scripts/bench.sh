@@ -113,12 +113,13 @@ echo "## RSS of the proxy holding 1,000,000 cached links"
 $LT seed --store "sqlite://$WORK/million.db" --links 1000000 --domain 127.0.0.1:18082 --codes-out "$WORK/million.txt"
 LINKGATE__STORE__URL="sqlite://$WORK/million.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18082 \
   LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19092 LINKGATE__PROXY__THREADS=2 \
-  LINKGATE__CACHE__L1_MAX_BYTES=1073741824 LINKGATE__CACHE__L1_TTL_SECS=3600 RUST_LOG=warn \
+  LINKGATE__CACHE__L1_TTL_SECS=3600 RUST_LOG=warn \
   ./target/release/linkgate-proxy >/dev/null 2>&1 &
 MPID=$!
 wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18082'
+# Every code once (all store loads) at a steady 7,000/s, with the default 256 MiB L1 bound.
 $LT run --target http://127.0.0.1:18082 --codes-file "$WORK/million.txt" --cold-share 1 \
-  --connections 64 --duration 45 --warmup 0 | grep -E "responses|throughput|errors"
+  --rate 7000 --connections 64 --duration 150 --warmup 0 | grep -E "responses|throughput|errors|unsent"
 curl -s http://127.0.0.1:19092/metrics | grep '^linkgate_proxy_l1_entries'
 grep VmRSS "/proc/$MPID/status"
 kill "$MPID" 2>/dev/null || true

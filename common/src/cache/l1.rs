@@ -182,15 +182,13 @@ impl L1 {
             link,
             loaded: now,
         };
-        self.buckets
-            .entry(bucket)
-            .and_compute_with(|current| {
-                let mut tagged = current.map_or_else(Vec::new, |entry| {
-                    entry.value().kept(key, |loaded| self.is_fresh(loaded, now))
-                });
-                tagged.push((tag, slot));
-                Op::Put(Arc::new(Bucket::new(tagged)))
+        self.buckets.entry(bucket).and_compute_with(|current| {
+            let mut tagged = current.map_or_else(Vec::new, |entry| {
+                entry.value().kept(key, |loaded| self.is_fresh(loaded, now))
             });
+            tagged.push((tag, slot));
+            Op::Put(Arc::new(Bucket::new(tagged)))
+        });
     }
 
     pub(crate) fn invalidate(&self, key: &[u8]) {
@@ -242,8 +240,11 @@ mod tests {
     fn link(id: i64) -> Arc<CachedLink> {
         Arc::new(CachedLink::new(
             LinkId(id),
-            TargetUrl::parse(&format!("https://example.com/{id}"), &TargetPolicy::default())
-                .unwrap(),
+            TargetUrl::parse(
+                &format!("https://example.com/{id}"),
+                &TargetPolicy::default(),
+            )
+            .unwrap(),
         ))
     }
 
@@ -253,7 +254,11 @@ mod tests {
 
     #[test]
     fn slots_stay_small() {
-        assert!(std::mem::size_of::<Slot>() <= 56, "{}", std::mem::size_of::<Slot>());
+        assert!(
+            std::mem::size_of::<Slot>() <= 56,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
     }
 
     #[test]

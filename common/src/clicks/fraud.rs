@@ -68,12 +68,15 @@ pub mod reason {
     }
 }
 
-/// Keys not seen for this long are forgotten (longer than every window).
+/// A link's rate is forgotten after this long without clicks (its baseline has decayed to
+/// little by then).
 const IDLE_MS: i64 = 5 * 60_000;
-/// Housekeeping runs every this many scored clicks.
-const SWEEP_EVERY: u64 = 100_000;
+/// Housekeeping runs every this much click time: each map is then cut to what its own
+/// window can still count (addresses a minute, visitor+link pairs the repeat window), so a
+/// stream over a million links holds only the last few seconds of pairs.
+const SWEEP_EVERY_MS: i64 = 10_000;
 /// Weight of the newest minute in a link's per-minute baseline (an EWMA over ~10 minutes).
-const BASELINE_ALPHA: f64 = 0.1;
+const BASELINE_ALPHA: f32 = 0.1;
 const MINUTE_MS: i64 = 60_000;
 
 /// The timestamps of one key's recent clicks, newest last, at most `cap` kept.
@@ -109,15 +112,16 @@ impl Recent {
     }
 }
 
-/// A link's click rate: the current minute's count and an average of past minutes.
+/// A link's click rate: the current minute's count and an average of past minutes, in 16
+/// bytes (a million links clicked within [`IDLE_MS`] each hold one).
 #[derive(Debug, Default)]
 struct Rate {
-    minute: i64,
-    count: u64,
-    baseline: f64,
+    /// Minutes since the epoch of the current minute (u32 lasts until the year 10136).
+    minute: u32,
+    count: u32,
+    baseline: f32,
     /// Minutes observed (the baseline means nothing until a few have passed).
     minutes: u32,
-    last: i64,
 }
 
 /// Per shared window key: what other batches (on any node) put there before this batch,
@@ -143,7 +147,8 @@ pub struct Scorer {
     by_ip: HashMap<IpAddr, Recent>,
     by_visitor_link: HashMap<(u64, LinkId), Recent>,
     by_link: HashMap<LinkId, Rate>,
-    scored: u64,
+    /// Click time of the next housekeeping.
+    next_sweep: i64,
 }
 
 impl Scorer {
@@ -153,7 +158,7 @@ impl Scorer {
             by_ip: HashMap::new(),
             by_visitor_link: HashMap::new(),
             by_link: HashMap::new(),
-            scored: 0,
+            next_sweep: i64::MIN,
         }
     }
 
@@ -183,9 +188,9 @@ impl Scorer {
         if self.link_bursts(click.link_id, at) {
             reasons |= reason::BURST;
         }
-        self.scored += 1;
-        if self.scored.is_multiple_of(SWEEP_EVERY) {
+        if at >= self.next_sweep {
             self.sweep(at);
+            self.next_sweep = at.saturating_add(SWEEP_EVERY_MS);
         }
         reasons
     }
@@ -330,31 +335,31 @@ impl Scorer {
     /// Counts the click in its link's current minute; true when that minute is a burst.
     fn link_bursts(&mut self, link: LinkId, at: i64) -> bool {
         let s = &self.settings;
-        let minute = at.div_euclid(MINUTE_MS);
+        let minute = u32::try_from(at.div_euclid(MINUTE_MS).max(0)).unwrap_or(u32::MAX);
         let rate = self.by_link.entry(link).or_default();
-        rate.last = rate.last.max(at);
         if rate.minutes == 0 && rate.count == 0 {
             rate.minute = minute;
         }
         if minute > rate.minute {
             // Close the finished minute and the empty minutes after it.
-            let gap = u32::try_from(minute - rate.minute).unwrap_or(u32::MAX);
+            let gap = minute - rate.minute;
             #[allow(clippy::cast_precision_loss, reason = "click counts per minute")]
-            let finished = rate.count as f64;
-            rate.baseline = rate.baseline * (1.0 - BASELINE_ALPHA) + finished * BASELINE_ALPHA;
+            let finished = rate.count as f32;
+            let keep = 1.0 - BASELINE_ALPHA;
+            let mut baseline = rate.baseline * keep + finished * BASELINE_ALPHA;
             let idle = gap.saturating_sub(1).min(100);
-            rate.baseline *= (1.0 - BASELINE_ALPHA).powi(i32::try_from(idle).unwrap_or(100));
+            baseline *= keep.powi(i32::try_from(idle).unwrap_or(100));
+            rate.baseline = baseline;
             rate.minutes = rate.minutes.saturating_add(gap);
             rate.minute = minute;
             rate.count = 0;
         }
-        rate.count += 1;
-        let threshold =
-            (rate.baseline * f64::from(s.burst_factor)).max(f64::from(s.burst_min_per_minute));
+        rate.count = rate.count.saturating_add(1);
+        let threshold = (f64::from(rate.baseline) * f64::from(s.burst_factor))
+            .max(f64::from(s.burst_min_per_minute));
         // A link needs a few minutes of history before its own baseline can judge it; a
         // brand-new link is judged by the absolute minimum alone.
-        #[allow(clippy::cast_precision_loss, reason = "click counts per minute")]
-        let count = rate.count as f64;
+        let count = f64::from(rate.count);
         if rate.minutes < 3 {
             count > f64::from(s.burst_min_per_minute) * f64::from(s.burst_factor)
         } else {
@@ -362,12 +367,17 @@ impl Scorer {
         }
     }
 
-    /// Forgets keys idle for longer than every window.
+    /// Forgets what no window can count any more.
     fn sweep(&mut self, now: i64) {
-        let cutoff = now - IDLE_MS;
-        self.by_ip.retain(|_, r| r.last() > cutoff);
-        self.by_visitor_link.retain(|_, r| r.last() > cutoff);
-        self.by_link.retain(|_, r| r.last > cutoff);
+        let repeat_ms = i64::try_from(self.settings.repeat_window_secs)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
+        let ip_cutoff = now - MINUTE_MS;
+        let pair_cutoff = now.saturating_sub(repeat_ms);
+        let idle_minute = u32::try_from((now - IDLE_MS).div_euclid(MINUTE_MS).max(0)).unwrap_or(0);
+        self.by_ip.retain(|_, r| r.last() > ip_cutoff);
+        self.by_visitor_link.retain(|_, r| r.last() > pair_cutoff);
+        self.by_link.retain(|_, r| r.minute > idle_minute);
     }
 
     /// Keys currently tracked (addresses, visitor+link pairs, links): for tests and metrics.
@@ -519,22 +529,30 @@ mod tests {
     }
 
     #[test]
-    fn idle_keys_are_forgotten() {
+    fn idle_keys_are_forgotten_each_after_its_own_window() {
         let mut scorer = Scorer::new(FraudSettings::default());
-        for i in 0..SWEEP_EVERY {
+        let n: u64 = 50_000;
+        for i in 0..n {
             let (e, mut c) = event(
                 &format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255),
-                T0 + i64::try_from(i).unwrap(),
+                T0 + i64::try_from(i / 10).unwrap(),
             );
             c.visitor = i;
+            c.link_id = LinkId(i64::try_from(i).unwrap());
             scorer.score(&e, &c);
         }
-        let (ips, _, _) = scorer.tracked();
-        assert_eq!(ips, usize::try_from(SWEEP_EVERY).unwrap(), "all recent");
-        let (e, c) = event("192.0.2.1", T0 + IDLE_MS * 2);
-        for _ in 0..SWEEP_EVERY {
-            scorer.score(&e, &c);
-        }
-        assert_eq!(scorer.tracked().0, 1, "only the one still active");
+        let count = usize::try_from(n).unwrap();
+        assert_eq!(scorer.tracked(), (count, count, count), "all recent");
+        // 30 s later: past the repeat window (10 s) but within the address minute.
+        let (e, c) = event("192.0.2.1", T0 + 35_000);
+        scorer.score(&e, &c);
+        assert_eq!(scorer.tracked(), (count + 1, 1, count));
+        // 2 minutes later: addresses forgotten, links' rates kept (5 minutes).
+        let (e, c) = event("192.0.2.1", T0 + 125_000);
+        scorer.score(&e, &c);
+        assert_eq!(scorer.tracked(), (1, 1, count));
+        let (e, c) = event("192.0.2.1", T0 + IDLE_MS + 125_000);
+        scorer.score(&e, &c);
+        assert_eq!(scorer.tracked(), (1, 1, 1), "only the one still active");
     }
 }
