@@ -109,21 +109,29 @@ fi
 
 if want rss; then
 echo
-echo "## RSS of the proxy holding 1,000,000 cached links"
-$LT seed --store "sqlite://$WORK/million.db" --links 1000000 --domain 127.0.0.1:18082 --codes-out "$WORK/million.txt"
-LINKGATE__STORE__URL="sqlite://$WORK/million.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18082 \
-  LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19092 LINKGATE__PROXY__THREADS=2 \
-  LINKGATE__CACHE__L1_TTL_SECS=3600 RUST_LOG=warn \
-  ./target/release/linkgate-proxy >/dev/null 2>&1 &
-MPID=$!
-wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18082'
-# Every code once (all store loads) at a steady 7,000/s, with the default 256 MiB L1 bound.
-$LT run --target http://127.0.0.1:18082 --codes-file "$WORK/million.txt" --cold-share 1 \
-  --rate 7000 --connections 64 --duration 150 --warmup 0 | grep -E "responses|throughput|errors|unsent"
-curl -s http://127.0.0.1:19092/metrics | grep '^linkgate_proxy_l1_entries'
-grep VmRSS "/proc/$MPID/status"
-kill "$MPID" 2>/dev/null || true
-wait 2>/dev/null || true
+echo "## RSS of the proxy holding 1,000,000 cached links (default 256 MiB L1 bound)"
+rss_run() { # store-url label
+  LINKGATE__STORE__URL="$1" LINKGATE__PROXY__LISTEN=127.0.0.1:18082 \
+    LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19092 LINKGATE__PROXY__THREADS=2 \
+    LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal-rss-$2" \
+    LINKGATE__CACHE__L1_TTL_SECS=3600 RUST_LOG=warn \
+    ./target/release/linkgate-proxy >/dev/null 2>&1 &
+  MPID=$!
+  wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18082'
+  echo "### $2 store"
+  # Every code once (all store loads) at a steady 7,000/s.
+  $LT run --target http://127.0.0.1:18082 --codes-file "$WORK/million-$2.txt" --cold-share 1 \
+    --rate 7000 --connections 64 --duration 150 --warmup 0 | grep -E "responses|throughput|errors|unsent"
+  curl -s http://127.0.0.1:19092/metrics | grep '^linkgate_proxy_l1_entries'
+  grep -E "VmRSS|RssAnon|RssFile" "/proc/$MPID/status"
+  kill "$MPID" 2>/dev/null || true
+  wait "$MPID" 2>/dev/null || true
+}
+scratch_db linkgate_rss
+$LT seed --store "$MYSQL/linkgate_rss" --links 1000000 --domain 127.0.0.1:18082 --codes-out "$WORK/million-mariadb.txt"
+rss_run "$MYSQL/linkgate_rss" mariadb
+$LT seed --store "sqlite://$WORK/million.db" --links 1000000 --domain 127.0.0.1:18082 --codes-out "$WORK/million-sqlite.txt"
+rss_run "sqlite://$WORK/million.db" sqlite
 fi
 
 if want clicks60; then

@@ -358,3 +358,45 @@ mod tests {
         assert!(l1.len() < 20_000);
     }
 }
+
+#[cfg(test)]
+mod probe {
+    use super::*;
+    use crate::domain::{LinkId, TargetPolicy, TargetUrl};
+
+    fn rss_kb() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("RssAnon:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    #[ignore = "a measurement: cargo test --release -p linkgate-common l1_probe -- --ignored --nocapture"]
+    fn l1_probe() {
+        let target =
+            TargetUrl::parse("https://example.com/landing", &TargetPolicy::default()).unwrap();
+        let before = rss_kb();
+        let l1 = L1::new(256 * 1024 * 1024, Duration::from_secs(3600));
+        for i in 0..1_000_000_i64 {
+            let key = format!("127.0.0.1:18082\0{i:07x}");
+            l1.insert(
+                key.as_bytes(),
+                Arc::new(CachedLink::new(LinkId(i), target.clone())),
+            );
+        }
+        l1.run_pending_tasks();
+        let after = rss_kb();
+        println!(
+            "links {} buckets {} weighted {} MB, RssAnon +{} MB ({} B/link)",
+            l1.len(),
+            l1.buckets.entry_count(),
+            l1.weighted_size() >> 20,
+            (after - before) >> 10,
+            (after - before) * 1024 / 1_000_000
+        );
+    }
+}
