@@ -3,9 +3,14 @@
 //! One moka entry per link would cost more than the link: moka keeps, per entry, an entry
 //! info, an access-order and a write-order deque node and a hash-table slot, each its own
 //! allocation (about 350 bytes measured), so a million links would need over 500 MB. Here a
-//! link's key hash picks one of a fixed number of buckets (sized from `cache.l1_max_bytes`,
-//! about 32 links each when the cache is full), and moka holds one immutable bucket per
+//! link's key hash picks one of a fixed number of buckets (one per 8 KiB of
+//! `cache.l1_max_bytes`: 32,768 by default), and moka holds one immutable bucket per
 //! number: eviction, TTL and the byte bound still come from moka, at a bucket's grain.
+//!
+//! Inside a bucket a plain link (no password, expiry, click limit or fallback: most links)
+//! is 32 bytes of fixed fields plus its key and target bytes in the bucket's arena, with no
+//! allocation of its own; a hit builds the `CachedLink` from them (the per-thread memo in
+//! front of L1 keeps hot links built). Links with extras are kept whole behind an `Arc`.
 //!
 //! A bucket is replaced copy-on-write inside moka's per-key `and_compute_with`, so
 //! concurrent inserts and removals in one bucket never lose each other's change. Each slot
@@ -22,86 +27,142 @@ use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::link::CachedLink;
+use crate::domain::{LinkId, LinkState, RedirectStatus, TargetUrl};
 
-/// Links per bucket aimed at when the cache holds `l1_max_bytes` of links.
-const LINKS_PER_BUCKET: u64 = 32;
-/// Bytes a typical cached link weighs (slot, link, target), for sizing the bucket table.
-const TYPICAL_LINK_BYTES: u64 = 170;
+/// Bytes of links per bucket when the cache is full (a plain link weighs about 100: slot,
+/// tag, key and target), so the default 256 MiB has 32,768 buckets, ~30 links each at a
+/// million links.
+const BUCKET_BYTES: u64 = 8192;
 /// moka's bookkeeping for one bucket plus the bucket's own allocations.
 const BUCKET_OVERHEAD: usize = 400;
-/// Keys up to this long (host, NUL, code) live inside their slot, with no allocation.
-const INLINE_KEY: usize = 38;
 
-/// A key kept in its slot when it fits, else shared on the heap (cloning a bucket for a
-/// copy-on-write change then copies no key bytes either way).
-#[derive(Clone)]
-enum SlotKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Arc<[u8]>),
-}
+const FORWARD_QUERY: u32 = 1 << 16;
+const DELETED: u32 = 1 << 17;
+const STATE_SHIFT: u32 = 18;
 
-impl SlotKey {
-    fn new(key: &[u8]) -> Self {
-        if key.len() <= INLINE_KEY {
-            let mut bytes = [0u8; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(key);
-            Self::Inline {
-                len: u8::try_from(key.len()).unwrap_or(u8::MAX),
-                bytes,
-            }
-        } else {
-            Self::Heap(Arc::from(key))
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Self::Heap(bytes) => bytes,
-        }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        match self {
-            Self::Inline { .. } => 0,
-            Self::Heap(bytes) => bytes.len() + 16,
-        }
-    }
-}
-
+/// The fixed part of one link in a bucket.
 #[derive(Clone)]
 struct Slot {
-    key: SlotKey,
-    link: Arc<CachedLink>,
+    /// Where the key starts in the bucket's arena; a plain link's target follows it.
+    offset: u32,
+    key_len: u16,
+    target_len: u16,
     /// Seconds since the cache's origin when this copy was loaded.
     loaded: u32,
+    /// Redirect status code (0: the default) | `FORWARD_QUERY` | `DELETED` | state.
+    flags: u32,
+    id: i64,
+    /// A link with extras, kept whole (then no target bytes in the arena).
+    whole: Option<Arc<CachedLink>>,
 }
 
-impl Slot {
-    fn weight(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + std::mem::size_of::<u32>()
-            + self.key.heap_bytes()
-            + self.link.weight()
+/// The flags of a plain link, or `None` when it has extras (kept whole).
+fn flags_of(link: &CachedLink) -> Option<u32> {
+    if link.extra.is_some() {
+        return None;
     }
+    let state = match link.state {
+        LinkState::Active => 0,
+        LinkState::Disabled => 1,
+        LinkState::Banned => 2,
+    };
+    Some(
+        u32::from(link.redirect_status.map_or(0, RedirectStatus::code))
+            | if link.forward_query { FORWARD_QUERY } else { 0 }
+            | if link.deleted { DELETED } else { 0 }
+            | state << STATE_SHIFT,
+    )
+}
+
+/// Rebuilds a plain link; `None` if the bytes are not what [`flags_of`] wrote (then the
+/// link is loaded again instead).
+fn plain_link(id: i64, flags: u32, target: &[u8]) -> Option<CachedLink> {
+    let status = match flags & 0xffff {
+        0 => None,
+        #[allow(clippy::cast_possible_truncation, reason = "masked to 16 bits")]
+        code => Some(RedirectStatus::from_code(code as u16)?),
+    };
+    let state = match flags >> STATE_SHIFT {
+        0 => LinkState::Active,
+        1 => LinkState::Disabled,
+        2 => LinkState::Banned,
+        _ => return None,
+    };
+    Some(CachedLink {
+        id: LinkId(id),
+        target: TargetUrl::copy_of_valid(std::str::from_utf8(target).ok()?),
+        redirect_status: status,
+        forward_query: flags & FORWARD_QUERY != 0,
+        state,
+        deleted: flags & DELETED != 0,
+        extra: None,
+    })
 }
 
 /// An immutable group of links; `tags[i]` belongs to `slots[i]`.
 struct Bucket {
     tags: Box<[u32]>,
     slots: Box<[Slot]>,
+    arena: Box<[u8]>,
     weight: u32,
 }
 
-impl Bucket {
-    fn new(tagged: Vec<(u32, Slot)>) -> Self {
-        let weight = BUCKET_OVERHEAD + tagged.iter().map(|(_, s)| s.weight()).sum::<usize>();
-        let (tags, slots): (Vec<u32>, Vec<Slot>) = tagged.into_iter().unzip();
+/// Collects the links of a new bucket, in vectors allocated once at their final size.
+struct BucketBuilder {
+    tags: Vec<u32>,
+    slots: Vec<Slot>,
+    arena: Vec<u8>,
+    weight: usize,
+}
+
+impl BucketBuilder {
+    fn with_capacity(links: usize, bytes: usize) -> Self {
         Self {
-            tags: tags.into_boxed_slice(),
-            slots: slots.into_boxed_slice(),
-            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            tags: Vec::with_capacity(links),
+            slots: Vec::with_capacity(links),
+            arena: Vec::with_capacity(bytes),
+            weight: 0,
         }
+    }
+
+    fn push(&mut self, tag: u32, mut slot: Slot, key: &[u8], target: &[u8]) {
+        slot.offset = u32::try_from(self.arena.len()).unwrap_or(u32::MAX);
+        slot.key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
+        slot.target_len = u16::try_from(target.len()).unwrap_or(u16::MAX);
+        self.arena.extend_from_slice(key);
+        self.arena.extend_from_slice(target);
+        self.weight += std::mem::size_of::<Slot>()
+            + std::mem::size_of::<u32>()
+            + key.len()
+            + target.len()
+            + slot.whole.as_ref().map_or(0, |l| l.weight());
+        self.tags.push(tag);
+        self.slots.push(slot);
+    }
+
+    fn finish(self) -> Bucket {
+        Bucket {
+            tags: self.tags.into_boxed_slice(),
+            slots: self.slots.into_boxed_slice(),
+            arena: self.arena.into_boxed_slice(),
+            weight: u32::try_from(BUCKET_OVERHEAD + self.weight).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl Bucket {
+    fn key(&self, slot: &Slot) -> &[u8] {
+        let start = slot.offset as usize;
+        self.arena
+            .get(start..start + usize::from(slot.key_len))
+            .unwrap_or_default()
+    }
+
+    fn target(&self, slot: &Slot) -> &[u8] {
+        let start = slot.offset as usize + usize::from(slot.key_len);
+        self.arena
+            .get(start..start + usize::from(slot.target_len))
+            .unwrap_or_default()
     }
 
     fn position(&self, tag: u32, key: &[u8]) -> Option<usize> {
@@ -110,17 +171,28 @@ impl Bucket {
             .enumerate()
             .filter(|&(_, t)| *t == tag)
             .map(|(i, _)| i)
-            .find(|&i| self.slots[i].key.as_bytes() == key)
+            .find(|&i| self.key(&self.slots[i]) == key)
     }
 
-    /// The slots to keep when rebuilding: all but `key`'s and expired ones.
-    fn kept(&self, key: &[u8], fresh: impl Fn(u32) -> bool) -> Vec<(u32, Slot)> {
-        self.tags
-            .iter()
-            .zip(self.slots.iter())
-            .filter(|(_, s)| fresh(s.loaded) && s.key.as_bytes() != key)
-            .map(|(t, s)| (*t, s.clone()))
-            .collect()
+    fn link(&self, slot: &Slot) -> Option<Arc<CachedLink>> {
+        match &slot.whole {
+            Some(link) => Some(Arc::clone(link)),
+            None => plain_link(slot.id, slot.flags, self.target(slot)).map(Arc::new),
+        }
+    }
+
+    /// A builder holding the links to keep when rebuilding (all but `key`'s and expired
+    /// ones), with room for one more link of `extra` arena bytes.
+    fn kept(&self, key: &[u8], extra: usize, fresh: impl Fn(u32) -> bool) -> BucketBuilder {
+        let mut builder =
+            BucketBuilder::with_capacity(self.slots.len() + 1, self.arena.len() + extra);
+        for (tag, slot) in self.tags.iter().zip(self.slots.iter()) {
+            let slot_key = self.key(slot);
+            if fresh(slot.loaded) && slot_key != key {
+                builder.push(*tag, slot.clone(), slot_key, self.target(slot));
+            }
+        }
+        builder
     }
 }
 
@@ -170,24 +242,45 @@ impl L1 {
         let (bucket, tag) = self.locate(key);
         let bucket = self.buckets.get(&bucket)?;
         let slot = &bucket.slots[bucket.position(tag, key)?];
-        self.is_fresh(slot.loaded, self.secs(now))
-            .then(|| Arc::clone(&slot.link))
+        if !self.is_fresh(slot.loaded, self.secs(now)) {
+            return None;
+        }
+        bucket.link(slot)
     }
 
-    pub(crate) fn insert(&self, key: &[u8], link: Arc<CachedLink>) {
+    pub(crate) fn insert(&self, key: &[u8], link: &Arc<CachedLink>) {
+        if key.len() > usize::from(u16::MAX) {
+            return;
+        }
         let (bucket, tag) = self.locate(key);
         let now = self.secs(Instant::now());
+        let flags = flags_of(link);
         let slot = Slot {
-            key: SlotKey::new(key),
-            link,
+            offset: 0,
+            key_len: 0,
+            target_len: 0,
             loaded: now,
+            flags: flags.unwrap_or(0),
+            id: link.id.0,
+            whole: flags.is_none().then(|| Arc::clone(link)),
+        };
+        let target = if flags.is_some() {
+            link.target.as_str().as_bytes()
+        } else {
+            &[]
         };
         self.buckets.entry(bucket).and_compute_with(|current| {
-            let mut tagged = current.map_or_else(Vec::new, |entry| {
-                entry.value().kept(key, |loaded| self.is_fresh(loaded, now))
-            });
-            tagged.push((tag, slot));
-            Op::Put(Arc::new(Bucket::new(tagged)))
+            let extra = key.len() + target.len();
+            let mut builder = current.map_or_else(
+                || BucketBuilder::with_capacity(1, extra),
+                |entry| {
+                    entry
+                        .value()
+                        .kept(key, extra, |loaded| self.is_fresh(loaded, now))
+                },
+            );
+            builder.push(tag, slot, key, target);
+            Op::Put(Arc::new(builder.finish()))
         });
     }
 
@@ -201,11 +294,13 @@ impl L1 {
             if entry.value().position(tag, key).is_none() {
                 return Op::Nop;
             }
-            let tagged = entry.value().kept(key, |loaded| self.is_fresh(loaded, now));
-            if tagged.is_empty() {
+            let builder = entry
+                .value()
+                .kept(key, 0, |loaded| self.is_fresh(loaded, now));
+            if builder.slots.is_empty() {
                 Op::Remove
             } else {
-                Op::Put(Arc::new(Bucket::new(tagged)))
+                Op::Put(Arc::new(builder.finish()))
             }
         });
     }
@@ -225,9 +320,9 @@ impl L1 {
     }
 }
 
-/// A power of two near `max_bytes` / (links per bucket × typical link bytes).
+/// The largest power of two not above `max_bytes / BUCKET_BYTES` (64 at least).
 fn bucket_count(max_bytes: u64) -> u64 {
-    let wanted = (max_bytes / (LINKS_PER_BUCKET * TYPICAL_LINK_BYTES)).clamp(64, 1 << 22);
+    let wanted = (max_bytes / BUCKET_BYTES).clamp(64, 1 << 22);
     // The largest power of two not above `wanted`.
     1 << wanted.ilog2()
 }
@@ -235,7 +330,7 @@ fn bucket_count(max_bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{LinkId, TargetPolicy, TargetUrl};
+    use crate::domain::TargetPolicy;
 
     fn link(id: i64) -> Arc<CachedLink> {
         Arc::new(CachedLink::new(
@@ -275,7 +370,7 @@ mod tests {
         let l1 = L1::new(512 * 1024, Duration::from_secs(60));
         assert_eq!(l1.mask, 63);
         for i in 0..2_000 {
-            l1.insert(&key(&format!("c{i}")), link(i));
+            l1.insert(&key(&format!("c{i}")), &link(i));
         }
         let now = Instant::now();
         for i in 0..2_000 {
@@ -291,9 +386,9 @@ mod tests {
     fn long_keys_and_replacements_and_removals() {
         let l1 = L1::new(1 << 20, Duration::from_secs(60));
         let long = format!("{}\0code", "h".repeat(200)).into_bytes();
-        l1.insert(&long, link(1));
-        l1.insert(&key("a"), link(2));
-        l1.insert(&key("a"), link(3));
+        l1.insert(&long, &link(1));
+        l1.insert(&key("a"), &link(2));
+        l1.insert(&key("a"), &link(3));
         let now = Instant::now();
         assert_eq!(l1.get(&long, now).unwrap().id, LinkId(1));
         assert_eq!(l1.get(&key("a"), now).unwrap().id, LinkId(3));
@@ -312,7 +407,7 @@ mod tests {
     #[test]
     fn a_slot_is_not_served_after_the_ttl() {
         let l1 = L1::new(1 << 20, Duration::from_secs(2));
-        l1.insert(&key("t"), link(1));
+        l1.insert(&key("t"), &link(1));
         let now = Instant::now();
         assert!(l1.get(&key("t"), now).is_some());
         assert!(l1.get(&key("t"), now + Duration::from_secs(3)).is_none());
@@ -327,7 +422,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..500 {
                         let n = t * 1_000 + i;
-                        l1.insert(&key(&format!("k{n}")), link(n));
+                        l1.insert(&key(&format!("k{n}")), &link(n));
                     }
                 })
             })
@@ -351,7 +446,7 @@ mod tests {
     fn the_byte_bound_evicts_buckets() {
         let l1 = L1::new(64 * 1024, Duration::from_secs(60));
         for i in 0..20_000 {
-            l1.insert(&key(&format!("e{i}")), link(i));
+            l1.insert(&key(&format!("e{i}")), &link(i));
         }
         l1.run_pending_tasks();
         assert!(l1.weighted_size() <= 64 * 1024, "{}", l1.weighted_size());
@@ -362,7 +457,7 @@ mod tests {
 #[cfg(test)]
 mod probe {
     use super::*;
-    use crate::domain::{LinkId, TargetPolicy, TargetUrl};
+    use crate::domain::TargetPolicy;
 
     fn rss_kb() -> u64 {
         std::fs::read_to_string("/proc/self/status")
@@ -385,7 +480,7 @@ mod probe {
             let key = format!("127.0.0.1:18082\0{i:07x}");
             l1.insert(
                 key.as_bytes(),
-                Arc::new(CachedLink::new(LinkId(i), target.clone())),
+                &Arc::new(CachedLink::new(LinkId(i), target.clone())),
             );
         }
         l1.run_pending_tasks();

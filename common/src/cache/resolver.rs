@@ -227,7 +227,7 @@ impl Resolver {
         let first = match self.in_flight.lock() {
             Ok(mut in_flight) if in_flight.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) => {
                 match &result {
-                    Ok((Some(link), _)) => self.l1.insert(key, Arc::clone(link)),
+                    Ok((Some(link), _)) => self.l1.insert(key, link),
                     Ok((None, _)) => self.negative.insert(Box::from(key), ()),
                     Err(_) => {}
                 }

@@ -105,6 +105,12 @@ impl TargetUrl {
         parse_structural(stored).map(|url| Self(String::from(url).into_boxed_str()))
     }
 
+    /// A copy of text that was a `TargetUrl`'s (the L1 cache keeps targets as bytes in its
+    /// buckets and rebuilds the link from them): nothing else may call this.
+    pub(crate) fn copy_of_valid(valid: &str) -> Self {
+        Self(Box::from(valid))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
