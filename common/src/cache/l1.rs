@@ -357,6 +357,20 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_link_weighs_its_bytes_and_a_small_share_of_a_bucket() {
+        let l1 = L1::new(1 << 20, Duration::from_secs(60));
+        for i in 0..5_000 {
+            l1.insert(&key(&format!("w{i:05}")), &link(i));
+        }
+        l1.run_pending_tasks();
+        assert_eq!(l1.len(), 5_000);
+        // 32-byte slot, 4-byte tag, "sho.rt\0w01234" and "https://example.com/1234" in the
+        // arena, and 128 buckets' overhead shared by 5,000 links: about 80 bytes.
+        let per_link = l1.weighted_size() / 5_000;
+        assert!((70..100).contains(&per_link), "{per_link}");
+    }
+
+    #[test]
     fn the_table_is_sized_from_the_byte_bound() {
         assert_eq!(bucket_count(256 * 1024 * 1024), 32_768);
         assert_eq!(bucket_count(1), 64);
@@ -485,6 +499,8 @@ mod probe {
         }
         l1.run_pending_tasks();
         let after = rss_kb();
+        assert_eq!(l1.len(), 1_000_000);
+        assert!(after - before < 200 * 1024, "over 200 B per link");
         println!(
             "links {} buckets {} weighted {} MB, RssAnon +{} MB ({} B/link)",
             l1.len(),
