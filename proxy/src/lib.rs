@@ -23,6 +23,7 @@ use linkgate_common::clicks::pipeline::{self, PipelineSettings};
 use linkgate_common::clicks::{ClickQueue, PipelineHandle, PipelineStats};
 use linkgate_common::domain::RedirectStatus;
 use linkgate_common::ratelimit::Limiter;
+use linkgate_common::store::sqlite::SqliteTuning;
 use linkgate_common::store::{self, StoreError};
 use linkgate_config::Settings;
 use pingora::server::configuration::ServerConf;
@@ -35,7 +36,7 @@ use crate::password::PasswordGate;
 
 /// Connects to the configured store and verifies its schema version.
 pub async fn check_store(settings: &Settings) -> Result<u32, StoreError> {
-    let store = store::open(&settings.store)?;
+    let store = store::open_tuned(&settings.store, SqliteTuning::LOOKUPS)?;
     store.check_schema().await?;
     store.schema_version().await
 }
@@ -83,7 +84,7 @@ impl Proxy {
             .enable_all()
             .build()?;
         let store = io.block_on(async {
-            let store = store::open(&settings.store)?;
+            let store = store::open_tuned(&settings.store, SqliteTuning::LOOKUPS)?;
             store.check_schema().await?;
             Ok::<_, StoreError>(store)
         })?;
@@ -117,7 +118,7 @@ impl Proxy {
             .build()?;
         let pipeline = {
             let _guard = clicks_rt.enter();
-            let store = store::open(&settings.store)?;
+            let store = store::open_tuned(&settings.store, SqliteTuning::CLICK_WRITER)?;
             let mut pipeline_settings = PipelineSettings::from_config(&settings);
             // A Redis tier of the batcher's own for fraud counters shared across nodes
             // (connected lazily by the batcher; see `PipelineSettings::shared_counters`).

@@ -68,9 +68,14 @@ pub mod reason {
     }
 }
 
-/// A link's rate is forgotten after this long without clicks (its baseline has decayed to
-/// little by then).
+/// A link's rate is forgotten after this long without clicks, unless it has a baseline...
 const IDLE_MS: i64 = 5 * 60_000;
+/// ... then it is kept this long: a burst on a dormant link is judged against its own
+/// (decayed) baseline rather than as a new link's (10x more lenient for 3 minutes). After an
+/// hour the baseline has decayed to nothing (0.9^60) and the link is as good as new.
+const SEASONED_IDLE_MS: i64 = 60 * 60_000;
+/// Minutes of history after which a link's baseline judges it (see `link_bursts`).
+const SEASONED_MINUTES: u32 = 3;
 /// Housekeeping runs every this much click time: each map is then cut to what its own
 /// window can still count (addresses a minute, visitor+link pairs the repeat window), so a
 /// stream over a million links holds only the last few seconds of pairs.
@@ -188,7 +193,9 @@ impl Scorer {
         if self.link_bursts(click.link_id, at) {
             reasons |= reason::BURST;
         }
-        if at >= self.next_sweep {
+        // Also when click time has gone back well before the last sweep (a clock step on
+        // the proxy), so the maps are never left unswept until it catches up.
+        if at >= self.next_sweep || at.saturating_add(2 * SWEEP_EVERY_MS) < self.next_sweep {
             self.sweep(at);
             self.next_sweep = at.saturating_add(SWEEP_EVERY_MS);
         }
@@ -360,7 +367,7 @@ impl Scorer {
         // A link needs a few minutes of history before its own baseline can judge it; a
         // brand-new link is judged by the absolute minimum alone.
         let count = f64::from(rate.count);
-        if rate.minutes < 3 {
+        if rate.minutes < SEASONED_MINUTES {
             count > f64::from(s.burst_min_per_minute) * f64::from(s.burst_factor)
         } else {
             count > threshold
@@ -374,10 +381,13 @@ impl Scorer {
             .saturating_mul(1000);
         let ip_cutoff = now - MINUTE_MS;
         let pair_cutoff = now.saturating_sub(repeat_ms);
-        let idle_minute = u32::try_from((now - IDLE_MS).div_euclid(MINUTE_MS).max(0)).unwrap_or(0);
+        let minute_of = |at: i64| u32::try_from(at.div_euclid(MINUTE_MS).max(0)).unwrap_or(0);
+        let (idle, seasoned_idle) = (minute_of(now - IDLE_MS), minute_of(now - SEASONED_IDLE_MS));
         self.by_ip.retain(|_, r| r.last() > ip_cutoff);
         self.by_visitor_link.retain(|_, r| r.last() > pair_cutoff);
-        self.by_link.retain(|_, r| r.minute > idle_minute);
+        self.by_link.retain(|_, r| {
+            r.minute >= idle || (r.minutes >= SEASONED_MINUTES && r.minute >= seasoned_idle)
+        });
     }
 
     /// Keys currently tracked (addresses, visitor+link pairs, links): for tests and metrics.
@@ -526,6 +536,42 @@ mod tests {
             .filter(|i| click_at(&mut scorer, T0 + 10 * MINUTE_MS + i * 100) & reason::BURST != 0)
             .count();
         assert!((150..=250).contains(&flagged), "{flagged}");
+    }
+
+    #[test]
+    fn a_dormant_link_with_history_keeps_it_and_a_clock_step_back_still_sweeps() {
+        let mut scorer = Scorer::new(FraudSettings::default());
+        let click_on = |scorer: &mut Scorer, link: i64, ip: &str, at: i64| {
+            let (e, mut c) = event(ip, at);
+            c.link_id = LinkId(link);
+            scorer.score(&e, &c)
+        };
+        // Link 7: a click a minute for 5 minutes (seasoned, baseline ~0.4 a minute).
+        for minute in 0..5 {
+            click_on(&mut scorer, 7, "198.51.100.1", T0 + minute * MINUTE_MS);
+        }
+        // 20 quiet minutes (other traffic sweeps meanwhile), then 200 clicks in a minute from
+        // many addresses: judged by the link's own baseline (threshold 120), not as a new
+        // link (1,200), so the clicks past 120 are bursts.
+        for minute in 5..25 {
+            click_on(&mut scorer, 8, "198.51.100.2", T0 + minute * MINUTE_MS);
+        }
+        let at = T0 + 25 * MINUTE_MS;
+        let bursts = (0..200)
+            .filter(|i| {
+                let ip = format!("10.9.{}.{}", i / 200, i % 200);
+                click_on(&mut scorer, 7, &ip, at + i * 100) & reason::BURST != 0
+            })
+            .count();
+        assert_eq!(bursts, 80);
+        // The clock steps back an hour: sweeping goes on from the new time (addresses seen
+        // after the step are forgotten a minute later, as usual).
+        let back = at - 60 * MINUTE_MS;
+        click_on(&mut scorer, 7, "192.0.2.9", back);
+        click_on(&mut scorer, 7, "192.0.2.10", back + 1_000);
+        let with_new = scorer.tracked().0;
+        click_on(&mut scorer, 7, "192.0.2.9", back + 150_000);
+        assert_eq!(scorer.tracked().0, with_new - 1);
     }
 
     #[test]

@@ -324,10 +324,20 @@ pub async fn create_link_with_retry(
 
 /// Opens the store named by the settings (no migration; see [`open_and_migrate`]).
 pub fn open(settings: &StoreSettings) -> StoreResult<Arc<dyn Store>> {
+    open_tuned(settings, sqlite::SqliteTuning::GENERAL)
+}
+
+/// Opens the store with `tuning` for an SQLite file (the proxy keeps its lookups and its
+/// click batcher small in memory, see [`sqlite::SqliteTuning`]); MySQL opens as usual.
+pub fn open_tuned(
+    settings: &StoreSettings,
+    tuning: sqlite::SqliteTuning,
+) -> StoreResult<Arc<dyn Store>> {
     match settings.kind() {
-        Some(StoreKind::Sqlite(path)) => Ok(Arc::new(sqlite::SqliteStore::open(
+        Some(StoreKind::Sqlite(path)) => Ok(Arc::new(sqlite::SqliteStore::open_with(
             &path,
             settings.max_connections,
+            tuning,
         )?)),
         Some(StoreKind::Mysql) => Ok(Arc::new(mysql::MysqlStore::open(
             settings.url.expose(),

@@ -29,6 +29,15 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and its directory. `max_connections`
     /// bounds concurrent statements, i.e. blocking threads in use.
     pub fn open(path: &Path, max_connections: usize) -> Result<Self, StoreError> {
+        Self::open_with(path, max_connections, SqliteTuning::GENERAL)
+    }
+
+    /// Like [`SqliteStore::open`], with the page cache and memory map of `tuning`.
+    pub fn open_with(
+        path: &Path,
+        max_connections: usize,
+        tuning: SqliteTuning,
+    ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
@@ -36,6 +45,7 @@ impl SqliteStore {
         }
         let inner = Arc::new(Inner {
             path: path.to_path_buf(),
+            tuning,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
         });
@@ -46,6 +56,38 @@ impl SqliteStore {
     }
 }
 
+/// Memory settings of each connection of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteTuning {
+    /// Page cache per connection, in MiB.
+    pub cache_mib: u32,
+    /// Reads through a 256 MiB memory map of the file instead of copying pages (the mapped
+    /// pages then count in the process's resident memory).
+    pub memory_map: bool,
+}
+
+impl SqliteTuning {
+    /// The admin and tools: a 32 MiB cache (a click batch or an import touches thousands of
+    /// rows across several tables, and with SQLite's 2 MiB default a transaction spills
+    /// pages to the WAL mid-way, measured 3x slower) and a memory map for analytics reads.
+    pub const GENERAL: Self = Self {
+        cache_mib: 32,
+        memory_map: true,
+    };
+    /// The proxy's link lookups: single rows by index, from up to `max_connections`
+    /// connections at once, so a small cache each and no map.
+    pub const LOOKUPS: Self = Self {
+        cache_mib: 2,
+        memory_map: false,
+    };
+    /// The proxy's click batcher: one batch at a time (so in practice one connection of the
+    /// pool, the most recently used), with the large cache writes need and no map.
+    pub const CLICK_WRITER: Self = Self {
+        cache_mib: 32,
+        memory_map: false,
+    };
+}
+
 /// Connection pool for one SQLite file.
 pub struct SqliteBackend {
     inner: Arc<Inner>,
@@ -53,6 +95,7 @@ pub struct SqliteBackend {
 
 struct Inner {
     path: PathBuf,
+    tuning: SqliteTuning,
     /// Idle connections. A std mutex: it is held only to push or pop, never across an await.
     idle: Mutex<Vec<Connection>>,
     /// Bounds connections in use (and so blocking threads busy with SQLite).
@@ -70,21 +113,18 @@ impl Inner {
         .map_err(map_error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(map_error)?;
         // WAL: readers never block the writer; NORMAL sync is durable across process crashes
-        // (only an OS crash can lose the last commits), the usual choice with WAL.
-        // A 32 MiB page cache and in-memory statement journals: a click batch touches
-        // thousands of rows across several tables, and with SQLite's 2 MiB default the
-        // transaction spills pages to the WAL mid-way (measured: 3x slower). Reads go through
-        // a memory map instead of copying pages with pread.
-        // The page caches are per connection, so a pool whose connections all took turns at
-        // writing would hold 32 MiB each (measured: ~270 MB in a proxy that had persisted
-        // clicks on a million links); the process-wide soft heap limit makes SQLite recycle
-        // its own pages instead of growing once all caches together reach 64 MiB.
+        // (only an OS crash can lose the last commits), the usual choice with WAL. Statement
+        // journals in memory; cache and memory map from the pool's `SqliteTuning`.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
-             PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
-             PRAGMA mmap_size = 268435456; PRAGMA soft_heap_limit = 67108864;",
+             PRAGMA temp_store = MEMORY;",
         )
         .map_err(map_error)?;
+        conn.pragma_update(None, "cache_size", -1024 * i64::from(self.tuning.cache_mib))
+            .map_err(map_error)?;
+        let map_bytes: i64 = if self.tuning.memory_map { 256 << 20 } else { 0 };
+        conn.pragma_update(None, "mmap_size", map_bytes)
+            .map_err(map_error)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
@@ -288,5 +328,32 @@ fn map_error(error: rusqlite::Error) -> StoreError {
             _ => StoreError::Backend(error.to_string()),
         },
         _ => StoreError::Backend(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pragma(conn: &Connection, name: &str) -> i64 {
+        conn.pragma_query_value(None, name, |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn each_pool_gets_the_cache_and_map_of_its_tuning() {
+        let dir = std::env::temp_dir().join(format!("linkgate-tuning-{}", std::process::id()));
+        let path = dir.join("t.db");
+        for (tuning, cache_kib, map) in [
+            (SqliteTuning::GENERAL, 32 * 1024, 256 << 20),
+            (SqliteTuning::LOOKUPS, 2 * 1024, 0),
+            (SqliteTuning::CLICK_WRITER, 32 * 1024, 0),
+        ] {
+            let store = SqliteStore::open_with(&path, 1, tuning).unwrap();
+            let conn = store.backend.inner.connect().unwrap();
+            assert_eq!(pragma(&conn, "cache_size"), -cache_kib, "{tuning:?}");
+            assert_eq!(pragma(&conn, "mmap_size"), map, "{tuning:?}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
