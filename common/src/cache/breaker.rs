@@ -34,8 +34,8 @@ impl Breaker {
         u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// True while calls should be skipped. After the cool-down one call is let through
-    /// (half-open); its outcome closes or re-opens the circuit.
+    /// True while calls should be skipped. After the cool-down calls go through again;
+    /// three failures in a row open the circuit for another cool-down.
     pub fn is_open(&self) -> bool {
         self.now_us() < self.open_until_us.load(Ordering::Relaxed)
     }
