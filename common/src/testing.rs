@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::domain::{
-    Email, LinkDomain, NewLink, NewUser, Role, ShortCode, TargetPolicy, TargetUrl, User,
+    ClickId, Email, LinkDomain, LinkId, NewLink, NewUser, Role, ShortCode, StoredClick,
+    TargetPolicy, TargetUrl, Timestamp, User,
 };
 use crate::store::Store;
 use crate::store::mysql::MysqlStore;
@@ -174,6 +175,26 @@ pub async fn user(store: &dyn Store, email: &str, role: Role) -> User {
 
 pub fn new_link(owner: &User, c: &str, target: &str) -> NewLink {
     NewLink::new(owner.id, domain(), code(c), url(target))
+}
+
+/// An enriched human click on `link` at `at` (id carrying its millisecond, as the proxy
+/// makes them; desktop Chrome on Windows, no referrer, country or address, visitor 0, not
+/// flagged); tests change what they care about with `..stored_click(link, at)`.
+pub fn stored_click(link: LinkId, at: Timestamp) -> StoredClick {
+    StoredClick {
+        click_id: ClickId::at(at),
+        link_id: link,
+        at,
+        visitor: 0,
+        ip: None,
+        referrer_host: None,
+        country: None,
+        device: "desktop".to_owned(),
+        browser: "Chrome".to_owned(),
+        os: "Windows".to_owned(),
+        is_bot: false,
+        fraud_reasons: 0,
+    }
 }
 
 /// The Redis URL for tests (`LINKGATE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`),

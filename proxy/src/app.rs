@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -44,10 +44,8 @@ pub struct ProxyState {
     /// All link requests per client address, when `limits.proxy_per_minute` > 0. Counted
     /// on this node only: the cache-hit path never waits on the network.
     pub per_client: Option<Limiter<IpAddr>>,
-    /// Clients that went over the unknown-code limit, with when they may ask again: every
-    /// link request of theirs is refused until then, so a limited enumerator cannot go on
-    /// telling existing codes (3xx) from missing ones (429).
-    pub enumerators: moka::sync::Cache<IpAddr, std::time::Instant>,
+    /// Clients that went over the unknown-code limit (see [`Enumerators`]).
+    pub enumerators: Enumerators,
     /// Client networks refused outright (`fraud.refuse_bad_networks`); empty otherwise.
     pub refused_networks: Vec<IpNet>,
     pub metrics: Arc<Metrics>,
@@ -217,6 +215,59 @@ enum Step {
     },
     NoHost,
     StoreFailed,
+}
+
+/// Clients that went over the unknown-code limit, with when they may ask again: every link
+/// request of theirs is refused until then, so a limited enumerator cannot go on telling
+/// existing codes (3xx) from missing ones (429).
+#[derive(Debug)]
+pub struct Enumerators {
+    clients: moka::sync::Cache<IpAddr, Instant>,
+    origin: Instant,
+    /// The latest deadline of any client, in ms since `origin`. Once it has passed nobody
+    /// is blocked, so the usual hit path does no lookup (moka's entry count lags inserts,
+    /// this does not).
+    latest_ms: AtomicU64,
+}
+
+impl Enumerators {
+    pub fn new() -> Self {
+        Self {
+            // Entries outlive their deadline by at most a minute (a limit is per minute).
+            clients: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
+            origin: Instant::now(),
+            latest_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn block(&self, client: IpAddr, until: Instant) {
+        self.clients.insert(client, until);
+        self.latest_ms
+            .fetch_max(self.ms(until).saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// How long `client` must still wait, if it is blocked.
+    pub fn blocked_for(&self, client: &IpAddr) -> Option<std::time::Duration> {
+        let now = Instant::now();
+        if self.ms(now) >= self.latest_ms.load(Ordering::Relaxed) {
+            return None;
+        }
+        let until = self.clients.get(client)?;
+        Some(until.saturating_duration_since(now)).filter(|wait| !wait.is_zero())
+    }
+}
+
+impl Default for Enumerators {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// True for speculative loads and link previews: Chrome's `Sec-Purpose: prefetch`, the
@@ -493,7 +544,7 @@ impl LinkProxy {
                 {
                     self.state
                         .enumerators
-                        .insert(ctx.client, Instant::now() + retry_after);
+                        .block(ctx.client, Instant::now() + retry_after);
                     return self.too_many(session, ctx, retry_after).await;
                 }
                 ctx.outcome = Some(Outcome::NotFound);
@@ -601,15 +652,9 @@ impl ProxyHttp for LinkProxy {
                     respond_text(session, 403, pages::REFUSED).await?;
                     return Ok(true);
                 }
-                // Checked only while someone is blocked: no lookup on the usual hit path.
-                if self.state.enumerators.entry_count() > 0
-                    && let Some(until) = self.state.enumerators.get(&ctx.client)
-                {
-                    let now = Instant::now();
-                    if until > now {
-                        self.too_many(session, ctx, until - now).await?;
-                        return Ok(true);
-                    }
+                if let Some(wait) = self.state.enumerators.blocked_for(&ctx.client) {
+                    self.too_many(session, ctx, wait).await?;
+                    return Ok(true);
                 }
                 if let Some(limiter) = &self.state.per_client
                     && let Verdict::Limited { retry_after } = limiter.check_local(&ctx.client)
@@ -693,5 +738,20 @@ mod tests {
             matches!(route("/a/b"), Route::Link),
             "not a valid code: resolves to 404"
         );
+    }
+
+    #[test]
+    fn a_blocked_enumerator_waits_at_once_and_others_never_do() {
+        let blocked = Enumerators::new();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        assert!(blocked.blocked_for(&a).is_none());
+        blocked.block(a, Instant::now() + std::time::Duration::from_millis(200));
+        assert!(
+            blocked.blocked_for(&a).is_some(),
+            "right after the block, not after maintenance"
+        );
+        assert!(blocked.blocked_for(&b).is_none());
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        assert!(blocked.blocked_for(&a).is_none());
     }
 }

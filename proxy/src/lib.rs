@@ -30,7 +30,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 
-use crate::app::{LinkProxy, ProxyState};
+use crate::app::{Enumerators, LinkProxy, ProxyState};
 use crate::metrics::{Metrics, MetricsApp, ScrapeSource};
 use crate::password::PasswordGate;
 
@@ -134,11 +134,7 @@ impl Proxy {
                 settings.limits.unknown_code_per_minute,
                 redis.clone(),
             ),
-            // Entries outlive their deadline by at most a minute (a limit is per minute).
-            enumerators: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
+            enumerators: Enumerators::new(),
             refused_networks: if settings.fraud.refuse_bad_networks {
                 settings.fraud.bad_networks.clone()
             } else {

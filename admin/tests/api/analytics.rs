@@ -1,7 +1,8 @@
 //! Analytics and trending, read from what the click pipeline writes.
 
 use linkgate_common::clicks::batch::build_batch;
-use linkgate_common::domain::{ClickId, LinkId, StoredClick, Timestamp};
+use linkgate_common::domain::{LinkId, StoredClick, Timestamp};
+use linkgate_common::testing::stored_click;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -19,18 +20,14 @@ fn click(
     bot: bool,
 ) -> StoredClick {
     StoredClick {
-        click_id: ClickId::at(at),
-        link_id: LinkId(link),
-        at,
         visitor,
-        ip: None,
         referrer_host: Some(referrer.to_owned()),
         country: Some(country.to_owned()),
         device: if bot { "bot" } else { "desktop" }.to_owned(),
         browser: "Firefox".to_owned(),
         os: "Linux".to_owned(),
         is_bot: bot,
-        fraud_reasons: 0,
+        ..stored_click(LinkId(link), at)
     }
 }
 

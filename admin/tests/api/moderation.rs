@@ -179,18 +179,11 @@ fn flagged_click(
     reasons: u32,
 ) -> linkgate_common::domain::StoredClick {
     linkgate_common::domain::StoredClick {
-        click_id: linkgate_common::domain::ClickId::at(at),
-        link_id: linkgate_common::domain::LinkId(link),
-        at,
         visitor: n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         ip: (reasons != 0).then(|| "198.51.100.0/24".to_owned()),
-        referrer_host: None,
         country: Some(if reasons == 0 { "DE" } else { "NL" }.to_owned()),
-        device: "desktop".to_owned(),
-        browser: "Chrome".to_owned(),
-        os: "Windows".to_owned(),
-        is_bot: false,
         fraud_reasons: reasons,
+        ..linkgate_common::testing::stored_click(linkgate_common::domain::LinkId(link), at)
     }
 }
 

@@ -2,29 +2,23 @@ use linkgate_common::clicks::TrendingClock;
 use linkgate_common::clicks::batch::build_batch;
 use linkgate_common::clicks::sketch::EXACT_LIMIT;
 use linkgate_common::domain::{
-    BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, LinkId, Role, StoredClick, Timestamp,
+    BatchOutcome, ClickBatch, Dimension, Granularity, LinkId, Role, StoredClick, Timestamp,
 };
 use linkgate_common::store::Store;
 
-use linkgate_common::testing::{new_link, user};
+use linkgate_common::testing::{new_link, stored_click, user};
 
 const HOUR: i64 = Timestamp::MILLIS_PER_HOUR;
 
 fn click(link: LinkId, at: Timestamp, visitor: u64, is_bot: bool) -> StoredClick {
     StoredClick {
-        // As the proxy makes them: the id carries the click's millisecond.
-        click_id: ClickId::at(at),
-        link_id: link,
-        at,
         visitor,
-        ip: None,
         referrer_host: Some("news.example".into()),
         country: Some("DE".into()),
-        device: "desktop".into(),
         browser: "Firefox".into(),
         os: "Linux".into(),
         is_bot,
-        fraud_reasons: 0,
+        ..stored_click(link, at)
     }
 }
 

@@ -7,7 +7,7 @@ use linkgate_common::domain::{
     StoredClick, Timestamp,
 };
 use linkgate_common::store::{Store, StoreError};
-use linkgate_common::testing::{click_counts, new_link, user};
+use linkgate_common::testing::{click_counts, new_link, stored_click, user};
 
 const HOUR: i64 = Timestamp::MILLIS_PER_HOUR;
 const THRESHOLDS: ReviewThresholds = ReviewThresholds {
@@ -17,18 +17,12 @@ const THRESHOLDS: ReviewThresholds = ReviewThresholds {
 
 fn click(link: LinkId, at: Timestamp, reasons: u32, bot: bool, country: &str) -> StoredClick {
     StoredClick {
-        click_id: ClickId::at(at),
-        link_id: link,
-        at,
         visitor: at.as_millis().unsigned_abs(),
-        ip: None,
-        referrer_host: None,
         country: Some(country.to_owned()),
         device: if bot { "bot" } else { "desktop" }.to_owned(),
-        browser: "Chrome".to_owned(),
-        os: "Windows".to_owned(),
         is_bot: bot,
         fraud_reasons: reasons,
+        ..stored_click(link, at)
     }
 }
 
