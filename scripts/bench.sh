@@ -169,7 +169,7 @@ for o in l1_hit l2_hit store_hit; do
 done
 q() { mariadb --protocol=tcp -h127.0.0.1 -ulinkgate -plinkgate -N -e "$1" linkgate_clicks60; }
 echo "redirects served (proxy metric):   $served"
-echo "raw clicks persisted:              $(q 'SELECT COUNT(*) FROM clicks')"
+echo "raw clicks persisted (segments):   $(q 'SELECT SUM(clicks) FROM click_segments')"
 echo "links.clicks total:                $(q 'SELECT SUM(clicks) FROM links')"
 echo "hourly aggregate total:            $(q 'SELECT SUM(total) FROM click_hourly')"
 echo "clicks dropped (queue full):       $(metric linkgate_clicks_dropped_total)"

@@ -148,7 +148,8 @@ struct ReviewItem {
 /// What an administrator sees before deciding.
 #[derive(Debug, Serialize)]
 struct Evidence {
-    /// Raw clicks looked at: the link's most recent, back to `since`.
+    /// The link's clicks from `since` on (by the hourly counters), and the flagged ones
+    /// among them that were looked at.
     since: Timestamp,
     clicks_examined: u64,
     flagged_clicks: u64,
@@ -458,12 +459,12 @@ fn top(counts: HashMap<String, u64>) -> Vec<Count> {
     all
 }
 
-/// Reads the link's most recent raw clicks (at most `EVIDENCE_MAX_CLICKS`, at most a week
-/// back) and sums up the flagged ones.
+/// Reads the link's most recent flagged clicks (at most `EVIDENCE_MAX_CLICKS`, at most a
+/// week back) and sums them up; the clicks examined are counted by the hourly counters.
 async fn evidence(state: &AppState, link: LinkId) -> Result<Evidence, ApiError> {
     let now = Timestamp::now();
-    // Start at the hour from which the hourly counters say the newest clicks fit the read
-    // budget, so a busy link's evidence is its latest traffic, not the start of the week.
+    // Start at the hour from which the hourly counters say the newest flagged clicks fit the
+    // read budget, so a busy link's evidence is its latest traffic, not the start of the week.
     let week = state
         .store
         .hourly_counts(
@@ -475,7 +476,7 @@ async fn evidence(state: &AppState, link: LinkId) -> Result<Evidence, ApiError> 
     let mut since = now.plus_millis(-EVIDENCE_WINDOW_MS);
     let mut newest = 0u64;
     for (i, hour) in week.iter().rev().enumerate() {
-        newest += hour.total;
+        newest += hour.suspicious;
         if newest > EVIDENCE_MAX_CLICKS {
             // The newest hour alone over budget: read its first clicks, up to the budget.
             let skip = if i == 0 {
@@ -488,17 +489,21 @@ async fn evidence(state: &AppState, link: LinkId) -> Result<Evidence, ApiError> 
         }
     }
     let mut after = Some(ClickId::first_at(since));
-    let (mut examined, mut flagged) = (0u64, 0u64);
+    let examined: u64 = week
+        .iter()
+        .filter(|h| h.hour >= since.hour_start())
+        .map(|h| h.total)
+        .sum();
+    let mut flagged = 0u64;
     let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
     let (mut networks, mut agents, mut countries) =
         (HashMap::new(), HashMap::new(), HashMap::new());
     let mut recent: VecDeque<FlaggedClick> = VecDeque::new();
-    while examined < EVIDENCE_MAX_CLICKS {
-        let page = state.store.raw_clicks(link, after, 5_000).await?;
+    while flagged < EVIDENCE_MAX_CLICKS {
+        let page = state.store.flagged_clicks(link, after, 5_000).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.click_id);
-        examined += page.len() as u64;
-        for c in page.iter().filter(|c| c.fraud_reasons != 0) {
+        for c in &page {
             flagged += 1;
             let reasons = reason::names(c.fraud_reasons);
             for r in &reasons {

@@ -8,6 +8,7 @@ pub mod fraud;
 pub mod journal;
 pub mod pipeline;
 mod queue;
+pub mod segment;
 pub mod sketch;
 pub mod trending;
 

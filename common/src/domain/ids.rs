@@ -75,6 +75,11 @@ impl ClickId {
         self.0.to_be_bytes()
     }
 
+    /// The millisecond in the id's first 48 bits (the event time it was made for).
+    pub fn millis(self) -> i64 {
+        i64::try_from(self.0 >> 80).unwrap_or(i64::MAX)
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         <[u8; 16]>::try_from(bytes)
             .ok()

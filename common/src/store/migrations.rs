@@ -31,10 +31,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_fraud_reviews.sql"),
         mysql: include_str!("../../migrations/mysql/0003_fraud_reviews.sql"),
     },
+    Migration {
+        version: 4,
+        name: "click_segments",
+        sqlite: include_str!("../../migrations/sqlite/0004_click_segments.sql"),
+        mysql: include_str!("../../migrations/mysql/0004_click_segments.sql"),
+    },
 ];
 
 /// The schema version this binary was built for.
-pub const LATEST_SCHEMA_VERSION: u32 = 3;
+pub const LATEST_SCHEMA_VERSION: u32 = 4;
 
 /// Splits a migration file into statements: `;` at the end of a line ends a statement, and
 /// `--` comment lines are dropped. (Our migrations contain no semicolons inside strings.)

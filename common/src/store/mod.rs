@@ -216,17 +216,29 @@ pub trait ClickStore: Send + Sync {
     ) -> StoreResult<Vec<(LinkId, f64)>>;
     /// Deletes trending rows whose epoch is older than `before` (decayed to nothing).
     async fn purge_trending(&self, before: Timestamp) -> StoreResult<u64>;
-    /// Raw click rows kept for a link (tests and audits; analytics never scan raw clicks).
+    /// Raw clicks kept for a link. Reads every stored segment: for tests and audits only
+    /// (analytics never scan raw clicks).
     async fn raw_click_count(&self, link: LinkId) -> StoreResult<u64>;
-    /// A link's raw clicks in click-id (time) order after `after`, at most `limit` (for
-    /// evidence, exports and audits; analytics never scan raw clicks).
+    /// A link's raw clicks in click-id (time) order after `after`, at most `limit`. Reads
+    /// the segments of every day from `after` on, until `limit` are found: for exports and
+    /// audits, never a request path.
     async fn raw_clicks(
         &self,
         link: LinkId,
         after: Option<ClickId>,
         limit: u32,
     ) -> StoreResult<Vec<StoredClick>>;
-    /// Deletes raw clicks older than `before`, at most `limit` rows; returns how many.
+    /// A link's clicks with fraud reasons (each also kept as its own row) in click-id order
+    /// after `after`, at most `limit`: the review evidence.
+    async fn flagged_clicks(
+        &self,
+        link: LinkId,
+        after: Option<ClickId>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredClick>>;
+    /// Deletes raw clicks older than `before`: whole UTC days of segments, and the rows of
+    /// flagged (and pre-segment) clicks. At most `limit` segments and rows per call; returns
+    /// how many were deleted, so fewer than `limit` means done.
     async fn purge_raw_clicks(&self, before: Timestamp, limit: u32) -> StoreResult<u64>;
 }
 

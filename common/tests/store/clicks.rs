@@ -119,20 +119,65 @@ pub async fn a_replayed_batch_changes_nothing(store: &dyn Store) {
     assert_eq!(store.link_by_id(link).await.unwrap().unwrap().clicks, 50);
 }
 
-pub async fn a_click_already_stored_is_skipped_in_a_new_batch(store: &dyn Store) {
-    let link = link_id(store, "dupes").await;
-    let t0 = Timestamp::now();
-    let first = click(link, t0, 1, false);
+pub async fn raw_clicks_read_back_exactly_and_flagged_ones_keep_a_row(store: &dyn Store) {
+    let link = link_id(store, "segments").await;
+    let other = link_id(store, "segments-other").await;
+    // Two UTC days in one batch: two segments.
+    let t0 = Timestamp::parse_rfc3339("2026-11-27T23:59:59.000Z").unwrap();
+    let mut clicks: Vec<_> = (0..40i64)
+        .map(|i| {
+            let mut c = click(
+                link,
+                t0.plus_millis(i * 50),
+                7 + i.cast_unsigned(),
+                i % 5 == 0,
+            );
+            c.ip = (i % 2 == 0).then(|| "203.0.113.0/24".to_owned());
+            c.country = (i % 3 != 0).then(|| "NL".to_owned());
+            c.fraud_reasons = if i % 4 == 1 { 0b101 } else { 0 };
+            c
+        })
+        .collect();
+    clicks.push(click(other, t0, 1, false));
     store
-        .write_click_batch(&batch_of(vec![first.clone()]))
+        .write_click_batch(&batch_of(clicks.clone()))
         .await
         .unwrap();
-    let second = batch_of(vec![first, click(link, t0, 2, false)]);
+
+    let mut mine: Vec<_> = clicks
+        .iter()
+        .filter(|c| c.link_id == link)
+        .cloned()
+        .collect();
+    mine.sort_by_key(|c| c.click_id);
+    assert_eq!(store.raw_clicks(link, None, 10_000).await.unwrap(), mine);
+    assert_eq!(store.raw_click_count(link).await, Ok(40));
+    assert_eq!(store.raw_click_count(other).await, Ok(1));
+    // Pages after a click id, across the day boundary.
+    let page = store
+        .raw_clicks(link, Some(mine[18].click_id), 3)
+        .await
+        .unwrap();
+    assert_eq!(page, mine[19..22].to_vec());
+
+    let flagged: Vec<_> = mine
+        .iter()
+        .filter(|c| c.fraud_reasons != 0)
+        .cloned()
+        .collect();
+    assert_eq!(flagged.len(), 10);
     assert_eq!(
-        store.write_click_batch(&second).await,
-        Ok(BatchOutcome::Applied { inserted: 1 })
+        store.flagged_clicks(link, None, 100).await.unwrap(),
+        flagged
     );
-    assert_eq!(store.raw_click_count(link).await, Ok(2));
+    assert_eq!(
+        store
+            .flagged_clicks(link, Some(flagged[4].click_id), 2)
+            .await
+            .unwrap(),
+        flagged[5..7].to_vec()
+    );
+    assert_eq!(store.flagged_clicks(other, None, 100).await, Ok(vec![]));
 }
 
 pub async fn a_ten_thousand_click_batch_is_written_completely(store: &dyn Store) {
@@ -213,27 +258,42 @@ async fn unique_visitors_per_hour(store: &dyn Store) {
 pub async fn purging_raw_clicks_keeps_recent_rows_and_aggregates(store: &dyn Store) {
     let link = link_id(store, "purge").await;
     let old = Timestamp::parse_rfc3339("2025-01-01T00:00:00Z").unwrap();
-    let new = Timestamp::parse_rfc3339("2026-11-27T00:00:00Z").unwrap();
+    let new = Timestamp::parse_rfc3339("2026-11-27T12:00:00Z").unwrap();
+    // 20 clicks over two old days (two segments, 2 flagged rows) and 10 on the day of `new`.
     let clicks: Vec<_> = (0..30)
         .map(|i| {
-            click(
-                link,
-                if i < 20 { old.plus_millis(i) } else { new },
-                1,
-                false,
-            )
+            let at = if i < 20 {
+                old.plus_millis(i64::from(i % 2) * 24 * HOUR + i64::from(i))
+            } else {
+                new.plus_millis(-HOUR)
+            };
+            let mut c = click(link, at, 1, false);
+            c.fraud_reasons = u32::from(i < 2 || i == 25);
+            c
         })
         .collect();
     store.write_click_batch(&batch_of(clicks)).await.unwrap();
-    assert_eq!(store.purge_raw_clicks(new, 15).await, Ok(15));
-    assert_eq!(store.purge_raw_clicks(new, 15).await, Ok(5));
-    assert_eq!(store.purge_raw_clicks(new, 15).await, Ok(0));
+    assert_eq!(
+        store.flagged_clicks(link, None, 100).await.unwrap().len(),
+        3
+    );
+    // One segment per call, then the two old flagged rows, then nothing.
+    assert_eq!(store.purge_raw_clicks(new, 1).await, Ok(1));
+    assert_eq!(store.purge_raw_clicks(new, 1).await, Ok(1));
     assert_eq!(store.raw_click_count(link).await, Ok(10));
+    assert_eq!(store.purge_raw_clicks(new, 15).await, Ok(2));
+    assert_eq!(store.purge_raw_clicks(new, 15).await, Ok(0));
+    // Segments go by whole days: the clicks an hour before `new`, on its day, stay.
+    assert_eq!(store.raw_click_count(link).await, Ok(10));
+    assert_eq!(
+        store.flagged_clicks(link, None, 100).await.unwrap().len(),
+        1
+    );
     let old_hours = store
         .hourly_counts(link, old, old.plus_millis(HOUR))
         .await
         .unwrap();
-    assert_eq!(old_hours[0].total, 20, "aggregates outlive raw clicks");
+    assert_eq!(old_hours[0].total, 10, "aggregates outlive raw clicks");
 }
 
 /// Visitors over three days: the range query combines daily sketches for whole days with

@@ -65,7 +65,7 @@ conformance!(
     links::a_bulk_create_with_a_taken_code_creates_nothing,
     clicks::a_batch_writes_raw_clicks_and_aggregates,
     clicks::a_replayed_batch_changes_nothing,
-    clicks::a_click_already_stored_is_skipped_in_a_new_batch,
+    clicks::raw_clicks_read_back_exactly_and_flagged_ones_keep_a_row,
     clicks::a_ten_thousand_click_batch_is_written_completely,
     clicks::unique_visitors_are_exact_over_any_range,
     clicks::unique_visitors_are_estimated_past_the_exact_limit,
@@ -121,6 +121,69 @@ mod backend_specific {
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert!(!format!("{err}").contains("secret"));
         assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    }
+
+    /// Raw clicks written as rows before segments existed stay raw clicks after version 4:
+    /// counted, read, their flagged ones found by link, purged by retention.
+    #[tokio::test]
+    async fn sqlite_click_rows_of_version_3_survive_the_move_to_segments() {
+        use linkgate_common::domain::{ClickId, LinkId, Timestamp};
+        use linkgate_common::store::{ClickStore as _, sqlite::SqliteStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let t0 = Timestamp::parse_rfc3339("2026-11-20T08:00:00Z").unwrap();
+        let ids: Vec<ClickId> = (0..3).map(|i| ClickId::at(t0.plus_millis(i))).collect();
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
+                 name VARCHAR(64) NOT NULL, applied_at BIGINT NOT NULL);",
+            )
+            .unwrap();
+            for (v, sql) in [
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+                include_str!("../../migrations/sqlite/0002_visitor_sketches.sql"),
+                include_str!("../../migrations/sqlite/0003_fraud_reviews.sql"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, 'old', 0)",
+                    [i64::try_from(v).unwrap() + 1],
+                )
+                .unwrap();
+            }
+            for (i, id) in ids.iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO clicks VALUES (?1, 5, ?2, 9, NULL, 'ref.example', 'NL', \
+                     'desktop', 'Firefox', 'Linux', 0, ?3)",
+                    rusqlite::params![
+                        id.to_bytes().to_vec(),
+                        t0.as_millis() + i64::try_from(i).unwrap(),
+                        if i == 1 { 4 } else { 0 }
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, 2).unwrap();
+        assert_eq!(store.migrate().await, Ok(LATEST_SCHEMA_VERSION));
+        assert_eq!(store.raw_click_count(LinkId(5)).await, Ok(3));
+        let raw = store.raw_clicks(LinkId(5), None, 100).await.unwrap();
+        assert_eq!(raw.iter().map(|c| c.click_id).collect::<Vec<_>>(), ids);
+        let flagged = store.flagged_clicks(LinkId(5), None, 100).await.unwrap();
+        assert_eq!(flagged, vec![raw[1].clone()]);
+        assert_eq!(flagged[0].fraud_reasons, 4);
+        assert_eq!(
+            store
+                .purge_raw_clicks(t0.plus_millis(24 * 3_600_000), 100)
+                .await,
+            Ok(4)
+        );
+        assert_eq!(store.raw_click_count(LinkId(5)).await, Ok(0));
     }
 
     #[tokio::test]

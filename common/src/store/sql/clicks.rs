@@ -9,6 +9,7 @@ use super::{
     Backend, Conn, ROWS_PER_STATEMENT, SqlStore, finish, in_list, multi_row_insert, page_size,
 };
 use crate::clicks::TrendingClock;
+use crate::clicks::segment;
 use crate::clicks::sketch::VisitorSketch;
 use crate::domain::{
     BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, HourlyCounts, LinkId, StoredClick,
@@ -224,16 +225,87 @@ impl<B: Backend> ClickStore for SqlStore<B> {
     }
 
     async fn raw_click_count(&self, link: LinkId) -> StoreResult<u64> {
-        let row = self
+        let legacy = self
             .query_one(
                 "SELECT COUNT(*) FROM clicks WHERE link_id = ?",
                 params![link],
             )
-            .await?;
-        row.map_or(Ok(0), |r| r.u64(0))
+            .await?
+            .map_or(Ok(0), |r| r.u64(0))?;
+        let mut count = legacy;
+        let mut after_id = 0i64;
+        loop {
+            let rows = self
+                .query(
+                    "SELECT id, data FROM click_segments WHERE id > ? ORDER BY id LIMIT ?",
+                    params![after_id, SEGMENT_PAGE],
+                )
+                .await?;
+            for r in &rows {
+                after_id = r.i64(0)?;
+                count += segment_of(r, 1)?
+                    .iter()
+                    .filter(|c| c.link_id == link)
+                    .count() as u64;
+            }
+            if (rows.len() as u64) < SEGMENT_PAGE {
+                return Ok(count);
+            }
+        }
     }
 
     async fn raw_clicks(
+        &self,
+        link: LinkId,
+        after: Option<ClickId>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredClick>> {
+        let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
+        let after = after.unwrap_or(ClickId(0));
+        // Rows written before segments existed.
+        let mut out = self
+            .query(
+                &format!(
+                    "SELECT {CLICK_SELECT} FROM clicks \
+                     WHERE link_id = ? AND click_id > ? ORDER BY click_id LIMIT ?"
+                ),
+                params![link, after.to_bytes(), limit as u64],
+            )
+            .await?
+            .iter()
+            .map(click_of)
+            .collect::<StoreResult<Vec<_>>>()?;
+        // Segments from the day of `after` on, a whole day at a time (a day's segments are
+        // not in click-id order), until `limit` clicks are in hand.
+        let mut day = Timestamp::from_millis(after.millis()).day_start();
+        let mut after_id = 0i64;
+        loop {
+            let rows = self
+                .query(
+                    "SELECT id, day, data FROM click_segments WHERE day > ? OR (day = ? AND id > ?) \
+                     ORDER BY day, id LIMIT ?",
+                    params![day, day, after_id, SEGMENT_PAGE],
+                )
+                .await?;
+            for r in &rows {
+                let this_day = r.ts(1)?;
+                if this_day != day && out.len() >= limit {
+                    return Ok(sorted_page(out, limit));
+                }
+                (day, after_id) = (this_day, r.i64(0)?);
+                out.extend(
+                    segment_of(r, 2)?
+                        .into_iter()
+                        .filter(|c| c.link_id == link && c.click_id > after),
+                );
+            }
+            if (rows.len() as u64) < SEGMENT_PAGE {
+                return Ok(sorted_page(out, limit));
+            }
+        }
+    }
+
+    async fn flagged_clicks(
         &self,
         link: LinkId,
         after: Option<ClickId>,
@@ -243,7 +315,7 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         let rows = self
             .query(
                 &format!(
-                    "SELECT {CLICK_SELECT} FROM clicks \
+                    "SELECT {CLICK_SELECT} FROM flagged_clicks \
                      WHERE link_id = ? AND click_id > ? ORDER BY click_id LIMIT ?"
                 ),
                 params![link, after, page_size(limit, 10_000)],
@@ -253,33 +325,80 @@ impl<B: Backend> ClickStore for SqlStore<B> {
     }
 
     async fn purge_raw_clicks(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
-        // Click ids are UUIDv7: their first 48 bits are the millisecond, so "older than
-        // `before`" is a primary-key range. Delete by key through a bounded select: both
-        // dialects accept this, and it keeps each purge transaction small.
-        let bound = ClickId::first_at(before).to_bytes();
+        let limit = u64::from(limit.clamp(1, 100_000));
+        // Segments hold whole UTC days: a day goes once all of it is before `before`, and
+        // the rows of flagged clicks go with their day.
         let ids = self
             .query(
-                "SELECT click_id FROM clicks WHERE click_id < ? ORDER BY click_id LIMIT ?",
-                params![bound, page_size(limit, 100_000)],
+                "SELECT id FROM click_segments WHERE day < ? ORDER BY day, id LIMIT ?",
+                params![before.day_start(), limit],
             )
             .await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
         let mut deleted = 0;
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "DELETE FROM clicks WHERE click_id IN {}",
+                "DELETE FROM click_segments WHERE id IN {}",
                 super::in_list(chunk.len())
             );
             let params = chunk
                 .iter()
-                .map(|r| r.bytes(0).map(Value::Bytes))
+                .map(|r| r.i64(0).map(Value::from))
                 .collect::<StoreResult<Vec<_>>>()?;
             deleted += self.exec(&sql, params).await?.affected;
         }
+        for table in ["clicks", "flagged_clicks"] {
+            if deleted >= limit {
+                break;
+            }
+            deleted += purge_rows(self, table, before.day_start(), limit - deleted).await?;
+        }
         Ok(deleted)
     }
+}
+
+/// Segments read per query by the raw-click scans.
+const SEGMENT_PAGE: u64 = 64;
+
+fn segment_of(row: &Row, i: usize) -> StoreResult<Vec<StoredClick>> {
+    segment::decode(&row.bytes(i)?).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn sorted_page(mut clicks: Vec<StoredClick>, limit: usize) -> Vec<StoredClick> {
+    clicks.sort_by_key(|c| c.click_id);
+    clicks.truncate(limit);
+    clicks
+}
+
+/// Deletes up to `limit` rows of a per-click table (`clicks`, `flagged_clicks`) older than
+/// `before`. Click ids are UUIDv7: their first 48 bits are the millisecond, so "older than
+/// `before`" is a primary-key range, deleted by key through a bounded select (both dialects
+/// accept this, and it keeps each transaction small).
+async fn purge_rows<B: Backend>(
+    store: &SqlStore<B>,
+    table: &str,
+    before: Timestamp,
+    limit: u64,
+) -> StoreResult<u64> {
+    let bound = ClickId::first_at(before).to_bytes();
+    let ids = store
+        .query(
+            &format!("SELECT click_id FROM {table} WHERE click_id < ? ORDER BY click_id LIMIT ?"),
+            params![bound, limit],
+        )
+        .await?;
+    let mut deleted = 0;
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "DELETE FROM {table} WHERE click_id IN {}",
+            super::in_list(chunk.len())
+        );
+        let params = chunk
+            .iter()
+            .map(|r| r.bytes(0).map(Value::Bytes))
+            .collect::<StoreResult<Vec<_>>>()?;
+        deleted += store.exec(&sql, params).await?.affected;
+    }
+    Ok(deleted)
 }
 
 async fn write_batch_in_tx<B: Backend>(
@@ -305,19 +424,38 @@ async fn write_batch_in_tx<B: Backend>(
     }
 
     let mut phases = Phases::start();
-    let mut inserted = 0;
+    // Every click goes into a segment (one value per UTC day of the batch); the batch id
+    // claimed above makes the write happen once.
+    for (day, clicks) in segment::by_day(&batch.clicks) {
+        conn.exec(
+            "INSERT INTO click_segments (day, batch_id, clicks, data) VALUES (?, ?, ?, ?)",
+            params![
+                day,
+                batch.batch_id.to_be_bytes(),
+                clicks.len() as u64,
+                segment::encode(&clicks)
+            ],
+        )
+        .await?;
+    }
+    // Flagged clicks also get a row each, for the review evidence and confirmations.
+    let flagged: Vec<&StoredClick> = batch
+        .clicks
+        .iter()
+        .filter(|c| c.fraud_reasons != 0)
+        .collect();
     let ignore_dupes = B::DIALECT.on_conflict_ignore("click_id", "click_id");
-    for chunk in batch.clicks.chunks(ROWS_PER_STATEMENT) {
+    for chunk in flagged.chunks(ROWS_PER_STATEMENT) {
         let mut sql = multi_row_insert(
-            "INSERT INTO clicks (click_id, link_id, at, visitor, ip, referrer_host, country, \
-             device, browser, os, is_bot, fraud_reasons)",
+            &format!("INSERT INTO flagged_clicks ({CLICK_SELECT})"),
             CLICK_COLUMNS,
             chunk.len(),
         );
         sql.push_str(&ignore_dupes);
-        let params: Vec<Value> = chunk.iter().flat_map(click_params).collect();
-        inserted += conn.exec(&sql, params).await?.affected;
+        let params: Vec<Value> = chunk.iter().flat_map(|c| click_params(c)).collect();
+        conn.exec(&sql, params).await?;
     }
+    let inserted = batch.clicks.len() as u64;
 
     phases.mark("raw");
     let hourly_upsert =

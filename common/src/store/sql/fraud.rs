@@ -258,7 +258,7 @@ async fn confirm_in_tx<B: Backend>(
         let page = conn
             .query(
                 &format!(
-                    "SELECT {CLICK_SELECT} FROM clicks WHERE link_id = ? AND click_id > ? \
+                    "SELECT {CLICK_SELECT} FROM flagged_clicks WHERE link_id = ? AND click_id > ? \
                      AND click_id <= ? AND fraud_reasons <> 0 AND (fraud_reasons & ?) = 0 \
                      ORDER BY click_id LIMIT ?"
                 ),
@@ -271,7 +271,7 @@ async fn confirm_in_tx<B: Backend>(
         let Some(last) = page.last() else { break };
         let last = last.array::<16>(0)?;
         conn.exec(
-            "UPDATE clicks SET fraud_reasons = fraud_reasons | ? WHERE link_id = ? \
+            "UPDATE flagged_clicks SET fraud_reasons = fraud_reasons | ? WHERE link_id = ? \
              AND click_id > ? AND click_id <= ? AND fraud_reasons <> 0 AND (fraud_reasons & ?) = 0",
             params![confirmed, link, after, last, confirmed],
         )
