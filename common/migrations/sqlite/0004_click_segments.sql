@@ -10,24 +10,19 @@ CREATE TABLE IF NOT EXISTS click_segments (
 );
 CREATE INDEX IF NOT EXISTS click_segments_day ON click_segments (day, id);
 
--- Clicks with fraud reasons also keep a row each, found by link: the review evidence and
--- confirmations read and mark them (the CONFIRMED bit in fraud_reasons).
-CREATE TABLE IF NOT EXISTS flagged_clicks (
-    click_id BLOB NOT NULL PRIMARY KEY,
+-- Clicks with fraud reasons are also kept per link (one segment per link per batch), so the
+-- review evidence and confirmations find a link's flagged clicks without reading every
+-- click; `unconfirmed` counts those a confirmation has not yet taken out of the aggregates
+-- (each confirmed click carries the CONFIRMED bit in its fraud reasons).
+CREATE TABLE IF NOT EXISTS flagged_segments (
     link_id INTEGER NOT NULL,
-    at INTEGER NOT NULL,
-    visitor INTEGER NOT NULL,
-    ip TEXT NULL,
-    referrer_host TEXT NULL,
-    country TEXT NULL,
-    device TEXT NOT NULL,
-    browser TEXT NOT NULL,
-    os TEXT NOT NULL,
-    is_bot INTEGER NOT NULL,
-    fraud_reasons INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS flagged_clicks_link ON flagged_clicks (link_id, click_id);
-INSERT INTO flagged_clicks SELECT click_id, link_id, at, visitor, ip, referrer_host, country,
-    device, browser, os, is_bot, fraud_reasons FROM clicks WHERE fraud_reasons <> 0;
--- `clicks` keeps the rows written before this version (read with the segments, purged by
--- retention); nothing is written to it any more.
+    first_click BLOB NOT NULL,
+    last_click BLOB NOT NULL,
+    clicks INTEGER NOT NULL,
+    unconfirmed INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (link_id, first_click)
+);
+CREATE INDEX IF NOT EXISTS flagged_segments_last ON flagged_segments (last_click);
+-- `clicks` keeps the rows written before this version (read with the segments, flagged ones
+-- included, and purged by retention); nothing is written to it any more.

@@ -119,7 +119,7 @@ pub async fn a_replayed_batch_changes_nothing(store: &dyn Store) {
     assert_eq!(store.link_by_id(link).await.unwrap().unwrap().clicks, 50);
 }
 
-pub async fn raw_clicks_read_back_exactly_and_flagged_ones_keep_a_row(store: &dyn Store) {
+pub async fn raw_clicks_read_back_exactly_and_flagged_ones_by_link(store: &dyn Store) {
     let link = link_id(store, "segments").await;
     let other = link_id(store, "segments-other").await;
     // Two UTC days in one batch: two segments.
@@ -277,18 +277,21 @@ pub async fn purging_raw_clicks_keeps_recent_rows_and_aggregates(store: &dyn Sto
         store.flagged_clicks(link, None, 100).await.unwrap().len(),
         3
     );
-    // One segment per call, then the two old flagged rows, then nothing.
+    // One day's segment per call, then nothing: the link's flagged segment (all three flagged
+    // clicks of the batch) goes with its newest click.
     assert_eq!(store.purge_raw_clicks(new, 1).await, Ok(1));
     assert_eq!(store.purge_raw_clicks(new, 1).await, Ok(1));
-    assert_eq!(store.raw_click_count(link).await, Ok(10));
-    assert_eq!(store.purge_raw_clicks(new, 15).await, Ok(2));
     assert_eq!(store.purge_raw_clicks(new, 15).await, Ok(0));
     // Segments go by whole days: the clicks an hour before `new`, on its day, stay.
     assert_eq!(store.raw_click_count(link).await, Ok(10));
     assert_eq!(
         store.flagged_clicks(link, None, 100).await.unwrap().len(),
-        1
+        3
     );
+    let later = new.plus_millis(48 * HOUR);
+    assert_eq!(store.purge_raw_clicks(later, 15).await, Ok(2));
+    assert_eq!(store.raw_click_count(link).await, Ok(0));
+    assert_eq!(store.flagged_clicks(link, None, 100).await, Ok(vec![]));
     let old_hours = store
         .hourly_counts(link, old, old.plus_millis(HOUR))
         .await

@@ -9,6 +9,7 @@ use super::{
     Backend, Conn, ROWS_PER_STATEMENT, SqlStore, finish, in_list, multi_row_insert, page_size,
 };
 use crate::clicks::TrendingClock;
+use crate::clicks::fraud::reason;
 use crate::clicks::segment;
 use crate::clicks::sketch::VisitorSketch;
 use crate::domain::{
@@ -16,8 +17,6 @@ use crate::domain::{
     Timestamp,
 };
 use crate::store::{ClickStore, StoreError, StoreResult};
-
-const CLICK_COLUMNS: usize = 12;
 
 #[async_trait]
 impl<B: Backend> ClickStore for SqlStore<B> {
@@ -311,17 +310,47 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         after: Option<ClickId>,
         limit: u32,
     ) -> StoreResult<Vec<StoredClick>> {
-        let after = after.map_or([0u8; 16], ClickId::to_bytes);
-        let rows = self
+        let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
+        let after = after.unwrap_or(ClickId(0));
+        // Rows written before segments existed.
+        let mut out = self
             .query(
                 &format!(
-                    "SELECT {CLICK_SELECT} FROM flagged_clicks \
-                     WHERE link_id = ? AND click_id > ? ORDER BY click_id LIMIT ?"
+                    "SELECT {CLICK_SELECT} FROM clicks WHERE link_id = ? AND click_id > ? \
+                     AND fraud_reasons <> 0 ORDER BY click_id LIMIT ?"
                 ),
-                params![link, after, page_size(limit, 10_000)],
+                params![link, after.to_bytes(), limit as u64],
             )
-            .await?;
-        rows.iter().map(click_of).collect()
+            .await?
+            .iter()
+            .map(click_of)
+            .collect::<StoreResult<Vec<_>>>()?;
+        // The link's segments in order of their first click (they may overlap: a late batch),
+        // until no further segment can hold one of the first `limit` clicks.
+        let mut cursor = [0u8; 16];
+        loop {
+            let rows = self
+                .query(
+                    "SELECT first_click, data FROM flagged_segments WHERE link_id = ? \
+                     AND first_click > ? AND last_click > ? ORDER BY first_click LIMIT ?",
+                    params![link, cursor, after.to_bytes(), SEGMENT_PAGE],
+                )
+                .await?;
+            for r in &rows {
+                let first = r.array::<16>(0)?;
+                if out.len() >= limit {
+                    out = sorted_page(out, limit);
+                    if out.last().is_some_and(|c| c.click_id.to_bytes() < first) {
+                        return Ok(out);
+                    }
+                }
+                cursor = first;
+                out.extend(segment_of(r, 1)?.into_iter().filter(|c| c.click_id > after));
+            }
+            if (rows.len() as u64) < SEGMENT_PAGE {
+                return Ok(sorted_page(out, limit));
+            }
+        }
     }
 
     async fn purge_raw_clicks(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
@@ -346,11 +375,11 @@ impl<B: Backend> ClickStore for SqlStore<B> {
                 .collect::<StoreResult<Vec<_>>>()?;
             deleted += self.exec(&sql, params).await?.affected;
         }
-        for table in ["clicks", "flagged_clicks"] {
-            if deleted >= limit {
-                break;
-            }
-            deleted += purge_rows(self, table, before.day_start(), limit - deleted).await?;
+        if deleted < limit {
+            deleted += purge_rows(self, before.day_start(), limit - deleted).await?;
+        }
+        if deleted < limit {
+            deleted += purge_flagged(self, before.day_start(), limit - deleted).await?;
         }
         Ok(deleted)
     }
@@ -369,16 +398,16 @@ fn sorted_page(mut clicks: Vec<StoredClick>, limit: usize) -> Vec<StoredClick> {
     clicks
 }
 
-/// Deletes up to `limit` rows of a per-click table (`clicks`, `flagged_clicks`) older than
-/// `before`. Click ids are UUIDv7: their first 48 bits are the millisecond, so "older than
-/// `before`" is a primary-key range, deleted by key through a bounded select (both dialects
-/// accept this, and it keeps each transaction small).
+/// Deletes up to `limit` rows of `clicks` (written before segments) older than `before`.
+/// Click ids are UUIDv7: their first 48 bits are the millisecond, so "older than `before`"
+/// is a primary-key range, deleted by key through a bounded select (both dialects accept
+/// this, and it keeps each transaction small).
 async fn purge_rows<B: Backend>(
     store: &SqlStore<B>,
-    table: &str,
     before: Timestamp,
     limit: u64,
 ) -> StoreResult<u64> {
+    let table = "clicks";
     let bound = ClickId::first_at(before).to_bytes();
     let ids = store
         .query(
@@ -399,6 +428,32 @@ async fn purge_rows<B: Backend>(
         deleted += store.exec(&sql, params).await?.affected;
     }
     Ok(deleted)
+}
+
+/// Deletes up to `limit` flagged segments whose newest click is older than `before`.
+async fn purge_flagged<B: Backend>(
+    store: &SqlStore<B>,
+    before: Timestamp,
+    limit: u64,
+) -> StoreResult<u64> {
+    let bound = ClickId::first_at(before).to_bytes();
+    let rows = store
+        .query(
+            "SELECT last_click FROM flagged_segments WHERE last_click < ? \
+             ORDER BY last_click LIMIT ?",
+            params![bound, limit],
+        )
+        .await?;
+    let Some(newest) = rows.last() else {
+        return Ok(0);
+    };
+    Ok(store
+        .exec(
+            "DELETE FROM flagged_segments WHERE last_click <= ?",
+            params![newest.bytes(0)?],
+        )
+        .await?
+        .affected)
 }
 
 async fn write_batch_in_tx<B: Backend>(
@@ -438,21 +493,53 @@ async fn write_batch_in_tx<B: Backend>(
         )
         .await?;
     }
-    // Flagged clicks also get a row each, for the review evidence and confirmations.
-    let flagged: Vec<&StoredClick> = batch
-        .clicks
+    // Flagged clicks also go into one segment per link, for the review evidence and
+    // confirmations.
+    let mut flagged: BTreeMap<LinkId, Vec<&StoredClick>> = BTreeMap::new();
+    for c in batch.clicks.iter().filter(|c| c.fraud_reasons != 0) {
+        flagged.entry(c.link_id).or_default().push(c);
+    }
+    let groups: Vec<(LinkId, &[&StoredClick])> = flagged
         .iter()
-        .filter(|c| c.fraud_reasons != 0)
+        .flat_map(|(link, clicks)| {
+            clicks
+                .chunks(segment::MAX_CLICKS)
+                .map(move |chunk| (*link, chunk))
+        })
         .collect();
-    let ignore_dupes = B::DIALECT.on_conflict_ignore("click_id", "click_id");
-    for chunk in flagged.chunks(ROWS_PER_STATEMENT) {
+    let ignore_dupes = B::DIALECT.on_conflict_ignore("link_id, first_click", "link_id");
+    for chunk in groups.chunks(ROWS_PER_STATEMENT) {
         let mut sql = multi_row_insert(
-            &format!("INSERT INTO flagged_clicks ({CLICK_SELECT})"),
-            CLICK_COLUMNS,
+            "INSERT INTO flagged_segments (link_id, first_click, last_click, clicks, unconfirmed, data)",
+            6,
             chunk.len(),
         );
         sql.push_str(&ignore_dupes);
-        let params: Vec<Value> = chunk.iter().flat_map(|c| click_params(c)).collect();
+        let mut params: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
+        for (link, clicks) in chunk {
+            let first = clicks
+                .iter()
+                .map(|c| c.click_id)
+                .min()
+                .unwrap_or(ClickId(0));
+            let last = clicks
+                .iter()
+                .map(|c| c.click_id)
+                .max()
+                .unwrap_or(ClickId(0));
+            let unconfirmed = clicks
+                .iter()
+                .filter(|c| c.fraud_reasons & reason::CONFIRMED == 0)
+                .count() as u64;
+            params.extend(params![
+                *link,
+                first.to_bytes(),
+                last.to_bytes(),
+                clicks.len() as u64,
+                unconfirmed,
+                segment::encode(clicks)
+            ]);
+        }
         conn.exec(&sql, params).await?;
     }
     let inserted = batch.clicks.len() as u64;
@@ -560,11 +647,6 @@ impl std::fmt::Display for Phases {
         }
         Ok(())
     }
-}
-
-/// Visitor hashes are u64; the column is a signed BIGINT, so store the same 64 bits signed.
-fn visitor_key(visitor: u64) -> i64 {
-    i64::from_ne_bytes(visitor.to_ne_bytes())
 }
 
 fn sketch_of(row: &Row, i: usize) -> StoreResult<VisitorSketch> {
@@ -722,21 +804,4 @@ async fn write_trending<B: Backend>(conn: &mut B::Conn, batch: &ClickBatch) -> S
         conn.exec(&sql, params).await?;
     }
     Ok(())
-}
-
-fn click_params(c: &StoredClick) -> Vec<Value> {
-    params![
-        c.click_id.to_bytes(),
-        c.link_id,
-        c.at,
-        visitor_key(c.visitor),
-        c.ip.as_deref(),
-        c.referrer_host.as_deref(),
-        c.country.as_deref(),
-        c.device.as_str(),
-        c.browser.as_str(),
-        c.os.as_str(),
-        c.is_bot,
-        c.fraud_reasons
-    ]
 }

@@ -9,6 +9,7 @@ use super::value::{Row, params};
 use super::{Backend, Conn, SqlStore, finish, page_size};
 use crate::clicks::batch::breakdown_value;
 use crate::clicks::fraud::reason;
+use crate::clicks::segment;
 use crate::domain::{
     ClickId, Dimension, FraudReview, LinkId, ReviewCandidate, ReviewState, ReviewThresholds,
     StoredClick, Timestamp, UserId,
@@ -19,6 +20,8 @@ use crate::store::{FraudStore, StoreError, StoreResult};
 const REOPEN_AFTER_MS: i64 = 3_600_000;
 /// Flagged clicks read per round trip while confirming.
 const CONFIRM_PAGE: i64 = 5_000;
+/// Flagged segments read per query by a confirmation.
+const SEGMENT_PAGE: i64 = 64;
 
 const COLUMNS: &str = "link_id, state, opened_at, updated_at, hour_total, hour_suspicious, \
      burst_clicks, confirmed_clicks, decided_by, decided_at, note";
@@ -258,7 +261,7 @@ async fn confirm_in_tx<B: Backend>(
         let page = conn
             .query(
                 &format!(
-                    "SELECT {CLICK_SELECT} FROM flagged_clicks WHERE link_id = ? AND click_id > ? \
+                    "SELECT {CLICK_SELECT} FROM clicks WHERE link_id = ? AND click_id > ? \
                      AND click_id <= ? AND fraud_reasons <> 0 AND (fraud_reasons & ?) = 0 \
                      ORDER BY click_id LIMIT ?"
                 ),
@@ -271,13 +274,55 @@ async fn confirm_in_tx<B: Backend>(
         let Some(last) = page.last() else { break };
         let last = last.array::<16>(0)?;
         conn.exec(
-            "UPDATE flagged_clicks SET fraud_reasons = fraud_reasons | ? WHERE link_id = ? \
+            "UPDATE clicks SET fraud_reasons = fraud_reasons | ? WHERE link_id = ? \
              AND click_id > ? AND click_id <= ? AND fraud_reasons <> 0 AND (fraud_reasons & ?) = 0",
             params![confirmed, link, after, last, confirmed],
         )
         .await?;
         after = last;
         if i64::try_from(page.len()) != Ok(CONFIRM_PAGE) {
+            break;
+        }
+    }
+    // The same for the link's flagged segments: each is decoded, its unconfirmed clicks up
+    // to `through` counted and marked, and written back.
+    let mut cursor = [0u8; 16];
+    loop {
+        let page = conn
+            .query(
+                "SELECT first_click, data FROM flagged_segments WHERE link_id = ? \
+                 AND first_click > ? AND first_click <= ? AND unconfirmed > 0 \
+                 ORDER BY first_click LIMIT ?",
+                params![link, cursor, through, SEGMENT_PAGE],
+            )
+            .await?;
+        for r in &page {
+            cursor = r.array::<16>(0)?;
+            let mut clicks =
+                segment::decode(&r.bytes(1)?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let mut marked = 0;
+            for c in &mut clicks {
+                if c.click_id.to_bytes() <= through && c.fraud_reasons & reason::CONFIRMED == 0 {
+                    removal.add(c);
+                    c.fraud_reasons |= reason::CONFIRMED;
+                    marked += 1;
+                }
+            }
+            if marked > 0 {
+                let unconfirmed = clicks
+                    .iter()
+                    .filter(|c| c.fraud_reasons & reason::CONFIRMED == 0)
+                    .count() as u64;
+                let refs: Vec<&StoredClick> = clicks.iter().collect();
+                conn.exec(
+                    "UPDATE flagged_segments SET data = ?, unconfirmed = ? \
+                     WHERE link_id = ? AND first_click = ?",
+                    params![segment::encode(&refs), unconfirmed, link, cursor],
+                )
+                .await?;
+            }
+        }
+        if i64::try_from(page.len()) != Ok(SEGMENT_PAGE) {
             break;
         }
     }
