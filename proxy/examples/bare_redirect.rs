@@ -11,10 +11,6 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
-/// The same allocator as linkgate-proxy, so the comparison measures the request path only.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 struct Bare;
 
 #[async_trait]

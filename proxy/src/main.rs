@@ -5,10 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc: the cache holds millions of small allocations; glibc's per-chunk headers and
-/// per-thread arenas cost both memory and time on the redirect path (see BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pingora::server::UnixShutdownSignalWatch;
 
 #[derive(Debug, Parser)]

@@ -145,13 +145,19 @@ impl SharedCounts {
     }
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Scores clicks; one per batcher (per node).
 #[derive(Debug)]
 pub struct Scorer {
     settings: FraudSettings,
-    by_ip: HashMap<IpAddr, Recent>,
-    by_visitor_link: HashMap<(u64, LinkId), Recent>,
-    by_link: HashMap<LinkId, Rate>,
+    by_ip: FastMap<IpAddr, Recent>,
+    by_visitor_link: FastMap<(u64, LinkId), Recent>,
+    by_link: FastMap<LinkId, Rate>,
+    /// Links (with ids that fit 32 bits) whose only click so far fell in the minute held:
+    /// most links of a stream over many links, at 8 bytes each instead of a [`Rate`] and its
+    /// key. A second click moves the link to `by_link` with exactly the rate it would have.
+    first_clicks: FastMap<u32, u32>,
     /// Click time of the next housekeeping.
     next_sweep: i64,
 }
@@ -160,9 +166,10 @@ impl Scorer {
     pub fn new(settings: FraudSettings) -> Self {
         Self {
             settings,
-            by_ip: HashMap::new(),
-            by_visitor_link: HashMap::new(),
-            by_link: HashMap::new(),
+            by_ip: FastMap::default(),
+            by_visitor_link: FastMap::default(),
+            by_link: FastMap::default(),
+            first_clicks: FastMap::default(),
             next_sweep: i64::MIN,
         }
     }
@@ -343,6 +350,29 @@ impl Scorer {
     fn link_bursts(&mut self, link: LinkId, at: i64) -> bool {
         let s = &self.settings;
         let minute = u32::try_from(at.div_euclid(MINUTE_MS).max(0)).unwrap_or(u32::MAX);
+        if !self.by_link.contains_key(&link)
+            && let Ok(small) = u32::try_from(link.0)
+        {
+            match self.first_clicks.entry(small) {
+                std::collections::hash_map::Entry::Vacant(first) => {
+                    // What a fresh rate would judge: one click, no history.
+                    first.insert(minute);
+                    return 1.0 > f64::from(s.burst_min_per_minute) * f64::from(s.burst_factor);
+                }
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    let first_minute = first.remove();
+                    self.by_link.insert(
+                        link,
+                        Rate {
+                            minute: first_minute,
+                            count: 1,
+                            baseline: 0.0,
+                            minutes: 0,
+                        },
+                    );
+                }
+            }
+        }
         let rate = self.by_link.entry(link).or_default();
         if rate.minutes == 0 && rate.count == 0 {
             rate.minute = minute;
@@ -388,6 +418,12 @@ impl Scorer {
         self.by_link.retain(|_, r| {
             r.minute >= idle || (r.minutes >= SEASONED_MINUTES && r.minute >= seasoned_idle)
         });
+        self.first_clicks.retain(|_, minute| *minute >= idle);
+        // Give back what a past peak grew the tables to.
+        shrink_if_sparse(&mut self.by_ip);
+        shrink_if_sparse(&mut self.by_visitor_link);
+        shrink_if_sparse(&mut self.by_link);
+        shrink_if_sparse(&mut self.first_clicks);
     }
 
     /// Keys currently tracked (addresses, visitor+link pairs, links): for tests and metrics.
@@ -395,8 +431,16 @@ impl Scorer {
         (
             self.by_ip.len(),
             self.by_visitor_link.len(),
-            self.by_link.len(),
+            self.by_link.len() + self.first_clicks.len(),
         )
+    }
+}
+
+/// Shrinks a table holding less than a quarter of its capacity (and more than a few
+/// thousand slots), so memory follows the current traffic rather than its peak.
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>) {
+    if map.capacity() > 4096 && map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
     }
 }
 
@@ -572,6 +616,38 @@ mod tests {
         let with_new = scorer.tracked().0;
         click_on(&mut scorer, 7, "192.0.2.9", back + 150_000);
         assert_eq!(scorer.tracked().0, with_new - 1);
+    }
+
+    #[test]
+    fn a_link_judged_from_the_first_click_table_is_judged_as_with_a_full_rate() {
+        // Link 5 starts in the compact first-click table; a link id beyond 32 bits never
+        // does. The same clicks must get the same reasons on both, over minutes with single
+        // clicks, gaps, a burst and a step back of the clock.
+        let settings = FraudSettings {
+            burst_min_per_minute: 3,
+            burst_factor: 2,
+            ..FraudSettings::default()
+        };
+        let mut pattern: Vec<i64> = vec![0, 70_000, 200_000];
+        pattern.extend((0..12).map(|i| 400_000 + i * 1_000));
+        pattern.extend([900_000, 890_000, 1_500_000]);
+        pattern.extend((0..30).map(|i| 1_560_000 + i * 500));
+        let run = |link: i64| -> Vec<u32> {
+            let mut scorer = Scorer::new(settings.clone());
+            pattern
+                .iter()
+                .enumerate()
+                .map(|(i, at)| {
+                    let (e, mut c) = event(&format!("10.0.{}.{}", i / 250, i % 250), T0 + at);
+                    c.link_id = LinkId(link);
+                    c.visitor = i as u64;
+                    scorer.score(&e, &c)
+                })
+                .collect()
+        };
+        let small = run(5);
+        assert_eq!(small, run(1 << 40));
+        assert!(small.iter().any(|r| r & reason::BURST != 0), "{small:?}");
     }
 
     #[test]

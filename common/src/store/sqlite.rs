@@ -32,7 +32,8 @@ impl SqliteStore {
         Self::open_with(path, max_connections, SqliteTuning::GENERAL)
     }
 
-    /// Like [`SqliteStore::open`], with the page cache and memory map of `tuning`.
+    /// Like [`SqliteStore::open`], with the page cache, memory map and connection cap of
+    /// `tuning`.
     pub fn open_with(
         path: &Path,
         max_connections: usize,
@@ -47,7 +48,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             tuning,
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(max_connections.max(1))),
+            permits: Arc::new(Semaphore::new(tuning.connections(max_connections))),
         });
         // Open one connection now so a bad path fails at start-up, not on the first request.
         let first = inner.connect()?;
@@ -64,6 +65,8 @@ pub struct SqliteTuning {
     /// Reads through a 256 MiB memory map of the file instead of copying pages (the mapped
     /// pages then count in the process's resident memory).
     pub memory_map: bool,
+    /// At most this many connections whatever `store.max_connections` says (0: no cap).
+    pub max_connections: usize,
 }
 
 impl SqliteTuning {
@@ -73,19 +76,32 @@ impl SqliteTuning {
     pub const GENERAL: Self = Self {
         cache_mib: 32,
         memory_map: true,
+        max_connections: 0,
     };
     /// The proxy's link lookups: single rows by index, from up to `max_connections`
     /// connections at once, so a small cache each and no map.
     pub const LOOKUPS: Self = Self {
         cache_mib: 2,
         memory_map: false,
+        max_connections: 0,
     };
-    /// The proxy's click batcher: one batch at a time (so in practice one connection of the
-    /// pool, the most recently used), with the large cache writes need and no map.
+    /// The proxy's click batcher: one batch at a time, with the large cache writes need and
+    /// no map. Two connections (the batch, and housekeeping or a salt read beside it): each
+    /// connection fills its own cache, and SQLite has one writer at a time anyway.
     pub const CLICK_WRITER: Self = Self {
         cache_mib: 32,
         memory_map: false,
+        max_connections: 2,
     };
+
+    /// The pool size for a configured `max_connections`.
+    pub fn connections(self, max_connections: usize) -> usize {
+        match self.max_connections {
+            0 => max_connections,
+            cap => max_connections.min(cap),
+        }
+        .max(1)
+    }
 }
 
 /// Connection pool for one SQLite file.
@@ -344,16 +360,23 @@ mod tests {
     fn each_pool_gets_the_cache_and_map_of_its_tuning() {
         let dir = std::env::temp_dir().join(format!("linkgate-tuning-{}", std::process::id()));
         let path = dir.join("t.db");
-        for (tuning, cache_kib, map) in [
-            (SqliteTuning::GENERAL, 32 * 1024, 256 << 20),
-            (SqliteTuning::LOOKUPS, 2 * 1024, 0),
-            (SqliteTuning::CLICK_WRITER, 32 * 1024, 0),
+        for (tuning, cache_kib, map, pool) in [
+            (SqliteTuning::GENERAL, 32 * 1024, 256 << 20, 16),
+            (SqliteTuning::LOOKUPS, 2 * 1024, 0, 16),
+            (SqliteTuning::CLICK_WRITER, 32 * 1024, 0, 2),
         ] {
-            let store = SqliteStore::open_with(&path, 1, tuning).unwrap();
+            let store = SqliteStore::open_with(&path, 16, tuning).unwrap();
             let conn = store.backend.inner.connect().unwrap();
             assert_eq!(pragma(&conn, "cache_size"), -cache_kib, "{tuning:?}");
             assert_eq!(pragma(&conn, "mmap_size"), map, "{tuning:?}");
+            assert_eq!(
+                store.backend.inner.permits.available_permits(),
+                pool,
+                "{tuning:?}"
+            );
         }
+        assert_eq!(SqliteTuning::CLICK_WRITER.connections(1), 1);
+        assert_eq!(SqliteTuning::GENERAL.connections(0), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
