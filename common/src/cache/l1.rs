@@ -18,13 +18,21 @@
 //! moka TTL restarts with every change to it, so the per-slot check is what bounds a link's
 //! age). A hit compares 32-bit tags first (one or two cache lines) and then the full key, so
 //! a hash collision can never serve another link.
+//!
+//! Keys are `host \0 code`, and most links share a few hosts, so a link's key in a bucket is
+//! the host's number in the cache's host table (interned when a link of that host is first
+//! cached, up to 65,535 hosts) and the code: `0xFF, number (2 bytes), code`. No host byte is
+//! `0xFF`, so such a key never equals a full one, which is what a link of a host the table
+//! has no room for keeps.
 
+use std::collections::HashMap;
 use std::hash::BuildHasher as _;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use moka::ops::compute::Op;
 use moka::sync::Cache;
+use smallvec::SmallVec;
 
 use super::link::CachedLink;
 use crate::domain::{LinkId, LinkState, RedirectStatus, TargetUrl};
@@ -196,8 +204,73 @@ impl Bucket {
     }
 }
 
+/// Hosts held in the table at most (numbers 0 to 65,534).
+const MAX_HOSTS: usize = 65_535;
+/// First byte of a key that holds a host number.
+const HOST_NUMBER: u8 = 0xFF;
+
+/// A key as stored in buckets: the host's number and the code, or the full key.
+type StoredKey = SmallVec<[u8; 80]>;
+
+/// The hosts of cached links, each numbered once; never shrinks (hosts only enter with a
+/// link loaded from the store, so the table holds real link domains, not request noise).
+struct Hosts {
+    numbers: RwLock<HashMap<Box<[u8]>, u16, foldhash::fast::RandomState>>,
+    max: usize,
+}
+
+impl Hosts {
+    fn new(max: usize) -> Self {
+        Self {
+            numbers: RwLock::new(HashMap::default()),
+            max,
+        }
+    }
+
+    /// The stored form of `key` (`host \0 code`); `intern` numbers a host not yet known
+    /// while there is room.
+    fn stored(&self, key: &[u8], intern: bool) -> StoredKey {
+        let Some(split) = key.iter().position(|&b| b == 0) else {
+            return StoredKey::from_slice(key);
+        };
+        let (host, code) = (&key[..split], &key[split + 1..]);
+        let known = self
+            .numbers
+            .read()
+            .ok()
+            .and_then(|numbers| numbers.get(host).copied());
+        let number = match known {
+            Some(n) => Some(n),
+            None if intern => self.numbers.write().ok().and_then(|mut numbers| {
+                let next = numbers.len();
+                if let Some(&n) = numbers.get(host) {
+                    Some(n)
+                } else if next < self.max {
+                    let n = u16::try_from(next).ok()?;
+                    numbers.insert(host.into(), n);
+                    Some(n)
+                } else {
+                    None
+                }
+            }),
+            None => None,
+        };
+        match number {
+            Some(n) => {
+                let mut stored = StoredKey::new();
+                stored.push(HOST_NUMBER);
+                stored.extend_from_slice(&n.to_be_bytes());
+                stored.extend_from_slice(code);
+                stored
+            }
+            None => StoredKey::from_slice(key),
+        }
+    }
+}
+
 pub(crate) struct L1 {
     buckets: Cache<u32, Arc<Bucket>, foldhash::fast::RandomState>,
+    hosts: Hosts,
     /// Keys come from requests: hashed with a per-process random seed.
     hasher: foldhash::fast::RandomState,
     mask: u64,
@@ -207,7 +280,12 @@ pub(crate) struct L1 {
 
 impl L1 {
     pub(crate) fn new(max_bytes: u64, ttl: Duration) -> Self {
+        Self::with_hosts(max_bytes, ttl, MAX_HOSTS)
+    }
+
+    fn with_hosts(max_bytes: u64, ttl: Duration, max_hosts: usize) -> Self {
         Self {
+            hosts: Hosts::new(max_hosts),
             buckets: Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|_: &u32, b: &Arc<Bucket>| b.weight)
@@ -239,6 +317,7 @@ impl L1 {
     }
 
     pub(crate) fn get(&self, key: &[u8], now: Instant) -> Option<Arc<CachedLink>> {
+        let key = &self.hosts.stored(key, false)[..];
         let (bucket, tag) = self.locate(key);
         let bucket = self.buckets.get(&bucket)?;
         let slot = &bucket.slots[bucket.position(tag, key)?];
@@ -252,6 +331,7 @@ impl L1 {
         if key.len() > usize::from(u16::MAX) {
             return;
         }
+        let key = &self.hosts.stored(key, true)[..];
         let (bucket, tag) = self.locate(key);
         let now = self.secs(Instant::now());
         let flags = flags_of(link);
@@ -285,6 +365,7 @@ impl L1 {
     }
 
     pub(crate) fn invalidate(&self, key: &[u8]) {
+        let key = &self.hosts.stored(key, false)[..];
         let (bucket, tag) = self.locate(key);
         let now = self.secs(Instant::now());
         self.buckets.entry(bucket).and_compute_with(|current| {
@@ -368,6 +449,34 @@ mod tests {
         // arena, and 128 buckets' overhead shared by 5,000 links: about 80 bytes.
         let per_link = l1.weighted_size() / 5_000;
         assert!((70..100).contains(&per_link), "{per_link}");
+    }
+
+    #[test]
+    fn hosts_are_numbered_once_and_a_full_host_table_falls_back_to_full_keys() {
+        // Room for one host: "sho.rt" gets number 0, "b.example" keeps full keys.
+        let l1 = L1::with_hosts(1 << 20, Duration::from_secs(60), 1);
+        let other = |code: &str| format!("b.example\0{code}").into_bytes();
+        l1.insert(&key("same"), &link(1));
+        l1.insert(&other("same"), &link(2));
+        l1.insert(&key("x"), &link(3));
+        let now = Instant::now();
+        assert_eq!(l1.get(&key("same"), now).unwrap().id, LinkId(1));
+        assert_eq!(l1.get(&other("same"), now).unwrap().id, LinkId(2));
+        assert_eq!(l1.get(&key("x"), now).unwrap().id, LinkId(3));
+        assert!(l1.get(&other("x"), now).is_none());
+        assert!(l1.get(b"c.example\0same", now).is_none());
+        assert_eq!(l1.hosts.numbers.read().unwrap().len(), 1);
+        assert_eq!(&l1.hosts.stored(&key("same"), false)[..], b"\xff\0\0same");
+        assert_eq!(
+            &l1.hosts.stored(&other("same"), false)[..],
+            &other("same")[..]
+        );
+        // Both forms are invalidated.
+        l1.invalidate(&key("same"));
+        l1.invalidate(&other("same"));
+        assert!(l1.get(&key("same"), now).is_none());
+        assert!(l1.get(&other("same"), now).is_none());
+        assert_eq!(l1.get(&key("x"), now).unwrap().id, LinkId(3));
     }
 
     #[test]

@@ -14,10 +14,11 @@
 //! Every window keeps at most threshold + 1 timestamps per key, and idle keys are dropped,
 //! so memory follows the number of active addresses, visitors and links, not the click rate.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use linkgate_config::FraudSettings;
+use smallvec::SmallVec;
 
 use crate::domain::{ClickEvent, ClickMethod, LinkId, StoredClick};
 
@@ -84,22 +85,27 @@ const SWEEP_EVERY_MS: i64 = 10_000;
 const BASELINE_ALPHA: f32 = 0.1;
 const MINUTE_MS: i64 = 60_000;
 
-/// The timestamps of one key's recent clicks, newest last, at most `cap` kept.
+/// The timestamps of one key's recent clicks, newest last, at most `cap` kept. Two fit
+/// inline: most visitor+link pairs have one click, and a map of them allocates nothing else.
 #[derive(Debug, Default)]
 struct Recent {
-    times: VecDeque<i64>,
+    times: SmallVec<[i64; 2]>,
 }
 
 impl Recent {
     /// Records a click at `at` and returns how many of the kept clicks (this one included)
     /// fall within `window_ms` before it.
     fn hit(&mut self, at: i64, window_ms: i64, cap: usize) -> usize {
-        while self.times.front().is_some_and(|&t| t <= at - window_ms) {
-            self.times.pop_front();
-        }
-        self.times.push_back(at);
-        while self.times.len() > cap {
-            self.times.pop_front();
+        let expired = self
+            .times
+            .iter()
+            .take_while(|&&t| t <= at - window_ms)
+            .count();
+        self.times.drain(..expired);
+        self.times.push(at);
+        if self.times.len() > cap {
+            let over = self.times.len() - cap;
+            self.times.drain(..over);
         }
         self.times.len()
     }
@@ -113,7 +119,7 @@ impl Recent {
     }
 
     fn last(&self) -> i64 {
-        self.times.back().copied().unwrap_or(i64::MIN)
+        self.times.last().copied().unwrap_or(i64::MIN)
     }
 }
 

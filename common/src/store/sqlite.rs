@@ -79,9 +79,10 @@ impl SqliteTuning {
         max_connections: 0,
     };
     /// The proxy's link lookups: single rows by index, from up to `max_connections`
-    /// connections at once, so a small cache each and no map.
+    /// connections at once, so a small cache each (the index interior pages of a million
+    /// links fit in 1 MiB) and no map.
     pub const LOOKUPS: Self = Self {
-        cache_mib: 2,
+        cache_mib: 1,
         memory_map: false,
         max_connections: 0,
     };
@@ -362,7 +363,7 @@ mod tests {
         let path = dir.join("t.db");
         for (tuning, cache_kib, map, pool) in [
             (SqliteTuning::GENERAL, 32 * 1024, 256 << 20, 16),
-            (SqliteTuning::LOOKUPS, 2 * 1024, 0, 16),
+            (SqliteTuning::LOOKUPS, 1024, 0, 16),
             (SqliteTuning::CLICK_WRITER, 32 * 1024, 0, 2),
         ] {
             let store = SqliteStore::open_with(&path, 16, tuning).unwrap();
