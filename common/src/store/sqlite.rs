@@ -86,11 +86,13 @@ impl SqliteTuning {
         memory_map: false,
         max_connections: 0,
     };
-    /// The proxy's click batcher: one batch at a time, with the large cache writes need and
-    /// no map. Two connections (the batch, and housekeeping or a salt read beside it): each
-    /// connection fills its own cache, and SQLite has one writer at a time anyway.
+    /// The proxy's click batcher: one batch at a time (raw clicks are a few appended
+    /// segments; the aggregate rows of a batch's links need a cache well above SQLite's
+    /// 2 MiB default) and no map. Two connections (the batch, and housekeeping or a salt
+    /// read beside it): each connection fills its own cache, and SQLite has one writer at a
+    /// time anyway.
     pub const CLICK_WRITER: Self = Self {
-        cache_mib: 32,
+        cache_mib: 16,
         memory_map: false,
         max_connections: 2,
     };
@@ -364,7 +366,7 @@ mod tests {
         for (tuning, cache_kib, map, pool) in [
             (SqliteTuning::GENERAL, 32 * 1024, 256 << 20, 16),
             (SqliteTuning::LOOKUPS, 1024, 0, 16),
-            (SqliteTuning::CLICK_WRITER, 32 * 1024, 0, 2),
+            (SqliteTuning::CLICK_WRITER, 16 * 1024, 0, 2),
         ] {
             let store = SqliteStore::open_with(&path, 16, tuning).unwrap();
             let conn = store.backend.inner.connect().unwrap();
