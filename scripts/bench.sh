@@ -4,7 +4,7 @@
 #   bash scripts/bench.sh            # everything
 #   SECONDS_PER_RUN=5 bash scripts/bench.sh
 #   SECTIONS="ingest clicks60" bash scripts/bench.sh   # only some sections:
-#     ingest seed ceiling proxy rss clicks60 admin
+#     ingest seed ceiling proxy cpu rss clicks60 admin
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -19,7 +19,7 @@ log "building release binaries"
 cargo build --release --locked -p linkgate-loadtest -p linkgate-proxy -p linkgate-admin --bins --examples >&2
 LT=./target/release/linkgate-loadtest
 
-SECTIONS=${SECTIONS:-"ingest seed ceiling proxy rss clicks60 admin"}
+SECTIONS=${SECTIONS:-"ingest seed ceiling proxy cpu rss clicks60 admin"}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 scratch_db() {
@@ -105,6 +105,43 @@ $LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "
   --rate "$RATE" --connections 32 --duration "$RUN_SECS" --warmup 2 --rounds 2 --threads 1
 kill $(jobs -p) 2>/dev/null || true
 wait 2>/dev/null || true
+fi
+
+if want cpu; then
+echo
+echo "## CPU per redirect at a fixed 30,000/s (open loop, 10 s), by thread group"
+# Where the proxy's CPU goes, independent of how the shared cores are scheduled: the CPU time
+# of each thread group (from /proc) divided by the requests served.
+$LT seed --store "sqlite://$WORK/cpu.db" --links 100000 --domain 127.0.0.1:18084 --codes-out "$WORK/cpu-all.txt" >/dev/null
+head -10000 "$WORK/cpu-all.txt" > "$WORK/cpu-hot.txt"
+cpu_of() { # pid -> "group ticks" lines
+  for t in /proc/"$1"/task/*; do
+    echo "$(tr ' ' _ < "$t/comm") $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+}
+cpu_run() { # label pid port
+  $LT run --target "http://127.0.0.1:$3" --codes-file "$WORK/cpu-hot.txt" --rate 30000 \
+    --connections 32 --duration 3 --warmup 0 >/dev/null
+  cpu_of "$2" > "$WORK/cpu-a.txt"
+  $LT run --target "http://127.0.0.1:$3" --codes-file "$WORK/cpu-hot.txt" --rate 30000 \
+    --connections 32 --duration 10 --warmup 0 | grep -E "^(throughput|p50|p99) "
+  cpu_of "$2" > "$WORK/cpu-b.txt"
+  echo "### $1: CPU µs per request"
+  join -a1 "$WORK/cpu-b.txt" "$WORK/cpu-a.txt" | awk -v hz="$(getconf CLK_TCK)" \
+    '{d = ($2 - $3) * 1e6 / hz / 300000; t += d; if (d > 0.005) printf "%-26s %6.2f\n", $1, d}
+     END {printf "%-26s %6.2f\n", "total", t}'
+}
+LINKGATE__STORE__URL="sqlite://$WORK/cpu.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18084 \
+  LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19094 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
+  LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal-cpu" ./target/release/linkgate-proxy >/dev/null 2>&1 &
+PPID_=$!
+./target/release/examples/bare_redirect 127.0.0.1:18085 1 >/dev/null 2>&1 &
+BPID=$!
+wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18084' && wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18085'
+cpu_run "bare baseline" "$BPID" 18085
+cpu_run "linkgate-proxy" "$PPID_" 18084
+kill "$PPID_" "$BPID" 2>/dev/null || true
+wait "$PPID_" "$BPID" 2>/dev/null || true
 fi
 
 if want rss; then

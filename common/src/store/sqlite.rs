@@ -92,7 +92,7 @@ impl SqliteTuning {
     /// read beside it): each connection fills its own cache, and SQLite has one writer at a
     /// time anyway.
     pub const CLICK_WRITER: Self = Self {
-        cache_mib: 16,
+        cache_mib: 8,
         memory_map: false,
         max_connections: 2,
     };
@@ -366,7 +366,7 @@ mod tests {
         for (tuning, cache_kib, map, pool) in [
             (SqliteTuning::GENERAL, 32 * 1024, 256 << 20, 16),
             (SqliteTuning::LOOKUPS, 1024, 0, 16),
-            (SqliteTuning::CLICK_WRITER, 16 * 1024, 0, 2),
+            (SqliteTuning::CLICK_WRITER, 8 * 1024, 0, 2),
         ] {
             let store = SqliteStore::open_with(&path, 16, tuning).unwrap();
             let conn = store.backend.inner.connect().unwrap();
