@@ -11,6 +11,10 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
+/// The same allocator as linkgate-proxy, so the comparison measures the request path only.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 struct Bare;
 
 #[async_trait]

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc: the least resident memory of the allocators measured with a million cached
+/// links (BENCHMARKS.md), and the same CPU per request.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use pingora::server::UnixShutdownSignalWatch;
 
 #[derive(Debug, Parser)]
