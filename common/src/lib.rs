@@ -9,5 +9,5 @@ pub mod password;
 pub mod ratelimit;
 pub mod store;
 pub mod telemetry;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -239,23 +239,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stored_click(link: LinkId, at: Timestamp) -> StoredClick {
-        StoredClick {
-            click_id: ClickId::at(at),
-            link_id: link,
-            at,
-            visitor: 0,
-            ip: None,
-            referrer_host: None,
-            country: None,
-            device: "desktop".to_owned(),
-            browser: "Chrome".to_owned(),
-            os: "Windows".to_owned(),
-            is_bot: false,
-            fraud_reasons: 0,
-        }
-    }
+    use crate::testing::stored_click;
 
     fn varied() -> Vec<StoredClick> {
         let t0 = Timestamp::parse_rfc3339("2026-11-27T23:59:59.990Z").unwrap();

@@ -363,18 +363,11 @@ impl<B: Backend> ClickStore for SqlStore<B> {
                 params![before.day_start(), limit],
             )
             .await?;
-        let mut deleted = 0;
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "DELETE FROM click_segments WHERE id IN {}",
-                super::in_list(chunk.len())
-            );
-            let params = chunk
-                .iter()
-                .map(|r| r.i64(0).map(Value::from))
-                .collect::<StoreResult<Vec<_>>>()?;
-            deleted += self.exec(&sql, params).await?.affected;
-        }
+        let keys = ids
+            .iter()
+            .map(|r| r.i64(0).map(Value::from))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut deleted = delete_by_key(self, "click_segments", "id", keys).await?;
         if deleted < limit {
             deleted += purge_rows(self, before.day_start(), limit - deleted).await?;
         }
@@ -415,17 +408,27 @@ async fn purge_rows<B: Backend>(
             params![bound, limit],
         )
         .await?;
+    let keys = ids
+        .iter()
+        .map(|r| r.bytes(0).map(Value::Bytes))
+        .collect::<StoreResult<Vec<_>>>()?;
+    delete_by_key(store, table, "click_id", keys).await
+}
+
+/// Deletes the rows of `table` whose `column` is one of `keys`, 500 keys per statement.
+async fn delete_by_key<B: Backend>(
+    store: &SqlStore<B>,
+    table: &str,
+    column: &str,
+    keys: Vec<Value>,
+) -> StoreResult<u64> {
     let mut deleted = 0;
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "DELETE FROM {table} WHERE click_id IN {}",
+            "DELETE FROM {table} WHERE {column} IN {}",
             super::in_list(chunk.len())
         );
-        let params = chunk
-            .iter()
-            .map(|r| r.bytes(0).map(Value::Bytes))
-            .collect::<StoreResult<Vec<_>>>()?;
-        deleted += store.exec(&sql, params).await?.affected;
+        deleted += store.exec(&sql, chunk.to_vec()).await?.affected;
     }
     Ok(deleted)
 }
