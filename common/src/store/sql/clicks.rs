@@ -261,19 +261,7 @@ impl<B: Backend> ClickStore for SqlStore<B> {
     ) -> StoreResult<Vec<StoredClick>> {
         let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
         let after = after.unwrap_or(ClickId(0));
-        // Rows written before segments existed.
-        let mut out = self
-            .query(
-                &format!(
-                    "SELECT {CLICK_SELECT} FROM clicks \
-                     WHERE link_id = ? AND click_id > ? ORDER BY click_id LIMIT ?"
-                ),
-                params![link, after.to_bytes(), limit as u64],
-            )
-            .await?
-            .iter()
-            .map(click_of)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut out = legacy_rows(self, link, after, limit, false).await?;
         // Segments from the day of `after` on, a whole day at a time (a day's segments are
         // not in click-id order), until `limit` clicks are in hand.
         let mut day = Timestamp::from_millis(after.millis()).day_start();
@@ -312,19 +300,7 @@ impl<B: Backend> ClickStore for SqlStore<B> {
     ) -> StoreResult<Vec<StoredClick>> {
         let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
         let after = after.unwrap_or(ClickId(0));
-        // Rows written before segments existed.
-        let mut out = self
-            .query(
-                &format!(
-                    "SELECT {CLICK_SELECT} FROM clicks WHERE link_id = ? AND click_id > ? \
-                     AND fraud_reasons <> 0 ORDER BY click_id LIMIT ?"
-                ),
-                params![link, after.to_bytes(), limit as u64],
-            )
-            .await?
-            .iter()
-            .map(click_of)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut out = legacy_rows(self, link, after, limit, true).await?;
         // The link's segments in order of their first click (they may overlap: a late batch),
         // until no further segment can hold one of the first `limit` clicks.
         let mut cursor = [0u8; 16];
@@ -376,6 +352,34 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         }
         Ok(deleted)
     }
+}
+
+/// A link's rows of the `clicks` table (written before segments existed) after `after`, at
+/// most `limit`, only those with fraud reasons when `flagged`.
+async fn legacy_rows<B: Backend>(
+    store: &SqlStore<B>,
+    link: LinkId,
+    after: ClickId,
+    limit: usize,
+    flagged: bool,
+) -> StoreResult<Vec<StoredClick>> {
+    let filter = if flagged {
+        "AND fraud_reasons <> 0 "
+    } else {
+        ""
+    };
+    store
+        .query(
+            &format!(
+                "SELECT {CLICK_SELECT} FROM clicks WHERE link_id = ? AND click_id > ? \
+                 {filter}ORDER BY click_id LIMIT ?"
+            ),
+            params![link, after.to_bytes(), limit as u64],
+        )
+        .await?
+        .iter()
+        .map(click_of)
+        .collect()
 }
 
 /// Segments read per query by the raw-click scans.
