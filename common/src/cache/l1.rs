@@ -230,41 +230,38 @@ impl Hosts {
     /// The stored form of `key` (`host \0 code`); `intern` numbers a host not yet known
     /// while there is room.
     fn stored(&self, key: &[u8], intern: bool) -> StoredKey {
-        let Some(split) = key.iter().position(|&b| b == 0) else {
+        let number = key.iter().position(|&b| b == 0).and_then(|split| {
+            let n = self.number(&key[..split], intern)?;
+            Some((n, &key[split + 1..]))
+        });
+        let Some((n, code)) = number else {
             return StoredKey::from_slice(key);
         };
-        let (host, code) = (&key[..split], &key[split + 1..]);
-        let known = self
-            .numbers
-            .read()
-            .ok()
-            .and_then(|numbers| numbers.get(host).copied());
-        let number = match known {
-            Some(n) => Some(n),
-            None if intern => self.numbers.write().ok().and_then(|mut numbers| {
-                let next = numbers.len();
-                if let Some(&n) = numbers.get(host) {
-                    Some(n)
-                } else if next < self.max {
-                    let n = u16::try_from(next).ok()?;
-                    numbers.insert(host.into(), n);
-                    Some(n)
-                } else {
-                    None
-                }
-            }),
-            None => None,
-        };
-        match number {
-            Some(n) => {
-                let mut stored = StoredKey::new();
-                stored.push(HOST_NUMBER);
-                stored.extend_from_slice(&n.to_be_bytes());
-                stored.extend_from_slice(code);
-                stored
-            }
-            None => StoredKey::from_slice(key),
+        let mut stored = StoredKey::new();
+        stored.push(HOST_NUMBER);
+        stored.extend_from_slice(&n.to_be_bytes());
+        stored.extend_from_slice(code);
+        stored
+    }
+
+    /// `host`'s number: a read lock when it has one, the write lock only to give it one.
+    fn number(&self, host: &[u8], intern: bool) -> Option<u16> {
+        if let Some(&n) = self.numbers.read().ok()?.get(host) {
+            return Some(n);
         }
+        if !intern {
+            return None;
+        }
+        let mut numbers = self.numbers.write().ok()?;
+        if let Some(&n) = numbers.get(host) {
+            return Some(n);
+        }
+        if numbers.len() >= self.max {
+            return None;
+        }
+        let n = u16::try_from(numbers.len()).ok()?;
+        numbers.insert(host.into(), n);
+        Some(n)
     }
 }
 

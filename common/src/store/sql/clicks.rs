@@ -232,22 +232,16 @@ impl<B: Backend> ClickStore for SqlStore<B> {
             .await?
             .map_or(Ok(0), |r| r.u64(0))?;
         let mut count = legacy;
-        let mut after_id = 0i64;
+        let mut scan = SegmentScan::from(Timestamp::from_millis(i64::MIN));
         loop {
-            let rows = self
-                .query(
-                    "SELECT id, data FROM click_segments WHERE id > ? ORDER BY id LIMIT ?",
-                    params![after_id, SEGMENT_PAGE],
-                )
-                .await?;
-            for r in &rows {
-                after_id = r.i64(0)?;
-                count += segment_of(r, 1)?
+            let page = scan.next_page(self).await?;
+            for r in &page {
+                count += segment_of(r, 2)?
                     .iter()
                     .filter(|c| c.link_id == link)
                     .count() as u64;
             }
-            if (rows.len() as u64) < SEGMENT_PAGE {
+            if scan.done {
                 return Ok(count);
             }
         }
@@ -259,34 +253,27 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         after: Option<ClickId>,
         limit: u32,
     ) -> StoreResult<Vec<StoredClick>> {
-        let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
-        let after = after.unwrap_or(ClickId(0));
+        let (limit, after) = page_args(limit, after);
         let mut out = legacy_rows(self, link, after, limit, false).await?;
         // Segments from the day of `after` on, a whole day at a time (a day's segments are
         // not in click-id order), until `limit` clicks are in hand.
-        let mut day = Timestamp::from_millis(after.millis()).day_start();
-        let mut after_id = 0i64;
+        let mut scan = SegmentScan::from(Timestamp::from_millis(after.millis()).day_start());
+        let mut day = scan.day;
         loop {
-            let rows = self
-                .query(
-                    "SELECT id, day, data FROM click_segments WHERE day > ? OR (day = ? AND id > ?) \
-                     ORDER BY day, id LIMIT ?",
-                    params![day, day, after_id, SEGMENT_PAGE],
-                )
-                .await?;
-            for r in &rows {
+            let page = scan.next_page(self).await?;
+            for r in &page {
                 let this_day = r.ts(1)?;
                 if this_day != day && out.len() >= limit {
                     return Ok(sorted_page(out, limit));
                 }
-                (day, after_id) = (this_day, r.i64(0)?);
+                day = this_day;
                 out.extend(
                     segment_of(r, 2)?
                         .into_iter()
                         .filter(|c| c.link_id == link && c.click_id > after),
                 );
             }
-            if (rows.len() as u64) < SEGMENT_PAGE {
+            if scan.done {
                 return Ok(sorted_page(out, limit));
             }
         }
@@ -298,8 +285,7 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         after: Option<ClickId>,
         limit: u32,
     ) -> StoreResult<Vec<StoredClick>> {
-        let limit = usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
-        let after = after.unwrap_or(ClickId(0));
+        let (limit, after) = page_args(limit, after);
         let mut out = legacy_rows(self, link, after, limit, true).await?;
         // The link's segments in order of their first click (they may overlap: a late batch),
         // until no further segment can hold one of the first `limit` clicks.
@@ -382,10 +368,60 @@ async fn legacy_rows<B: Backend>(
         .collect()
 }
 
-/// Segments read per query by the raw-click scans.
-const SEGMENT_PAGE: u64 = 64;
+/// Segments read per query by the raw-click scans and by confirmations.
+pub(super) const SEGMENT_PAGE: u64 = 64;
 
-fn segment_of(row: &Row, i: usize) -> StoreResult<Vec<StoredClick>> {
+/// The page size (1 to 10,000) and the click id to read after, for the raw-click readers.
+fn page_args(limit: u32, after: Option<ClickId>) -> (usize, ClickId) {
+    (
+        usize::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000),
+        after.unwrap_or(ClickId(0)),
+    )
+}
+
+/// The raw-click segments from a UTC day on, in (day, id) order, [`SEGMENT_PAGE`] rows
+/// (`id, day, data`) at a time.
+struct SegmentScan {
+    day: Timestamp,
+    after_id: i64,
+    /// The last page has been read.
+    done: bool,
+}
+
+impl SegmentScan {
+    fn from(day: Timestamp) -> Self {
+        Self {
+            day,
+            after_id: 0,
+            done: false,
+        }
+    }
+
+    async fn next_page<B: Backend>(&mut self, store: &SqlStore<B>) -> StoreResult<Vec<Row>> {
+        let rows = store
+            .query(
+                "SELECT id, day, data FROM click_segments WHERE day > ? OR (day = ? AND id > ?) \
+                 ORDER BY day, id LIMIT ?",
+                params![self.day, self.day, self.after_id, SEGMENT_PAGE],
+            )
+            .await?;
+        if let Some(last) = rows.last() {
+            (self.day, self.after_id) = (last.ts(1)?, last.i64(0)?);
+        }
+        self.done = (rows.len() as u64) < SEGMENT_PAGE;
+        Ok(rows)
+    }
+}
+
+/// Clicks a confirmation has not yet taken out of the aggregates.
+pub(super) fn unconfirmed<'a>(clicks: impl IntoIterator<Item = &'a StoredClick>) -> u64 {
+    clicks
+        .into_iter()
+        .filter(|c| c.fraud_reasons & reason::CONFIRMED == 0)
+        .count() as u64
+}
+
+pub(super) fn segment_of(row: &Row, i: usize) -> StoreResult<Vec<StoredClick>> {
     segment::decode(&row.bytes(i)?).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -404,11 +440,10 @@ async fn purge_rows<B: Backend>(
     before: Timestamp,
     limit: u64,
 ) -> StoreResult<u64> {
-    let table = "clicks";
     let bound = ClickId::first_at(before).to_bytes();
     let ids = store
         .query(
-            &format!("SELECT click_id FROM {table} WHERE click_id < ? ORDER BY click_id LIMIT ?"),
+            "SELECT click_id FROM clicks WHERE click_id < ? ORDER BY click_id LIMIT ?",
             params![bound, limit],
         )
         .await?;
@@ -416,7 +451,7 @@ async fn purge_rows<B: Backend>(
         .iter()
         .map(|r| r.bytes(0).map(Value::Bytes))
         .collect::<StoreResult<Vec<_>>>()?;
-    delete_by_key(store, table, "click_id", keys).await
+    delete_by_key(store, "clicks", "click_id", keys).await
 }
 
 /// Deletes the rows of `table` whose `column` is one of `keys`, 500 keys per statement.
@@ -534,10 +569,7 @@ async fn write_batch_in_tx<B: Backend>(
                 .map(|c| c.click_id)
                 .max()
                 .unwrap_or(ClickId(0));
-            let unconfirmed = clicks
-                .iter()
-                .filter(|c| c.fraud_reasons & reason::CONFIRMED == 0)
-                .count() as u64;
+            let unconfirmed = unconfirmed(clicks.iter().copied());
             params.extend(params![
                 *link,
                 first.to_bytes(),

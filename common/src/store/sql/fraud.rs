@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use super::clicks::{CLICK_SELECT, click_of};
+use super::clicks::{CLICK_SELECT, SEGMENT_PAGE, click_of, segment_of, unconfirmed};
 use super::value::{Row, params};
 use super::{Backend, Conn, SqlStore, finish, page_size};
 use crate::clicks::batch::breakdown_value;
@@ -20,8 +20,6 @@ use crate::store::{FraudStore, StoreError, StoreResult};
 const REOPEN_AFTER_MS: i64 = 3_600_000;
 /// Flagged clicks read per round trip while confirming.
 const CONFIRM_PAGE: i64 = 5_000;
-/// Flagged segments read per query by a confirmation.
-const SEGMENT_PAGE: i64 = 64;
 
 const COLUMNS: &str = "link_id, state, opened_at, updated_at, hour_total, hour_suspicious, \
      burst_clicks, confirmed_clicks, decided_by, decided_at, note";
@@ -298,8 +296,7 @@ async fn confirm_in_tx<B: Backend>(
             .await?;
         for r in &page {
             cursor = r.array::<16>(0)?;
-            let mut clicks =
-                segment::decode(&r.bytes(1)?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let mut clicks = segment_of(r, 1)?;
             let mut marked = 0;
             for c in &mut clicks {
                 if c.click_id.to_bytes() <= through && c.fraud_reasons & reason::CONFIRMED == 0 {
@@ -309,10 +306,7 @@ async fn confirm_in_tx<B: Backend>(
                 }
             }
             if marked > 0 {
-                let unconfirmed = clicks
-                    .iter()
-                    .filter(|c| c.fraud_reasons & reason::CONFIRMED == 0)
-                    .count() as u64;
+                let unconfirmed = unconfirmed(&clicks);
                 let refs: Vec<&StoredClick> = clicks.iter().collect();
                 conn.exec(
                     "UPDATE flagged_segments SET data = ?, unconfirmed = ? \
@@ -322,7 +316,7 @@ async fn confirm_in_tx<B: Backend>(
                 .await?;
             }
         }
-        if i64::try_from(page.len()) != Ok(SEGMENT_PAGE) {
+        if (page.len() as u64) < SEGMENT_PAGE {
             break;
         }
     }
