@@ -330,11 +330,11 @@ impl<B: Backend> ClickStore for SqlStore<B> {
             .map(|r| r.i64(0).map(Value::from))
             .collect::<StoreResult<Vec<_>>>()?;
         let mut deleted = delete_by_key(self, "click_segments", "id", keys).await?;
-        if deleted < limit {
-            deleted += purge_rows(self, before.day_start(), limit - deleted).await?;
-        }
-        if deleted < limit {
-            deleted += purge_flagged(self, before.day_start(), limit - deleted).await?;
+        for (table, column) in [("clicks", "click_id"), ("flagged_segments", "last_click")] {
+            if deleted < limit {
+                deleted +=
+                    purge_older(self, table, column, before.day_start(), limit - deleted).await?;
+            }
         }
         Ok(deleted)
     }
@@ -431,29 +431,6 @@ fn sorted_page(mut clicks: Vec<StoredClick>, limit: usize) -> Vec<StoredClick> {
     clicks
 }
 
-/// Deletes up to `limit` rows of `clicks` (written before segments) older than `before`.
-/// Click ids are UUIDv7: their first 48 bits are the millisecond, so "older than `before`"
-/// is a primary-key range, deleted by key through a bounded select (both dialects accept
-/// this, and it keeps each transaction small).
-async fn purge_rows<B: Backend>(
-    store: &SqlStore<B>,
-    before: Timestamp,
-    limit: u64,
-) -> StoreResult<u64> {
-    let bound = ClickId::first_at(before).to_bytes();
-    let ids = store
-        .query(
-            "SELECT click_id FROM clicks WHERE click_id < ? ORDER BY click_id LIMIT ?",
-            params![bound, limit],
-        )
-        .await?;
-    let keys = ids
-        .iter()
-        .map(|r| r.bytes(0).map(Value::Bytes))
-        .collect::<StoreResult<Vec<_>>>()?;
-    delete_by_key(store, "clicks", "click_id", keys).await
-}
-
 /// Deletes the rows of `table` whose `column` is one of `keys`, 500 keys per statement.
 async fn delete_by_key<B: Backend>(
     store: &SqlStore<B>,
@@ -472,17 +449,22 @@ async fn delete_by_key<B: Backend>(
     Ok(deleted)
 }
 
-/// Deletes up to `limit` flagged segments whose newest click is older than `before`.
-async fn purge_flagged<B: Backend>(
+/// Deletes up to `limit` rows of `table` whose click id `column` is older than `before`:
+/// the rows of `clicks` (written before segments; `click_id`) and flagged segments (by their
+/// newest click, `last_click`). Click ids are UUIDv7, their first 48 bits the millisecond, so
+/// "older than `before`" is a key range: the `limit`-th oldest key is read, then everything
+/// up to it deleted, which keeps each transaction small in both dialects.
+async fn purge_older<B: Backend>(
     store: &SqlStore<B>,
+    table: &str,
+    column: &str,
     before: Timestamp,
     limit: u64,
 ) -> StoreResult<u64> {
     let bound = ClickId::first_at(before).to_bytes();
     let rows = store
         .query(
-            "SELECT last_click FROM flagged_segments WHERE last_click < ? \
-             ORDER BY last_click LIMIT ?",
+            &format!("SELECT {column} FROM {table} WHERE {column} < ? ORDER BY {column} LIMIT ?"),
             params![bound, limit],
         )
         .await?;
@@ -491,7 +473,7 @@ async fn purge_flagged<B: Backend>(
     };
     Ok(store
         .exec(
-            "DELETE FROM flagged_segments WHERE last_click <= ?",
+            &format!("DELETE FROM {table} WHERE {column} <= ?"),
             params![newest.bytes(0)?],
         )
         .await?
