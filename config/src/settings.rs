@@ -176,6 +176,10 @@ pub struct ClickSettings {
     pub batch_max_events: usize,
     /// ... or when this much time has passed since the last write.
     pub flush_interval_ms: u64,
+    /// How often a batcher writes the aggregates (hourly counters, breakdowns, unique
+    /// visitors, trending, totals, flagged-click segments) of the batches it wrote since:
+    /// raw clicks are in the database within `flush_interval_ms`, analytics within this.
+    pub aggregate_interval_ms: u64,
     /// Batches that cannot reach the store are journaled here and replayed.
     pub journal_dir: PathBuf,
     /// Keep client IPs in raw clicks (off by default: only a keyed visitor hash is stored).
@@ -207,6 +211,7 @@ impl Default for ClickSettings {
             queue_capacity: 65_536,
             batch_max_events: 50_000,
             flush_interval_ms: 100,
+            aggregate_interval_ms: 1000,
             journal_dir: PathBuf::from("data/journal"),
             store_raw_ip: false,
             truncate_ip: true,

@@ -125,6 +125,12 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
         1,
         10_000,
     );
+    p.range(
+        "clicks.aggregate_interval_ms",
+        s.clicks.aggregate_interval_ms,
+        1,
+        60_000,
+    );
     if let Some(header) = &s.clicks.country_header
         && (header.is_empty() || !header.bytes().all(is_header_name_byte))
     {

@@ -104,12 +104,14 @@ pub struct Metrics {
     pipeline: PipelineMetrics,
     /// Last totals copied into the counters (monotonic sources are copied as deltas).
     /// A mutex: scrapes are rare and must not interleave.
-    copied: Mutex<[u64; 10]>,
+    copied: Mutex<[u64; 12]>,
 }
 
 /// The click pipeline's series.
 struct PipelineMetrics {
     persisted: IntCounter,
+    aggregated: IntCounter,
+    aggregate_errors: IntCounter,
     replayed: IntCounter,
     corrupt: IntCounter,
     batches: IntCounter,
@@ -143,6 +145,14 @@ impl PipelineMetrics {
             persisted: counter(
                 "linkgate_clicks_persisted_total",
                 "Clicks the store has confirmed (including journal replays)",
+            ),
+            aggregated: counter(
+                "linkgate_clicks_aggregated_total",
+                "Persisted clicks whose aggregates (analytics) this node has written",
+            ),
+            aggregate_errors: counter(
+                "linkgate_click_aggregate_errors_total",
+                "Failed writes of a window of click aggregates (retried)",
             ),
             replayed: counter(
                 "linkgate_clicks_replayed_total",
@@ -296,7 +306,7 @@ impl Metrics {
             l1_entries,
             pipeline,
             registry,
-            copied: Mutex::new([0; 10]),
+            copied: Mutex::new([0; 12]),
         }
     }
 
@@ -351,6 +361,8 @@ impl Metrics {
                 (&self.clicks_dropped, source.clicks_dropped()),
                 (&self.redis_circuit_opened, source.redis_circuit_opened()),
                 (&p.persisted, load(|s| &s.persisted)),
+                (&p.aggregated, load(|s| &s.aggregated)),
+                (&p.aggregate_errors, load(|s| &s.aggregate_errors)),
                 (&p.replayed, load(|s| &s.replayed)),
                 (&p.corrupt, load(|s| &s.corrupt)),
                 (&p.batches, load(|s| &s.batches_written)),

@@ -30,10 +30,31 @@ pub fn breakdown_value(click: &StoredClick, dimension: Dimension) -> &str {
 
 /// Builds the batch for `clicks` under a fresh random batch id.
 pub fn build_batch(clicks: Vec<StoredClick>, clock: &TrendingClock) -> ClickBatch {
+    build_batch_with_id(new_batch_id(), clicks, clock)
+}
+
+/// A fresh random batch id.
+fn new_batch_id() -> u128 {
     use rand::Rng as _;
     let mut id = [0u8; 16];
     rand::rng().fill_bytes(&mut id);
-    build_batch_with_id(u128::from_be_bytes(id), clicks, clock)
+    u128::from_be_bytes(id)
+}
+
+/// A batch of raw clicks under a fresh random id, its aggregates not computed (they are
+/// applied later, from a window of batches: see `pipeline`).
+pub fn raw_batch(clicks: Vec<StoredClick>, clock: &TrendingClock) -> ClickBatch {
+    ClickBatch {
+        batch_id: new_batch_id(),
+        clicks,
+        hourly: Vec::new(),
+        breakdowns: Vec::new(),
+        visitors: Vec::new(),
+        link_totals: Vec::new(),
+        trending: Vec::new(),
+        trending_era_ms: clock.era_ms(),
+        trending_carry: clock.era_carry(),
+    }
 }
 
 /// Builds the batch for `clicks` under the given id.
@@ -42,6 +63,15 @@ pub fn build_batch_with_id(
     clicks: Vec<StoredClick>,
     clock: &TrendingClock,
 ) -> ClickBatch {
+    let refs: Vec<&StoredClick> = clicks.iter().collect();
+    let mut batch = aggregate(batch_id, &refs, clock);
+    drop(refs);
+    batch.clicks = clicks;
+    batch
+}
+
+/// The aggregates of `clicks` as a batch under `batch_id` that holds no raw clicks.
+pub fn aggregate(batch_id: u128, clicks: &[&StoredClick], clock: &TrendingClock) -> ClickBatch {
     let mut hourly: BTreeMap<(LinkId, Timestamp), HourlyDelta> = BTreeMap::new();
     let mut breakdowns: BTreeMap<(LinkId, Dimension, Timestamp, &str), u64> = BTreeMap::new();
     let mut visitors: BTreeSet<VisitorHour> = BTreeSet::new();
@@ -56,7 +86,7 @@ pub fn build_batch_with_id(
             .unwrap_or_else(Timestamp::now),
     );
 
-    for click in &clicks {
+    for &click in clicks {
         let hour = click.at.hour_start();
         let human = is_human(click);
         let h = hourly.entry((click.link_id, hour)).or_insert(HourlyDelta {
@@ -119,7 +149,7 @@ pub fn build_batch_with_id(
             .collect(),
         trending_era_ms: clock.era_ms(),
         trending_carry: clock.era_carry(),
-        clicks,
+        clicks: Vec::new(),
     }
 }
 

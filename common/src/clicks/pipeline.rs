@@ -10,6 +10,16 @@
 //! by batch id, so a batch whose commit was acknowledged too late, or that was journaled and
 //! then replayed after a crash, is applied once.
 //!
+//! A batch's write is its raw clicks only (one segment value per UTC day) plus a
+//! `pending_aggregates` row. Its clicks then join this node's aggregation window, and every
+//! `aggregate_interval` the window's aggregates (hourly counters, breakdowns, unique
+//! visitors, trending, link totals, flagged-click segments) are written in one transaction
+//! that claims the batches' pending rows. A link clicked in several batches of a window costs
+//! one row write per aggregate instead of one per batch. A node that stops before writing
+//! its window leaves the pending rows behind: any node aggregates those from the segments
+//! once they are stale, and the claim makes each batch's aggregates apply once. Journaled
+//! batches carry their aggregates and are applied whole on replay.
+//!
 //! Conservation, exported as metrics: `accepted + journaled at start = persisted + queued +
 //! buffered + journaled`.
 
@@ -23,14 +33,15 @@ use linkgate_config::FraudSettings;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::batch::build_batch;
+use super::batch::{build_batch_with_id, raw_batch};
 use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt, network_of, visitor_hash};
 use super::fraud::{Scorer, SharedCounts, reason};
 use super::journal::{Journal, JournalEntry, JournalError};
 use super::queue::ClickQueue;
 use super::trending::TrendingClock;
 use crate::domain::{
-    BatchOutcome, ClickBatch, ClickEvent, LinkId, ReviewCandidate, ReviewThresholds, Timestamp,
+    BatchOutcome, ClickBatch, ClickEvent, LinkId, PendingBatch, ReviewCandidate, ReviewThresholds,
+    StoredClick, Timestamp,
 };
 use crate::store::Store;
 
@@ -38,6 +49,13 @@ use crate::store::Store;
 const POLL: Duration = Duration::from_millis(5);
 /// How often retention and housekeeping run.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+/// How often pending aggregates left by stopped nodes are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Stale pending batches aggregated per transaction, and transactions per sweep.
+const SWEEP_BATCHES: u32 = 100;
+const SWEEP_ROUNDS: usize = 10;
+/// Clicks in the aggregation window that trigger its write before the interval is up.
+const WINDOW_MAX_CLICKS: usize = 100_000;
 /// Raw clicks deleted per purge statement.
 const PURGE_CHUNK: u32 = 10_000;
 
@@ -66,9 +84,9 @@ const MAX_REVIEW_CANDIDATES: usize = 100;
 
 /// Links with flagged clicks in `batch`, busiest first, with their burst clicks and the
 /// hour of their latest flagged click.
-fn review_candidates(batch: &ClickBatch) -> Vec<ReviewCandidate> {
+fn review_candidates<'a>(clicks: impl Iterator<Item = &'a StoredClick>) -> Vec<ReviewCandidate> {
     let mut by_link: HashMap<LinkId, (u64, u64, Timestamp)> = HashMap::new();
-    for click in batch.clicks.iter().filter(|c| c.fraud_reasons != 0) {
+    for click in clicks.filter(|c| c.fraud_reasons != 0) {
         let entry = by_link.entry(click.link_id).or_insert((0, 0, click.at));
         entry.0 += 1;
         entry.1 += u64::from(click.fraud_reasons & reason::BURST != 0);
@@ -92,6 +110,8 @@ fn review_candidates(batch: &ClickBatch) -> Vec<ReviewCandidate> {
 pub struct PipelineSettings {
     pub batch_max_events: usize,
     pub flush_interval: Duration,
+    /// How often the aggregates of the batches written since are written.
+    pub aggregate_interval: Duration,
     pub journal_dir: PathBuf,
     /// Clicks held in memory awaiting a write before new batches go to the journal.
     pub buffer_max_clicks: usize,
@@ -121,6 +141,7 @@ impl PipelineSettings {
         Self {
             batch_max_events: c.batch_max_events,
             flush_interval: Duration::from_millis(c.flush_interval_ms),
+            aggregate_interval: Duration::from_millis(c.aggregate_interval_ms),
             journal_dir: c.journal_dir.clone(),
             buffer_max_clicks: c.buffer_max_clicks,
             retry_initial: Duration::from_millis(c.retry_initial_ms),
@@ -145,6 +166,10 @@ impl PipelineSettings {
 pub struct PipelineStats {
     /// Clicks the store has confirmed (written now, or found already written on replay).
     pub persisted: AtomicU64,
+    /// Persisted clicks whose aggregates this node wrote (a window's, or stale ones).
+    pub aggregated: AtomicU64,
+    /// Failed writes of aggregates (retried with the next window).
+    pub aggregate_errors: AtomicU64,
     /// Of those, clicks that came from the journal.
     pub replayed: AtomicU64,
     /// Clicks taken off the queue and held in memory (enriching or awaiting a write).
@@ -243,6 +268,10 @@ pub fn spawn(
         entries,
         incoming: Vec::new(),
         pending: VecDeque::new(),
+        window: Vec::new(),
+        window_clicks: 0,
+        last_aggregate: Instant::now(),
+        last_sweep: None,
         salts: HashMap::new(),
         local_salts: HashMap::new(),
         failures: 0,
@@ -272,6 +301,11 @@ struct Worker {
     incoming: Vec<ClickEvent>,
     /// Batches in memory awaiting a write, oldest first.
     pending: VecDeque<ClickBatch>,
+    /// Written batches whose aggregates this node has yet to write, and their clicks.
+    window: Vec<PendingBatch>,
+    window_clicks: usize,
+    last_aggregate: Instant,
+    last_sweep: Option<Instant>,
     salts: HashMap<Timestamp, VisitorSalt>,
     /// Days whose shared salt could not be read yet: a local salt and when to ask again.
     local_salts: HashMap<Timestamp, (VisitorSalt, Instant)>,
@@ -302,6 +336,15 @@ impl Worker {
             if Instant::now() >= self.next_attempt {
                 self.write_pending(None).await;
             }
+            if self.last_aggregate.elapsed() >= self.settings.aggregate_interval
+                || self.window_clicks >= WINDOW_MAX_CLICKS
+            {
+                self.aggregate_window(None).await;
+            }
+            if self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) && self.failures == 0 {
+                self.last_sweep = Some(Instant::now());
+                self.sweep_stale().await;
+            }
             if self
                 .last_maintenance
                 .is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY)
@@ -327,8 +370,11 @@ impl Worker {
         let reserve = (deadline.saturating_duration_since(Instant::now()) / 4)
             .max(Duration::from_millis(100));
         if self.failures < self.settings.spill_after_failures {
-            self.write_pending(Some(deadline.checked_sub(reserve).unwrap_or(deadline)))
-                .await;
+            let until = deadline.checked_sub(reserve).unwrap_or(deadline);
+            self.write_pending(Some(until)).await;
+            // What is left of the window stays pending in the store: another node (or this
+            // one after a restart) aggregates it from the segments.
+            self.aggregate_window(Some(until)).await;
         }
         let left = self.pending.len();
         self.spill_pending();
@@ -395,7 +441,7 @@ impl Worker {
                 click.ip = Some(network_of(event.client_ip));
             }
         }
-        let batch = build_batch(clicks, &self.clock);
+        let batch = raw_batch(clicks, &self.clock);
         tracing::debug!(
             clicks = batch.clicks.len(),
             links = batch.link_totals.len(),
@@ -488,7 +534,7 @@ impl Worker {
                     return;
                 }
             };
-            if !self.write(&batch, deadline).await {
+            if !self.write(&batch, deadline, true).await {
                 return;
             }
             if let Err(error) = self.journal.remove(&entry) {
@@ -507,7 +553,7 @@ impl Worker {
             let Some(batch) = self.pending.pop_front() else {
                 return;
             };
-            if !self.write(&batch, deadline).await {
+            if !self.write(&batch, deadline, false).await {
                 // Back to the front (or, when the store just went down, into the journal
                 // with the rest: `failed` spilled the others already).
                 if self.store_down() {
@@ -520,11 +566,17 @@ impl Worker {
             self.stats
                 .buffered
                 .fetch_sub(batch.clicks.len() as u64, Ordering::Relaxed);
+            self.window_clicks += batch.clicks.len();
+            self.window.push(PendingBatch {
+                batch_id: batch.batch_id,
+                clicks: batch.clicks,
+            });
         }
     }
 
-    /// One write attempt; true when the store has the batch.
-    async fn write(&mut self, batch: &ClickBatch, deadline: Option<Instant>) -> bool {
+    /// One write attempt; true when the store has the batch. `whole`: the batch's
+    /// aggregates too (a journaled batch), else its raw clicks, aggregates pending.
+    async fn write(&mut self, batch: &ClickBatch, deadline: Option<Instant>, whole: bool) -> bool {
         let started = Instant::now();
         let limit = deadline.map_or(self.settings.write_timeout, |d| {
             d.saturating_duration_since(started)
@@ -533,7 +585,13 @@ impl Worker {
         // While the store works, keep the queue drained: under load the next batch simply
         // grows (and its aggregates amortise over more clicks) instead of the queue filling.
         let store = Arc::clone(&self.store);
-        let write = timed(limit, store.write_click_batch(batch));
+        let write = timed(limit, async {
+            if whole {
+                store.write_click_batch(batch).await
+            } else {
+                store.write_click_segments(batch).await
+            }
+        });
         tokio::pin!(write);
         let result = loop {
             tokio::select! {
@@ -552,8 +610,11 @@ impl Worker {
                     .fetch_add(batch.clicks.len() as u64, Ordering::Relaxed);
                 if outcome == BatchOutcome::AlreadyApplied {
                     tracing::debug!("click batch was already applied; skipped");
-                } else {
-                    self.consider_reviews(batch).await;
+                } else if whole {
+                    self.stats
+                        .aggregated
+                        .fetch_add(batch.clicks.len() as u64, Ordering::Relaxed);
+                    self.consider_reviews(batch.clicks.iter()).await;
                 }
                 if self.failures > 0 {
                     tracing::info!(
@@ -613,8 +674,8 @@ impl Worker {
     /// Puts links whose traffic in this batch's hour crossed a review threshold into the
     /// fraud review queue. Best effort: a failure here is logged, never retried (the next
     /// flagged batch of the link asks again).
-    async fn consider_reviews(&self, batch: &ClickBatch) {
-        let candidates = review_candidates(batch);
+    async fn consider_reviews<'a>(&self, clicks: impl Iterator<Item = &'a StoredClick>) {
+        let candidates = review_candidates(clicks);
         if candidates.is_empty() || !self.settings.fraud.enabled {
             return;
         }
@@ -660,6 +721,80 @@ impl Worker {
         }
     }
 
+    /// Writes the aggregates of the window's batches (those no other node took meanwhile).
+    /// On failure the window is kept and retried with the next interval; past
+    /// `buffer_max_clicks` it is let go (its batches stay pending in the store, where the
+    /// stale sweep of any node aggregates them).
+    async fn aggregate_window(&mut self, deadline: Option<Instant>) {
+        self.last_aggregate = Instant::now();
+        if self.window.is_empty() {
+            return;
+        }
+        let limit = deadline.map_or(self.settings.write_timeout, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(self.settings.write_timeout)
+        });
+        let window = std::mem::take(&mut self.window);
+        let clock = self.clock;
+        let store = Arc::clone(&self.store);
+        let result = {
+            let call = timed(limit, store.apply_aggregates(&window, &clock));
+            tokio::pin!(call);
+            loop {
+                tokio::select! {
+                    result = &mut call => break result,
+                    () = tokio::time::sleep(POLL) => self.drain_queue(),
+                }
+            }
+        };
+        match result {
+            Ok(clicks) => {
+                self.stats.aggregated.fetch_add(clicks, Ordering::Relaxed);
+                self.window_clicks = 0;
+                self.consider_reviews(window.iter().flat_map(|b| &b.clicks))
+                    .await;
+            }
+            Err(error) => {
+                self.stats.aggregate_errors.fetch_add(1, Ordering::Relaxed);
+                if self.window_clicks > self.settings.buffer_max_clicks {
+                    tracing::warn!(
+                        error,
+                        clicks = self.window_clicks,
+                        "cannot write click aggregates; left to the stale sweep"
+                    );
+                    self.window_clicks = 0;
+                } else {
+                    tracing::warn!(error, "cannot write click aggregates; retried");
+                    self.window = window;
+                }
+            }
+        }
+    }
+
+    /// Aggregates batches whose writer stopped before writing their aggregates.
+    async fn sweep_stale(&mut self) {
+        let age = (self.settings.aggregate_interval * 3 + self.settings.write_timeout * 2)
+            .max(SWEEP_EVERY);
+        let before =
+            Timestamp::now().plus_millis(-i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+        for _ in 0..SWEEP_ROUNDS {
+            let call = self
+                .store
+                .aggregate_stale(before, SWEEP_BATCHES, &self.clock);
+            match timed(self.settings.write_timeout, call).await {
+                Ok(0) => return,
+                Ok(clicks) => {
+                    tracing::info!(clicks, "aggregated clicks a stopped node left pending");
+                    self.stats.aggregated.fetch_add(clicks, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    tracing::debug!(error, "stale aggregates not swept; retried next round");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Moves every buffered batch to the journal.
     fn spill_pending(&mut self) {
         while let Some(batch) = self.pending.pop_front() {
@@ -669,8 +804,10 @@ impl Worker {
         }
     }
 
-    /// Journals a batch; on a disk error keeps it in memory instead (nothing is dropped).
+    /// Journals a batch with its aggregates; on a disk error keeps it in memory instead
+    /// (nothing is dropped).
     fn spill(&mut self, batch: ClickBatch) -> bool {
+        let batch = build_batch_with_id(batch.batch_id, batch.clicks, &self.clock);
         match self.journal.append(&batch) {
             Ok(entry) => {
                 let n = entry.clicks;

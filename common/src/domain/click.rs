@@ -130,6 +130,14 @@ pub struct BreakdownDelta {
     pub count: u64,
 }
 
+/// The raw clicks of a batch written with `write_click_segments` whose aggregates the
+/// writing node still holds: what it hands to `apply_aggregates` with the rest of its window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingBatch {
+    pub batch_id: u128,
+    pub clicks: Vec<StoredClick>,
+}
+
 /// Everything one flush writes, applied atomically and at most once (by `batch_id`): a batch
 /// replayed from the journal after a crash cannot double-count its aggregates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -37,10 +37,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_click_segments.sql"),
         mysql: include_str!("../../migrations/mysql/0004_click_segments.sql"),
     },
+    Migration {
+        version: 5,
+        name: "pending_aggregates",
+        sqlite: include_str!("../../migrations/sqlite/0005_pending_aggregates.sql"),
+        mysql: include_str!("../../migrations/mysql/0005_pending_aggregates.sql"),
+    },
 ];
 
 /// The schema version this binary was built for.
-pub const LATEST_SCHEMA_VERSION: u32 = 4;
+pub const LATEST_SCHEMA_VERSION: u32 = 5;
 
 /// Splits a migration file into statements: `;` at the end of a line ends a statement, and
 /// `--` comment lines are dropped. (Our migrations contain no semicolons inside strings.)

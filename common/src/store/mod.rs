@@ -21,9 +21,9 @@ use crate::clicks::TrendingClock;
 use crate::domain::{
     ApiKey, ApiKeyId, AuditEntry, BatchOutcome, BlockedDomain, ClickBatch, ClickId, Dimension,
     Email, FraudReview, Granularity, HourlyCounts, Link, LinkChange, LinkDomain, LinkId, LinkPatch,
-    NewApiKey, NewAuditEntry, NewLink, NewUser, RefreshToken, ReviewCandidate, ReviewState,
-    ReviewThresholds, RotateOutcome, ShortCode, StoredClick, Tag, Timestamp, TokenHash, User,
-    UserId,
+    NewApiKey, NewAuditEntry, NewLink, NewUser, PendingBatch, RefreshToken, ReviewCandidate,
+    ReviewState, ReviewThresholds, RotateOutcome, ShortCode, StoredClick, Tag, Timestamp,
+    TokenHash, User, UserId,
 };
 
 pub use migrations::LATEST_SCHEMA_VERSION;
@@ -162,6 +162,26 @@ pub trait LinkStore: Send + Sync {
 pub trait ClickStore: Send + Sync {
     /// Writes a batch atomically and at most once per `batch_id`, with multi-row statements.
     async fn write_click_batch(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome>;
+    /// Writes only a batch's raw clicks (at most once per `batch_id`) and records its
+    /// aggregates as pending: `apply_aggregates` (the writer, from memory) or
+    /// `aggregate_stale` (any node, from the segments) applies them later, exactly once.
+    async fn write_click_segments(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome>;
+    /// Applies, in one transaction, the aggregates of those `window` batches still pending
+    /// (claiming them, so a batch another node aggregated meanwhile is skipped). Returns the
+    /// clicks aggregated.
+    async fn apply_aggregates(
+        &self,
+        window: &[PendingBatch],
+        clock: &TrendingClock,
+    ) -> StoreResult<u64>;
+    /// Aggregates, from their stored segments, at most `limit` batches pending since before
+    /// `before` (their writer stopped before applying them). Returns the clicks aggregated.
+    async fn aggregate_stale(
+        &self,
+        before: Timestamp,
+        limit: u32,
+        clock: &TrendingClock,
+    ) -> StoreResult<u64>;
     /// Hourly counters in `[from, to)`, oldest first; hours without clicks are absent.
     async fn hourly_counts(
         &self,

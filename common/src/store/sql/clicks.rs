@@ -1,6 +1,6 @@
 //! Click batches and the aggregates analytics read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
@@ -9,12 +9,13 @@ use super::{
     Backend, Conn, ROWS_PER_STATEMENT, SqlStore, finish, in_list, multi_row_insert, page_size,
 };
 use crate::clicks::TrendingClock;
+use crate::clicks::batch::aggregate;
 use crate::clicks::fraud::reason;
 use crate::clicks::segment;
 use crate::clicks::sketch::VisitorSketch;
 use crate::domain::{
-    BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, HourlyCounts, LinkId, StoredClick,
-    Timestamp,
+    BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, HourlyCounts, LinkId, PendingBatch,
+    StoredClick, Timestamp,
 };
 use crate::store::{ClickStore, StoreError, StoreResult};
 
@@ -23,6 +24,36 @@ impl<B: Backend> ClickStore for SqlStore<B> {
     async fn write_click_batch(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome> {
         let mut conn = self.begin().await?;
         let result = write_batch_in_tx::<B>(&mut conn, batch).await;
+        finish(&mut conn, result).await
+    }
+
+    async fn write_click_segments(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome> {
+        let mut conn = self.begin().await?;
+        let result = write_segments_in_tx::<B>(&mut conn, batch).await;
+        finish(&mut conn, result).await
+    }
+
+    async fn apply_aggregates(
+        &self,
+        window: &[PendingBatch],
+        clock: &TrendingClock,
+    ) -> StoreResult<u64> {
+        if window.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.begin().await?;
+        let result = apply_window::<B>(&mut conn, window, clock).await;
+        finish(&mut conn, result).await
+    }
+
+    async fn aggregate_stale(
+        &self,
+        before: Timestamp,
+        limit: u32,
+        clock: &TrendingClock,
+    ) -> StoreResult<u64> {
+        let mut conn = self.begin().await?;
+        let result = aggregate_stale_in_tx::<B>(&mut conn, before, limit, clock).await;
         finish(&mut conn, result).await
     }
 
@@ -484,6 +515,41 @@ async fn write_batch_in_tx<B: Backend>(
     conn: &mut B::Conn,
     batch: &ClickBatch,
 ) -> StoreResult<BatchOutcome> {
+    if !claim_batch::<B>(conn, batch).await? {
+        return Ok(BatchOutcome::AlreadyApplied);
+    }
+    let mut phases = Phases::start();
+    write_segments::<B>(conn, batch).await?;
+    write_flagged::<B>(conn, batch.clicks.iter()).await?;
+    phases.mark("raw");
+    write_aggregates::<B>(conn, batch, &mut phases).await?;
+    tracing::debug!(clicks = batch.clicks.len(), phases = %phases, "click batch statements");
+    Ok(BatchOutcome::Applied {
+        inserted: batch.clicks.len() as u64,
+    })
+}
+
+/// The raw clicks of a batch, its aggregates recorded as pending.
+async fn write_segments_in_tx<B: Backend>(
+    conn: &mut B::Conn,
+    batch: &ClickBatch,
+) -> StoreResult<BatchOutcome> {
+    if !claim_batch::<B>(conn, batch).await? {
+        return Ok(BatchOutcome::AlreadyApplied);
+    }
+    write_segments::<B>(conn, batch).await?;
+    conn.exec(
+        "INSERT INTO pending_aggregates (batch_id, since) VALUES (?, ?)",
+        params![batch.batch_id.to_be_bytes(), Timestamp::now()],
+    )
+    .await?;
+    Ok(BatchOutcome::Applied {
+        inserted: batch.clicks.len() as u64,
+    })
+}
+
+/// Claims the batch id; false when the batch was applied before.
+async fn claim_batch<B: Backend>(conn: &mut B::Conn, batch: &ClickBatch) -> StoreResult<bool> {
     let claim = format!(
         "INSERT INTO click_batches (batch_id, applied_at, clicks) VALUES (?, ?, ?){}",
         B::DIALECT.on_conflict_ignore("batch_id", "batch_id")
@@ -498,13 +564,11 @@ async fn write_batch_in_tx<B: Backend>(
             ],
         )
         .await?;
-    if claimed.affected == 0 {
-        return Ok(BatchOutcome::AlreadyApplied);
-    }
+    Ok(claimed.affected > 0)
+}
 
-    let mut phases = Phases::start();
-    // Every click goes into a segment (one value per UTC day of the batch); the batch id
-    // claimed above makes the write happen once.
+/// Every click goes into a segment: one value per UTC day of the batch.
+async fn write_segments<B: Backend>(conn: &mut B::Conn, batch: &ClickBatch) -> StoreResult<()> {
     for (day, clicks) in segment::by_day(&batch.clicks) {
         conn.exec(
             "INSERT INTO click_segments (day, batch_id, clicks, data) VALUES (?, ?, ?, ?)",
@@ -517,10 +581,17 @@ async fn write_batch_in_tx<B: Backend>(
         )
         .await?;
     }
-    // Flagged clicks also go into one segment per link, for the review evidence and
-    // confirmations.
+    Ok(())
+}
+
+/// Flagged clicks also go into one segment per link, for the review evidence and
+/// confirmations.
+async fn write_flagged<'a, B: Backend>(
+    conn: &mut B::Conn,
+    clicks: impl Iterator<Item = &'a StoredClick>,
+) -> StoreResult<()> {
     let mut flagged: BTreeMap<LinkId, Vec<&StoredClick>> = BTreeMap::new();
-    for c in batch.clicks.iter().filter(|c| c.fraud_reasons != 0) {
+    for c in clicks.filter(|c| c.fraud_reasons != 0) {
         flagged.entry(c.link_id).or_default().push(c);
     }
     let groups: Vec<(LinkId, &[&StoredClick])> = flagged
@@ -563,9 +634,136 @@ async fn write_batch_in_tx<B: Backend>(
         }
         conn.exec(&sql, params).await?;
     }
-    let inserted = batch.clicks.len() as u64;
+    Ok(())
+}
 
-    phases.mark("raw");
+/// Claims those of `batch_ids` whose aggregates are still pending (locking and deleting
+/// their `pending_aggregates` rows).
+async fn claim_pending<B: Backend>(
+    conn: &mut B::Conn,
+    batch_ids: &[u128],
+) -> StoreResult<BTreeSet<u128>> {
+    let mut claimed = BTreeSet::new();
+    for chunk in batch_ids.chunks(ROWS_PER_STATEMENT) {
+        let keys: Vec<Value> = chunk
+            .iter()
+            .map(|id| Value::from(id.to_be_bytes()))
+            .collect();
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT batch_id FROM pending_aggregates WHERE batch_id IN {}{}",
+                    in_list(chunk.len()),
+                    B::DIALECT.for_update()
+                ),
+                keys,
+            )
+            .await?;
+        let found: Vec<[u8; 16]> = rows
+            .iter()
+            .map(|r| r.array::<16>(0))
+            .collect::<StoreResult<_>>()?;
+        if found.is_empty() {
+            continue;
+        }
+        conn.exec(
+            &format!(
+                "DELETE FROM pending_aggregates WHERE batch_id IN {}",
+                in_list(found.len())
+            ),
+            found.iter().map(|id| Value::from(*id)).collect(),
+        )
+        .await?;
+        claimed.extend(found.into_iter().map(u128::from_be_bytes));
+    }
+    Ok(claimed)
+}
+
+/// The window's batches that were still pending, aggregated.
+async fn apply_window<B: Backend>(
+    conn: &mut B::Conn,
+    window: &[PendingBatch],
+    clock: &TrendingClock,
+) -> StoreResult<u64> {
+    let ids: Vec<u128> = window.iter().map(|b| b.batch_id).collect();
+    let claimed = claim_pending::<B>(conn, &ids).await?;
+    let clicks: Vec<&StoredClick> = window
+        .iter()
+        .filter(|b| claimed.contains(&b.batch_id))
+        .flat_map(|b| &b.clicks)
+        .collect();
+    apply_clicks::<B>(conn, &clicks, clock).await
+}
+
+/// Aggregates up to `limit` stale pending batches from their segments.
+async fn aggregate_stale_in_tx<B: Backend>(
+    conn: &mut B::Conn,
+    before: Timestamp,
+    limit: u32,
+    clock: &TrendingClock,
+) -> StoreResult<u64> {
+    let rows = conn
+        .query(
+            &format!(
+                "SELECT batch_id FROM pending_aggregates WHERE since < ? ORDER BY since LIMIT ?{}",
+                B::DIALECT.for_update()
+            ),
+            params![before, page_size(limit, 500)],
+        )
+        .await?;
+    let ids: Vec<u128> = rows
+        .iter()
+        .map(|r| r.array::<16>(0).map(u128::from_be_bytes))
+        .collect::<StoreResult<_>>()?;
+    let claimed: Vec<Value> = claim_pending::<B>(conn, &ids)
+        .await?
+        .into_iter()
+        .map(|id| Value::from(id.to_be_bytes()))
+        .collect();
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let segments = conn
+        .query(
+            &format!(
+                "SELECT data FROM click_segments WHERE batch_id IN {}",
+                in_list(claimed.len())
+            ),
+            claimed,
+        )
+        .await?;
+    let mut clicks = Vec::new();
+    for row in &segments {
+        clicks.extend(segment_of(row, 0)?);
+    }
+    let refs: Vec<&StoredClick> = clicks.iter().collect();
+    apply_clicks::<B>(conn, &refs, clock).await
+}
+
+/// Writes the aggregates (and flagged segments) of `clicks`; returns how many there were.
+async fn apply_clicks<B: Backend>(
+    conn: &mut B::Conn,
+    clicks: &[&StoredClick],
+    clock: &TrendingClock,
+) -> StoreResult<u64> {
+    if clicks.is_empty() {
+        return Ok(0);
+    }
+    let mut phases = Phases::start();
+    write_flagged::<B>(conn, clicks.iter().copied()).await?;
+    phases.mark("flagged");
+    let batch = aggregate(0, clicks, clock);
+    write_aggregates::<B>(conn, &batch, &mut phases).await?;
+    tracing::debug!(clicks = clicks.len(), phases = %phases, "click aggregate statements");
+    Ok(clicks.len() as u64)
+}
+
+/// Hourly counters, breakdowns, visitor sketches, trending scores and link totals.
+async fn write_aggregates<B: Backend>(
+    conn: &mut B::Conn,
+    batch: &ClickBatch,
+    phases: &mut Phases,
+) -> StoreResult<()> {
     let hourly_upsert =
         B::DIALECT.on_conflict_add("link_id, hour", &["total", "human", "bot", "suspicious"]);
     for chunk in batch.hourly.chunks(ROWS_PER_STATEMENT) {
@@ -636,8 +834,7 @@ async fn write_batch_in_tx<B: Backend>(
         conn.exec(&sql, params).await?;
     }
     phases.mark("totals");
-    tracing::debug!(clicks = batch.clicks.len(), phases = %phases, "click batch statements");
-    Ok(BatchOutcome::Applied { inserted })
+    Ok(())
 }
 
 /// Time per write phase, for the debug log.

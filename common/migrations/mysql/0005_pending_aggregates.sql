@@ -1,0 +1,11 @@
+-- Aggregates written apart from raw clicks: a batch's segments are written within the flush
+-- interval with a row here, and the batch's aggregates (hourly, breakdowns, visitors,
+-- trending, totals, flagged segments) follow in a later, larger transaction that deletes
+-- the row (common/src/clicks/pipeline.rs). A row left by a node that stopped first is
+-- aggregated from the segments by any node once it is stale.
+CREATE TABLE IF NOT EXISTS pending_aggregates (
+    batch_id BINARY(16) NOT NULL PRIMARY KEY,
+    since BIGINT NOT NULL,
+    KEY pending_aggregates_since (since)
+) ENGINE=InnoDB;
+ALTER TABLE click_segments ADD KEY click_segments_batch (batch_id);
