@@ -57,7 +57,7 @@ pub struct Enricher {
     bots: isbot::Bots,
     ua_parser: woothee::parser::Parser,
     geo: Option<maxminddb::Reader<Vec<u8>>>,
-    ua_cache: HashMap<Box<str>, UaInfo>,
+    ua_cache: HashMap<Box<str>, UaInfo, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for Enricher {
@@ -88,7 +88,7 @@ impl Enricher {
             bots: isbot::Bots::default(),
             ua_parser: woothee::parser::Parser::new(),
             geo,
-            ua_cache: HashMap::new(),
+            ua_cache: HashMap::default(),
         })
     }
 

@@ -49,8 +49,9 @@ use crate::store::Store;
 const POLL: Duration = Duration::from_millis(5);
 /// How often retention and housekeeping run.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
-/// How often pending aggregates left by stopped nodes are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How often pending aggregates left by stopped nodes are looked for (one indexed read of
+/// a table that holds about one row per batch of the last aggregation interval).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Stale pending batches aggregated per transaction, and transactions per sweep.
 const SWEEP_BATCHES: u32 = 100;
 const SWEEP_ROUNDS: usize = 10;
@@ -425,15 +426,29 @@ impl Worker {
         let mut clicks = Vec::with_capacity(events.len());
         // The address as a keyed hash under the day's salt: what shared counters are keyed
         // by (Redis never sees an address).
-        let mut ip_keys = Vec::with_capacity(events.len());
+        // Only computed when the counters are shared.
+        let shared_counters =
+            self.settings.shared_counters.is_some() && self.settings.fraud.enabled;
+        let mut ip_keys = Vec::with_capacity(if shared_counters { events.len() } else { 0 });
+        let mut day_salt: Option<(Timestamp, VisitorSalt)> = None;
         for event in events {
-            let salt = self.salt(event.at.day_start()).await;
+            let day = event.at.day_start();
+            let salt = match day_salt {
+                Some((d, salt)) if d == day => salt,
+                _ => {
+                    let salt = self.salt(day).await;
+                    day_salt = Some((day, salt));
+                    salt
+                }
+            };
             clicks.push(self.enricher.enrich(event, &salt));
-            ip_keys.push(visitor_hash(&salt, event.client_ip, ""));
+            if shared_counters {
+                ip_keys.push(visitor_hash(&salt, event.client_ip, ""));
+            }
         }
         let mut shared = self.shared_counts(&ip_keys, &clicks).await;
-        for ((event, click), &ip_key) in events.iter().zip(clicks.iter_mut()).zip(&ip_keys) {
-            let shared = shared.as_mut().map(|s| (s, ip_key));
+        for (i, (event, click)) in events.iter().zip(clicks.iter_mut()).enumerate() {
+            let shared = shared.as_mut().zip(ip_keys.get(i).copied());
             click.fraud_reasons = self.scorer.score_with(event, click, shared);
             if click.fraud_reasons != 0 && click.ip.is_none() {
                 // Evidence for review: the network (/24, /48) of a flagged click is kept
@@ -444,7 +459,6 @@ impl Worker {
         let batch = raw_batch(clicks, &self.clock);
         tracing::debug!(
             clicks = batch.clicks.len(),
-            links = batch.link_totals.len(),
             micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "click batch built"
         );
@@ -773,8 +787,9 @@ impl Worker {
 
     /// Aggregates batches whose writer stopped before writing their aggregates.
     async fn sweep_stale(&mut self) {
-        let age = (self.settings.aggregate_interval * 3 + self.settings.write_timeout * 2)
-            .max(SWEEP_EVERY);
+        // Older than any live node's window can be: it writes every interval, each write
+        // bounded by the write timeout.
+        let age = self.settings.aggregate_interval * 3 + self.settings.write_timeout * 2;
         let before =
             Timestamp::now().plus_millis(-i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
         for _ in 0..SWEEP_ROUNDS {

@@ -520,3 +520,107 @@ pub async fn trending_matches_brute_force_decayed_sums(store: &dyn Store) {
     }
     assert_eq!(store.trending(&clock, now, 3).await.unwrap().len(), 3);
 }
+
+/// Raw clicks written apart from their aggregates: the writer's window applies them once,
+/// a batch the writer never aggregated is aggregated from its segments by the stale sweep,
+/// and neither path counts a batch the other took.
+pub async fn pending_aggregates_apply_exactly_once_from_the_window_or_the_sweep(store: &dyn Store) {
+    use linkgate_common::clicks::batch::raw_batch;
+    use linkgate_common::domain::PendingBatch;
+
+    let clock = TrendingClock::new(HOUR);
+    let a = link_id(store, "window-a").await;
+    let b = link_id(store, "window-b").await;
+    let t0 = Timestamp::now();
+    let mut first = vec![
+        click(a, t0, 1, false),
+        click(a, t0, 2, false),
+        click(a, t0, 3, false),
+        click(b, t0, 4, false),
+        click(b, t0, 5, true),
+    ];
+    first[0].fraud_reasons = 0b100;
+    let batches = [
+        raw_batch(first, &clock),
+        raw_batch(
+            (0..4).map(|i| click(a, t0, 10 + i, false)).collect(),
+            &clock,
+        ),
+        raw_batch(vec![click(b, t0, 20, false)], &clock),
+    ];
+    for batch in &batches {
+        assert!(batch.hourly.is_empty() && batch.link_totals.is_empty());
+        assert_eq!(
+            store.write_click_segments(batch).await,
+            Ok(BatchOutcome::Applied {
+                inserted: batch.clicks.len() as u64
+            })
+        );
+    }
+    assert_eq!(
+        store.write_click_segments(&batches[0]).await,
+        Ok(BatchOutcome::AlreadyApplied)
+    );
+    let total = |link: LinkId| async move {
+        store
+            .hourly_counts(link, t0, t0.plus_millis(HOUR))
+            .await
+            .unwrap()
+            .iter()
+            .map(|h| h.total)
+            .sum::<u64>()
+    };
+    // Raw clicks are there, aggregates not yet.
+    assert_eq!(store.raw_click_count(a).await, Ok(7));
+    assert_eq!(total(a).await, 0);
+    assert_eq!(store.link_by_id(a).await.unwrap().unwrap().clicks, 0);
+    assert!(store.flagged_clicks(a, None, 10).await.unwrap().is_empty());
+
+    let window: Vec<PendingBatch> = batches[..2]
+        .iter()
+        .map(|b| PendingBatch {
+            batch_id: b.batch_id,
+            clicks: b.clicks.clone(),
+        })
+        .collect();
+    assert_eq!(store.apply_aggregates(&window, &clock).await, Ok(9));
+    assert_eq!((total(a).await, total(b).await), (7, 2));
+    assert_eq!(store.link_by_id(a).await.unwrap().unwrap().clicks, 7);
+    assert_eq!(store.flagged_clicks(a, None, 10).await.unwrap().len(), 1);
+    let browsers = store
+        .top_breakdown(a, Dimension::Browser, t0, t0.plus_millis(HOUR), 10)
+        .await
+        .unwrap();
+    assert_eq!(browsers, vec![("Firefox".to_owned(), 7)]);
+    assert_eq!(
+        store.unique_visitors(a, t0, t0.plus_millis(HOUR)).await,
+        Ok(6)
+    );
+    // The same window again applies nothing.
+    assert_eq!(store.apply_aggregates(&window, &clock).await, Ok(0));
+    assert_eq!(total(a).await, 7);
+
+    // The third batch's writer "stopped": nothing is stale an hour ago, everything now.
+    let hour_ago = t0.plus_millis(-HOUR);
+    assert_eq!(store.aggregate_stale(hour_ago, 100, &clock).await, Ok(0));
+    let soon = Timestamp::now().plus_millis(1_000);
+    assert_eq!(store.aggregate_stale(soon, 100, &clock).await, Ok(1));
+    assert_eq!(total(b).await, 3);
+    assert_eq!(store.link_by_id(b).await.unwrap().unwrap().clicks, 3);
+    assert_eq!(store.aggregate_stale(soon, 100, &clock).await, Ok(0));
+    // Its writer coming back late finds it taken.
+    let late = [PendingBatch {
+        batch_id: batches[2].batch_id,
+        clicks: batches[2].clicks.clone(),
+    }];
+    assert_eq!(store.apply_aggregates(&late, &clock).await, Ok(0));
+    assert_eq!(total(b).await, 3);
+
+    // A whole batch (a journal replay) leaves nothing pending.
+    store
+        .write_click_batch(&batch_of(vec![click(b, t0, 30, false)]))
+        .await
+        .unwrap();
+    assert_eq!(store.aggregate_stale(soon, 100, &clock).await, Ok(0));
+    assert_eq!(total(b).await, 4);
+}

@@ -72,6 +72,7 @@ conformance!(
     clicks::visitor_salts_are_shared_per_day,
     clicks::trending_matches_brute_force_decayed_sums,
     clicks::purging_raw_clicks_keeps_recent_rows_and_aggregates,
+    clicks::pending_aggregates_apply_exactly_once_from_the_window_or_the_sweep,
     fraud::links_enter_the_queue_by_share_or_burst,
     fraud::confirming_removes_exactly_the_flagged_clicks_once,
     admin::blocking_a_domain_blocks_its_subdomains,

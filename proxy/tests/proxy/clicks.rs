@@ -199,6 +199,13 @@ fn journaled_clicks_survive_kill_9_and_are_replayed_once() {
     wait_until(Duration::from_secs(5), "journal emptied", || {
         std::fs::read_dir(journal.path()).unwrap().next().is_none()
     });
+    // The first 20 clicks' aggregates may have been pending in the store when the proxy
+    // was killed: the stale sweep applies them (after 3 aggregation intervals + 2 write
+    // timeouts, 5 s here).
+    wait_until(Duration::from_secs(30), "aggregates complete", || {
+        let store = env.store();
+        env.block_on(async move { click_counts(&*store, link.id).await }) == (50, 50, 50)
+    });
     assert_counted_once(&env, link.id, 50);
     child.kill().unwrap();
     child.wait().unwrap();

@@ -819,19 +819,14 @@ async fn write_aggregates<B: Backend>(
     write_trending::<B>(conn, batch).await?;
     phases.mark("trending");
 
-    // Link totals: one UPDATE per 500 links, adding each link's count through a CASE.
+    // Link totals: one UPDATE per 500 links.
     for chunk in batch.link_totals.chunks(ROWS_PER_STATEMENT) {
-        let cases = " WHEN ? THEN ?".repeat(chunk.len());
-        let sql = format!(
-            "UPDATE links SET clicks = clicks + CASE id{cases} END WHERE id IN {}",
-            in_list(chunk.len())
-        );
-        let mut params: Vec<Value> = chunk
+        let params: Vec<Value> = chunk
             .iter()
             .flat_map(|(link, n)| params![*link, *n])
             .collect();
-        params.extend(chunk.iter().map(|(link, _)| Value::from(*link)));
-        conn.exec(&sql, params).await?;
+        conn.exec(&B::DIALECT.add_link_clicks(chunk.len()), params)
+            .await?;
     }
     phases.mark("totals");
     Ok(())

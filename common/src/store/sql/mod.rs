@@ -69,6 +69,24 @@ impl Dialect {
         }
     }
 
+    /// `UPDATE links` adding `n` per-link counts to `clicks`, one `(id, count)` parameter
+    /// pair per link: a join with the listed values (a `CASE` over the ids would compare
+    /// every row with every id).
+    pub(crate) fn add_link_clicks(self, n: usize) -> String {
+        match self {
+            Self::Sqlite => format!(
+                "UPDATE links SET clicks = clicks + v.column2 FROM (VALUES {}) AS v \
+                 WHERE links.id = v.column1",
+                vec!["(?, ?)"; n.max(1)].join(",")
+            ),
+            Self::Mysql => format!(
+                "UPDATE links JOIN (SELECT ? AS id, ? AS n{}) AS v ON links.id = v.id \
+                 SET links.clicks = links.clicks + v.n",
+                " UNION ALL SELECT ?, ?".repeat(n.saturating_sub(1))
+            ),
+        }
+    }
+
     /// Clause that adds the inserted values to existing counters on a key conflict.
     /// (`VALUES(col)` is what MariaDB understands; MySQL 8 still accepts it.)
     pub(crate) fn on_conflict_add(self, key: &str, counters: &[&str]) -> String {
