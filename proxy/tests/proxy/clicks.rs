@@ -63,9 +63,15 @@ pub fn redirects_become_persisted_clicks(setup: Setup) {
         assert_eq!(resp.status, 302);
     }
     assert_eq!(proxy.get("/nope").status, 404, "a 404 is not a click");
-    wait_until(Duration::from_secs(10), "clicks persisted", || {
-        raw_clicks(&env, link.id) == 50
-    });
+    // Raw clicks within a flush, their aggregates with the next aggregation window.
+    wait_until(
+        Duration::from_secs(10),
+        "clicks persisted and aggregated",
+        || {
+            let store = env.store();
+            env.block_on(async move { click_counts(&*store, link.id).await }) == (50, 50, 50)
+        },
+    );
     assert_counted_once(&env, link.id, 50);
     let store = env.store();
     let (hours, countries, referrers, devices, visitors) = env.block_on(async move {
@@ -105,6 +111,10 @@ pub fn redirects_become_persisted_clicks(setup: Setup) {
     let metrics = proxy.metrics_text();
     assert!(
         metrics.contains("linkgate_clicks_persisted_total 50"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("linkgate_clicks_aggregated_total 50"),
         "{metrics}"
     );
     assert!(metrics.contains("linkgate_clicks_in_flight 0"), "{metrics}");

@@ -87,13 +87,15 @@ pub fn a_spoofed_forwarded_for_changes_neither_the_limit_key_nor_the_visitor(set
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let s = std::sync::Arc::clone(&store);
-        let raw = env.block_on(async move { s.raw_click_count(link.id).await.unwrap() });
-        if raw == 10 {
+        // Raw clicks and their aggregates (written with the next aggregation window).
+        let counts =
+            env.block_on(async move { linkgate_common::testing::click_counts(&*s, link.id).await });
+        if counts == (10, 10, 10) {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "clicks not persisted: {raw}"
+            "clicks not persisted and aggregated: {counts:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
