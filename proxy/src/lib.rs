@@ -11,6 +11,7 @@ pub mod decide;
 pub mod metrics;
 pub mod pages;
 pub mod password;
+mod priority;
 mod sync;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use pingora::services::listening::Service;
 use crate::app::{Enumerators, LinkProxy, ProxyState};
 use crate::metrics::{Metrics, MetricsApp, ScrapeSource};
 use crate::password::PasswordGate;
+use crate::priority::ClickPriority;
 
 /// Connects to the configured store and verifies its schema version.
 pub async fn check_store(settings: &Settings) -> Result<u32, StoreError> {
@@ -62,6 +64,7 @@ pub struct Proxy {
     io: tokio::runtime::Runtime,
     /// Runs the click batcher, at a lower CPU priority.
     clicks_rt: tokio::runtime::Runtime,
+    click_priority: ClickPriority,
     /// The click batcher (on `clicks_rt`).
     pipeline: PipelineHandle,
 }
@@ -107,15 +110,21 @@ impl Proxy {
         let clicks = Arc::new(ClickQueue::new(settings.clicks.queue_capacity));
         // The batcher starts now (replaying any journal left by an earlier run) and drains
         // the queue the redirect threads fill. It runs on a runtime of its own whose threads
-        // (and the blocking threads its SQLite writes use) have a lower CPU priority, with a
-        // store connection pool of its own: under contention redirects get the CPU first, and
-        // click writing catches up in the gaps (the queue and buffer absorb the difference).
-        let clicks_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("linkgate-clicks")
-            .on_thread_start(lower_priority)
-            .enable_all()
-            .build()?;
+        // (and the blocking threads its SQLite writes use) run on idle CPU while it keeps up
+        // and at nice 10 when it falls behind (see `priority`), with a store connection pool
+        // of its own: redirects get the CPU first, and click writing catches up in the gaps
+        // (the queue and buffer absorb the difference).
+        let click_priority = ClickPriority::default();
+        let clicks_rt = {
+            let (start, stop) = (click_priority.clone(), click_priority.clone());
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("linkgate-clicks")
+                .on_thread_start(move || start.on_thread_start())
+                .on_thread_stop(move || stop.on_thread_stop())
+                .enable_all()
+                .build()?
+        };
         let pipeline = {
             let _guard = clicks_rt.enter();
             let store = store::open_tuned(&settings.store, SqliteTuning::CLICK_WRITER)?;
@@ -162,6 +171,7 @@ impl Proxy {
             state,
             io,
             clicks_rt,
+            click_priority,
             pipeline,
         })
     }
@@ -179,8 +189,31 @@ impl Proxy {
             state,
             io,
             clicks_rt,
+            click_priority,
             pipeline,
         } = self;
+        // The batcher's CPU policy follows its backlog: queued + buffered clicks past half
+        // the queue's capacity move it to nice 10, under an eighth back to idle CPU.
+        let capacity = settings.clicks.queue_capacity;
+        let governor = {
+            let state = Arc::clone(&state);
+            let backlog = move || {
+                let buffered = state
+                    .pipeline
+                    .buffered
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                state.clicks.len() + usize::try_from(buffered).unwrap_or(usize::MAX)
+            };
+            click_priority
+                .govern(backlog, capacity / 2, capacity / 8)
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "no click priority governor; the batcher stays at nice 10");
+                })
+                .ok()
+        };
+        if governor.is_none() {
+            click_priority.stop();
+        }
         {
             let _guard = io.enter();
             sync::spawn_all(&state, Duration::from_millis(settings.cache.change_poll_ms));
@@ -243,6 +276,10 @@ impl Proxy {
 
         // The final flush gets what is left of the grace period (at least a second): queued
         // clicks are written, or journaled when the store does not take them in time.
+        click_priority.stop();
+        if let Some(governor) = governor {
+            let _ = governor.join();
+        }
         clicks_rt.block_on(pipeline.shutdown(Duration::from_millis(800)));
         clicks_rt.shutdown_timeout(Duration::from_millis(200));
         let stats = state.clicks.stats();
@@ -253,16 +290,6 @@ impl Proxy {
             "linkgate-proxy stopped"
         );
         io.shutdown_timeout(Duration::from_millis(500));
-    }
-}
-
-/// Lowers the calling thread's CPU priority to nice 10 (lowering is always permitted; a
-/// failure only means the thread keeps the normal priority). The crate maps its portable
-/// 0..=99 scale onto nice 19..=-20 for normal threads; 22 is nice 10.
-fn lower_priority() {
-    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
-    if let Ok(v) = ThreadPriorityValue::try_from(22u8) {
-        let _ = set_current_thread_priority(ThreadPriority::Crossplatform(v));
     }
 }
 

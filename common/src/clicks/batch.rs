@@ -3,7 +3,7 @@
 //! bucket, per link) however many clicks it holds. Rows come out sorted by key, so two nodes
 //! writing overlapping batches lock rows in the same order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{HashMap, HashSet};
 
 use super::enrich::{DIRECT, UNKNOWN};
 use super::trending::TrendingClock;
@@ -11,6 +11,15 @@ use crate::domain::{
     BreakdownDelta, ClickBatch, Dimension, HourlyDelta, LinkId, StoredClick, Timestamp,
     TrendingDelta, VisitorHour,
 };
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The entries of `map` in key order (keys are unique, so an unstable sort is exact).
+fn sorted<K: Ord, V>(map: FastMap<K, V>) -> Vec<(K, V)> {
+    let mut entries: Vec<(K, V)> = map.into_iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries
+}
 
 /// Whether a click counts as a person's: not a bot and not flagged.
 pub fn is_human(click: &StoredClick) -> bool {
@@ -72,11 +81,12 @@ pub fn build_batch_with_id(
 
 /// The aggregates of `clicks` as a batch under `batch_id` that holds no raw clicks.
 pub fn aggregate(batch_id: u128, clicks: &[&StoredClick], clock: &TrendingClock) -> ClickBatch {
-    let mut hourly: BTreeMap<(LinkId, Timestamp), HourlyDelta> = BTreeMap::new();
-    let mut breakdowns: BTreeMap<(LinkId, Dimension, Timestamp, &str), u64> = BTreeMap::new();
-    let mut visitors: BTreeSet<VisitorHour> = BTreeSet::new();
-    let mut totals: BTreeMap<LinkId, u64> = BTreeMap::new();
-    let mut trending: BTreeMap<LinkId, f64> = BTreeMap::new();
+    // Hash maps while folding, sorted once at the end.
+    let mut hourly: FastMap<(LinkId, Timestamp), HourlyDelta> = FastMap::default();
+    let mut breakdowns: FastMap<(LinkId, Dimension, Timestamp, &str), u64> = FastMap::default();
+    let mut visitors: HashSet<VisitorHour, foldhash::fast::RandomState> = HashSet::default();
+    let mut totals: FastMap<LinkId, u64> = FastMap::default();
+    let mut trending: FastMap<LinkId, f64> = FastMap::default();
     // One epoch for the whole batch: that of its newest click.
     let epoch = clock.epoch_of(
         clicks
@@ -123,7 +133,7 @@ pub fn aggregate(batch_id: u128, clicks: &[&StoredClick], clock: &TrendingClock)
         }
     }
 
-    let breakdowns = breakdowns
+    let breakdowns = sorted(breakdowns)
         .into_iter()
         .map(|((link_id, dimension, day, value), count)| BreakdownDelta {
             link_id,
@@ -133,13 +143,15 @@ pub fn aggregate(batch_id: u128, clicks: &[&StoredClick], clock: &TrendingClock)
             count,
         })
         .collect();
+    let mut visitors: Vec<VisitorHour> = visitors.into_iter().collect();
+    visitors.sort_unstable();
     ClickBatch {
         batch_id,
-        hourly: hourly.into_values().collect(),
+        hourly: sorted(hourly).into_iter().map(|(_, h)| h).collect(),
         breakdowns,
-        visitors: visitors.into_iter().collect(),
-        link_totals: totals.into_iter().collect(),
-        trending: trending
+        visitors,
+        link_totals: sorted(totals),
+        trending: sorted(trending)
             .into_iter()
             .map(|(link_id, weight)| TrendingDelta {
                 link_id,

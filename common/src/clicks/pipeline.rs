@@ -86,7 +86,8 @@ const MAX_REVIEW_CANDIDATES: usize = 100;
 /// Links with flagged clicks in `batch`, busiest first, with their burst clicks and the
 /// hour of their latest flagged click.
 fn review_candidates<'a>(clicks: impl Iterator<Item = &'a StoredClick>) -> Vec<ReviewCandidate> {
-    let mut by_link: HashMap<LinkId, (u64, u64, Timestamp)> = HashMap::new();
+    let mut by_link: HashMap<LinkId, (u64, u64, Timestamp), foldhash::fast::RandomState> =
+        HashMap::default();
     for click in clicks.filter(|c| c.fraud_reasons != 0) {
         let entry = by_link.entry(click.link_id).or_insert((0, 0, click.at));
         entry.0 += 1;
@@ -447,13 +448,19 @@ impl Worker {
             }
         }
         let mut shared = self.shared_counts(&ip_keys, &clicks).await;
+        let mut last_network: Option<(std::net::IpAddr, String)> = None;
         for (i, (event, click)) in events.iter().zip(clicks.iter_mut()).enumerate() {
             let shared = shared.as_mut().zip(ip_keys.get(i).copied());
             click.fraud_reasons = self.scorer.score_with(event, click, shared);
             if click.fraud_reasons != 0 && click.ip.is_none() {
                 // Evidence for review: the network (/24, /48) of a flagged click is kept
                 // even when raw addresses are not; a normal visitor's address never is.
-                click.ip = Some(network_of(event.client_ip));
+                let network = match &last_network {
+                    Some((ip, network)) if *ip == event.client_ip => network.clone(),
+                    _ => network_of(event.client_ip),
+                };
+                last_network = Some((event.client_ip, network.clone()));
+                click.ip = Some(network);
             }
         }
         let batch = raw_batch(clicks, &self.clock);

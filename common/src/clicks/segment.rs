@@ -40,7 +40,7 @@ pub enum SegmentError {
 /// Encodes `clicks` (at most [`MAX_CLICKS`], in any order) as one segment.
 pub fn encode<'a>(clicks: &[&'a StoredClick]) -> Vec<u8> {
     let mut strings: Vec<&'a str> = Vec::new();
-    let mut index: HashMap<&'a str, u64> = HashMap::new();
+    let mut index: HashMap<&'a str, u64, foldhash::fast::RandomState> = HashMap::default();
     let mut intern = |s: &'a str| -> u64 {
         *index.entry(s).or_insert_with(|| {
             strings.push(s);
