@@ -23,13 +23,13 @@ use crate::store::{ClickStore, StoreError, StoreResult};
 impl<B: Backend> ClickStore for SqlStore<B> {
     async fn write_click_batch(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome> {
         let mut conn = self.begin().await?;
-        let result = write_batch_in_tx::<B>(&mut conn, batch).await;
+        let result = write_batch_in_tx::<B>(&mut conn, batch, true).await;
         finish(&mut conn, result).await
     }
 
     async fn write_click_segments(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome> {
         let mut conn = self.begin().await?;
-        let result = write_segments_in_tx::<B>(&mut conn, batch).await;
+        let result = write_batch_in_tx::<B>(&mut conn, batch, false).await;
         finish(&mut conn, result).await
     }
 
@@ -511,38 +511,30 @@ async fn purge_older<B: Backend>(
         .affected)
 }
 
+/// A batch at most once per batch id: its raw clicks, then (`whole`) its aggregates, or a
+/// `pending_aggregates` row for a later `apply_aggregates` or `aggregate_stale`.
 async fn write_batch_in_tx<B: Backend>(
     conn: &mut B::Conn,
     batch: &ClickBatch,
+    whole: bool,
 ) -> StoreResult<BatchOutcome> {
     if !claim_batch::<B>(conn, batch).await? {
         return Ok(BatchOutcome::AlreadyApplied);
     }
     let mut phases = Phases::start();
     write_segments::<B>(conn, batch).await?;
-    write_flagged::<B>(conn, batch.clicks.iter()).await?;
-    phases.mark("raw");
-    write_aggregates::<B>(conn, batch, &mut phases).await?;
-    tracing::debug!(clicks = batch.clicks.len(), phases = %phases, "click batch statements");
-    Ok(BatchOutcome::Applied {
-        inserted: batch.clicks.len() as u64,
-    })
-}
-
-/// The raw clicks of a batch, its aggregates recorded as pending.
-async fn write_segments_in_tx<B: Backend>(
-    conn: &mut B::Conn,
-    batch: &ClickBatch,
-) -> StoreResult<BatchOutcome> {
-    if !claim_batch::<B>(conn, batch).await? {
-        return Ok(BatchOutcome::AlreadyApplied);
+    if whole {
+        write_flagged::<B>(conn, batch.clicks.iter()).await?;
+        phases.mark("raw");
+        write_aggregates::<B>(conn, batch, &mut phases).await?;
+        tracing::debug!(clicks = batch.clicks.len(), phases = %phases, "click batch statements");
+    } else {
+        conn.exec(
+            "INSERT INTO pending_aggregates (batch_id, since) VALUES (?, ?)",
+            params![batch.batch_id.to_be_bytes(), Timestamp::now()],
+        )
+        .await?;
     }
-    write_segments::<B>(conn, batch).await?;
-    conn.exec(
-        "INSERT INTO pending_aggregates (batch_id, since) VALUES (?, ?)",
-        params![batch.batch_id.to_be_bytes(), Timestamp::now()],
-    )
-    .await?;
     Ok(BatchOutcome::Applied {
         inserted: batch.clicks.len() as u64,
     })
