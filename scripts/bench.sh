@@ -195,9 +195,11 @@ metric() { curl -s http://127.0.0.1:19093/metrics | awk -v m="$1" '$1 == m { pri
   done ) &
 $LT run --target http://127.0.0.1:18083 --codes-file "$WORK/c60.txt" \
   --connections 32 --duration 60 --warmup 0 --threads 1 | grep -E "throughput|responses|errors"
-# Let the last batches land, then compare the proxy's own count of redirects with the store.
+# Let the last batches and their aggregation window land, then compare the proxy's own count
+# of redirects with the store.
 for _ in $(seq 1 40); do
-  [ "$(metric linkgate_clicks_in_flight)" = "0" ] && break
+  [ "$(metric linkgate_clicks_in_flight)" = "0" ] &&
+    [ "$(metric linkgate_clicks_aggregated_total)" = "$(metric linkgate_clicks_persisted_total)" ] && break
   sleep 0.25
 done
 served=0

@@ -374,9 +374,15 @@ impl Worker {
         if self.failures < self.settings.spill_after_failures {
             let until = deadline.checked_sub(reserve).unwrap_or(deadline);
             self.write_pending(Some(until)).await;
-            // What is left of the window stays pending in the store: another node (or this
-            // one after a restart) aggregates it from the segments.
-            self.aggregate_window(Some(until)).await;
+            // With nothing left to journal the window may use the journal's reserve too.
+            // What it cannot write in time stays pending in the store: another node (or
+            // this one after a restart) aggregates it from the segments.
+            let window_until = if self.pending.is_empty() {
+                deadline
+            } else {
+                until
+            };
+            self.aggregate_window(Some(window_until)).await;
         }
         let left = self.pending.len();
         self.spill_pending();
