@@ -271,10 +271,9 @@ pub fn spawn(
         incoming: Vec::new(),
         pending: VecDeque::new(),
         window: Vec::new(),
-        window_clicks: 0,
         last_aggregate: Instant::now(),
         last_sweep: None,
-        salts: HashMap::new(),
+        salts: HashMap::default(),
         local_salts: HashMap::new(),
         failures: 0,
         next_attempt: Instant::now(),
@@ -305,10 +304,9 @@ struct Worker {
     pending: VecDeque<ClickBatch>,
     /// Written batches whose aggregates this node has yet to write, and their clicks.
     window: Vec<PendingBatch>,
-    window_clicks: usize,
     last_aggregate: Instant,
     last_sweep: Option<Instant>,
-    salts: HashMap<Timestamp, VisitorSalt>,
+    salts: HashMap<Timestamp, VisitorSalt, foldhash::fast::RandomState>,
     /// Days whose shared salt could not be read yet: a local salt and when to ask again.
     local_salts: HashMap<Timestamp, (VisitorSalt, Instant)>,
     failures: u32,
@@ -339,7 +337,7 @@ impl Worker {
                 self.write_pending(None).await;
             }
             if self.last_aggregate.elapsed() >= self.settings.aggregate_interval
-                || self.window_clicks >= WINDOW_MAX_CLICKS
+                || self.window_clicks() >= WINDOW_MAX_CLICKS
             {
                 self.aggregate_window(None).await;
             }
@@ -432,22 +430,12 @@ impl Worker {
         let started = Instant::now();
         let mut clicks = Vec::with_capacity(events.len());
         // The address as a keyed hash under the day's salt: what shared counters are keyed
-        // by (Redis never sees an address).
-        // Only computed when the counters are shared.
+        // by (Redis never sees an address); computed only when the counters are shared.
         let shared_counters =
             self.settings.shared_counters.is_some() && self.settings.fraud.enabled;
         let mut ip_keys = Vec::with_capacity(if shared_counters { events.len() } else { 0 });
-        let mut day_salt: Option<(Timestamp, VisitorSalt)> = None;
         for event in events {
-            let day = event.at.day_start();
-            let salt = match day_salt {
-                Some((d, salt)) if d == day => salt,
-                _ => {
-                    let salt = self.salt(day).await;
-                    day_salt = Some((day, salt));
-                    salt
-                }
-            };
+            let salt = self.salt(event.at.day_start()).await;
             clicks.push(self.enricher.enrich(event, &salt));
             if shared_counters {
                 ip_keys.push(visitor_hash(&salt, event.client_ip, ""));
@@ -593,7 +581,6 @@ impl Worker {
             self.stats
                 .buffered
                 .fetch_sub(batch.clicks.len() as u64, Ordering::Relaxed);
-            self.window_clicks += batch.clicks.len();
             self.window.push(PendingBatch {
                 batch_id: batch.batch_id,
                 clicks: batch.clicks,
@@ -605,27 +592,16 @@ impl Worker {
     /// aggregates too (a journaled batch), else its raw clicks, aggregates pending.
     async fn write(&mut self, batch: &ClickBatch, deadline: Option<Instant>, whole: bool) -> bool {
         let started = Instant::now();
-        let limit = deadline.map_or(self.settings.write_timeout, |d| {
-            d.saturating_duration_since(started)
-                .min(self.settings.write_timeout)
-        });
-        // While the store works, keep the queue drained: under load the next batch simply
-        // grows (and its aggregates amortise over more clicks) instead of the queue filling.
         let store = Arc::clone(&self.store);
-        let write = timed(limit, async {
-            if whole {
-                store.write_click_batch(batch).await
-            } else {
-                store.write_click_segments(batch).await
-            }
-        });
-        tokio::pin!(write);
-        let result = loop {
-            tokio::select! {
-                result = &mut write => break result,
-                () = tokio::time::sleep(POLL) => self.drain_queue(),
-            }
-        };
+        let result = self
+            .store_call(deadline, async {
+                if whole {
+                    store.write_click_batch(batch).await
+                } else {
+                    store.write_click_segments(batch).await
+                }
+            })
+            .await;
         match result {
             Ok(outcome) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -757,43 +733,57 @@ impl Worker {
         if self.window.is_empty() {
             return;
         }
-        let limit = deadline.map_or(self.settings.write_timeout, |d| {
-            d.saturating_duration_since(Instant::now())
-                .min(self.settings.write_timeout)
-        });
         let window = std::mem::take(&mut self.window);
         let clock = self.clock;
         let store = Arc::clone(&self.store);
-        let result = {
-            let call = timed(limit, store.apply_aggregates(&window, &clock));
-            tokio::pin!(call);
-            loop {
-                tokio::select! {
-                    result = &mut call => break result,
-                    () = tokio::time::sleep(POLL) => self.drain_queue(),
-                }
-            }
-        };
+        let result = self
+            .store_call(deadline, store.apply_aggregates(&window, &clock))
+            .await;
         match result {
             Ok(clicks) => {
                 self.stats.aggregated.fetch_add(clicks, Ordering::Relaxed);
-                self.window_clicks = 0;
                 self.consider_reviews(window.iter().flat_map(|b| &b.clicks))
                     .await;
             }
             Err(error) => {
                 self.stats.aggregate_errors.fetch_add(1, Ordering::Relaxed);
-                if self.window_clicks > self.settings.buffer_max_clicks {
+                let clicks = window.iter().map(|b| b.clicks.len()).sum::<usize>();
+                if clicks > self.settings.buffer_max_clicks {
                     tracing::warn!(
                         error,
-                        clicks = self.window_clicks,
+                        clicks,
                         "cannot write click aggregates; left to the stale sweep"
                     );
-                    self.window_clicks = 0;
                 } else {
                     tracing::warn!(error, "cannot write click aggregates; retried");
                     self.window = window;
                 }
+            }
+        }
+    }
+
+    /// Clicks in the aggregation window.
+    fn window_clicks(&self) -> usize {
+        self.window.iter().map(|b| b.clicks.len()).sum()
+    }
+
+    /// A store call bounded by the write timeout (and `deadline`), the queue kept drained
+    /// while it runs: under load the next batch simply grows instead of the queue filling.
+    async fn store_call<T>(
+        &mut self,
+        deadline: Option<Instant>,
+        call: impl std::future::Future<Output = crate::store::StoreResult<T>>,
+    ) -> Result<T, String> {
+        let limit = deadline.map_or(self.settings.write_timeout, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(self.settings.write_timeout)
+        });
+        let call = timed(limit, call);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                result = &mut call => break result,
+                () = tokio::time::sleep(POLL) => self.drain_queue(),
             }
         }
     }

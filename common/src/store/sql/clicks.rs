@@ -629,14 +629,14 @@ async fn write_flagged<'a, B: Backend>(
     Ok(())
 }
 
-/// Claims those of `batch_ids` whose aggregates are still pending (locking and deleting
+/// Claims those of `ids` whose aggregates are still pending (locking and deleting
 /// their `pending_aggregates` rows).
 async fn claim_pending<B: Backend>(
     conn: &mut B::Conn,
-    batch_ids: &[u128],
+    ids: &[u128],
 ) -> StoreResult<BTreeSet<u128>> {
     let mut claimed = BTreeSet::new();
-    for chunk in batch_ids.chunks(ROWS_PER_STATEMENT) {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let keys: Vec<Value> = chunk
             .iter()
             .map(|id| Value::from(id.to_be_bytes()))
@@ -651,24 +651,32 @@ async fn claim_pending<B: Backend>(
                 keys,
             )
             .await?;
-        let found: Vec<[u8; 16]> = rows
-            .iter()
-            .map(|r| r.array::<16>(0))
-            .collect::<StoreResult<_>>()?;
-        if found.is_empty() {
-            continue;
-        }
-        conn.exec(
-            &format!(
-                "DELETE FROM pending_aggregates WHERE batch_id IN {}",
-                in_list(found.len())
-            ),
-            found.iter().map(|id| Value::from(*id)).collect(),
-        )
-        .await?;
+        let found = batch_ids(&rows)?;
+        take_pending::<B>(conn, &found).await?;
         claimed.extend(found.into_iter().map(u128::from_be_bytes));
     }
     Ok(claimed)
+}
+
+/// The batch ids in the first column of `rows`.
+fn batch_ids(rows: &[Row]) -> StoreResult<Vec<[u8; 16]>> {
+    rows.iter().map(|r| r.array::<16>(0)).collect()
+}
+
+/// Deletes the `pending_aggregates` rows of `ids`, which the transaction has locked: their
+/// batches are now its to aggregate.
+async fn take_pending<B: Backend>(conn: &mut B::Conn, ids: &[[u8; 16]]) -> StoreResult<()> {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        conn.exec(
+            &format!(
+                "DELETE FROM pending_aggregates WHERE batch_id IN {}",
+                in_list(chunk.len())
+            ),
+            chunk.iter().map(|id| Value::from(*id)).collect(),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The window's batches that were still pending, aggregated.
@@ -703,18 +711,13 @@ async fn aggregate_stale_in_tx<B: Backend>(
             params![before, page_size(limit, 500)],
         )
         .await?;
-    let ids: Vec<u128> = rows
-        .iter()
-        .map(|r| r.array::<16>(0).map(u128::from_be_bytes))
-        .collect::<StoreResult<_>>()?;
-    let claimed: Vec<Value> = claim_pending::<B>(conn, &ids)
-        .await?
-        .into_iter()
-        .map(|id| Value::from(id.to_be_bytes()))
-        .collect();
-    if claimed.is_empty() {
+    // The rows just read are locked: they are this transaction's to take.
+    let ids = batch_ids(&rows)?;
+    if ids.is_empty() {
         return Ok(0);
     }
+    take_pending::<B>(conn, &ids).await?;
+    let claimed: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
     let segments = conn
         .query(
             &format!(
