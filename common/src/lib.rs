@@ -1,5 +1,6 @@
 //! linkgate's shared core: domain types and storage. Knows nothing of HTTP servers.
 
+pub mod background;
 pub mod budget;
 pub mod cache;
 pub mod clicks;

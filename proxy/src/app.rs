@@ -270,20 +270,57 @@ impl Default for Enumerators {
     }
 }
 
-/// True for speculative loads and link previews: Chrome's `Sec-Purpose: prefetch`, the
-/// older `Purpose: prefetch`, and Firefox's `X-Moz: prefetch`.
-fn is_prefetch(req: &RequestHeader) -> bool {
-    // Runs for every redirect: header lookups only, no allocation.
-    ["sec-purpose", "purpose", "x-moz", "x-purpose"]
-        .iter()
-        .any(|name| {
-            header_str(req, name).is_some_and(|v| {
-                v.as_bytes()
-                    .windows(8)
-                    .any(|w| w.eq_ignore_ascii_case(b"prefetch"))
-                    || v.eq_ignore_ascii_case("preview")
-            })
-        })
+/// Whether a `Sec-Purpose`, `Purpose`, `X-Moz` or `X-Purpose` value marks a speculative
+/// load or link preview (Chrome's `prefetch`, Firefox's `X-Moz: prefetch`).
+fn is_prefetch_value(value: &str) -> bool {
+    value
+        .as_bytes()
+        .windows(8)
+        .any(|w| w.eq_ignore_ascii_case(b"prefetch"))
+        || value.eq_ignore_ascii_case("preview")
+}
+
+/// What a click records from the request's headers, found in one pass over them (a lookup
+/// by name hashes the name and probes the map; a request has few headers, so one scan that
+/// compares names is cheaper than seven lookups). Like a lookup, the first value of a
+/// header counts; a prefetch mark counts in any value.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ClickHeaders<'a> {
+    user_agent: Option<&'a str>,
+    referrer: Option<&'a str>,
+    accept: Option<&'a str>,
+    /// The trusted load balancer's country header, when one is configured.
+    country: Option<&'a str>,
+    prefetch: bool,
+}
+
+fn click_headers<'a>(req: &'a RequestHeader, country_header: Option<&str>) -> ClickHeaders<'a> {
+    // `Some(first value)` once a header has been seen; a value that is not visible ASCII is
+    // `Some(None)`, as a lookup's `to_str` would have it.
+    let mut seen: [Option<Option<&'a str>>; 4] = [None; 4];
+    let mut prefetch = false;
+    for (name, value) in &req.headers {
+        let slot = match name.as_str() {
+            "user-agent" => 0,
+            "referer" => 1,
+            "accept" => 2,
+            "sec-purpose" | "purpose" | "x-moz" | "x-purpose" => {
+                prefetch |= value.to_str().is_ok_and(is_prefetch_value);
+                continue;
+            }
+            other if country_header.is_some_and(|c| c.eq_ignore_ascii_case(other)) => 3,
+            _ => continue,
+        };
+        seen[slot].get_or_insert_with(|| value.to_str().ok());
+    }
+    let [user_agent, referrer, accept, country] = seen.map(Option::flatten);
+    ClickHeaders {
+        user_agent,
+        referrer,
+        accept,
+        country,
+        prefetch,
+    }
 }
 
 impl LinkProxy {
@@ -296,34 +333,36 @@ impl LinkProxy {
         method: Method,
         now: Timestamp,
     ) -> ClickEvent {
-        let header = |name| header_str(req, name).map(capture_header);
-        // Only a trusted load balancer's country header counts; anything but two ASCII
-        // letters (and Cloudflare's "XX" for unknown) is ignored.
-        let country = match (&self.state.country_header, ctx.peer_trusted) {
-            (Some(name), true) => header_str(req, name).and_then(|v| {
-                let b = v.trim().as_bytes();
-                (b.len() == 2
-                    && b.iter().all(u8::is_ascii_alphabetic)
-                    && !b.eq_ignore_ascii_case(b"XX"))
-                .then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
-            }),
+        // Only a trusted load balancer's country header counts.
+        let country_header = match (&self.state.country_header, ctx.peer_trusted) {
+            (Some(name), true) => Some(&**name),
             _ => None,
         };
+        let headers = click_headers(req, country_header);
+        // Anything but two ASCII letters (and Cloudflare's "XX" for unknown) is ignored.
+        let country = headers.country.and_then(|v| {
+            let b = v.trim().as_bytes();
+            (b.len() == 2
+                && b.iter().all(u8::is_ascii_alphabetic)
+                && !b.eq_ignore_ascii_case(b"XX"))
+            .then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
+        });
+        let captured = |value: Option<&str>| value.map(capture_header);
         ClickEvent {
             click_id: ClickId::at(now),
             at: now,
             link_id: link,
             client_ip: ctx.client,
-            user_agent: header("user-agent"),
-            referrer: header("referer"),
-            accept: header("accept"),
+            user_agent: captured(headers.user_agent),
+            referrer: captured(headers.referrer),
+            accept: captured(headers.accept),
             method: match method {
                 Method::Head => ClickMethod::Head,
                 Method::Post => ClickMethod::Post,
                 Method::Get | Method::Other => ClickMethod::Get,
             },
             country,
-            prefetch: is_prefetch(req),
+            prefetch: headers.prefetch,
         }
     }
 
@@ -718,6 +757,71 @@ impl ProxyHttp for LinkProxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(headers: &[(&str, &[u8])]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/abc", None).unwrap();
+        for (name, value) in headers {
+            req.append_header(
+                name.to_string(),
+                http::HeaderValue::from_bytes(value).unwrap(),
+            )
+            .unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn click_headers_are_found_in_one_pass_as_lookups_would_find_them() {
+        let req = request(&[
+            ("Host", b"s.example"),
+            ("User-Agent", b"Mozilla/5.0 first"),
+            ("user-agent", b"second"),
+            ("Accept", b"text/html"),
+            ("CF-IPCountry", b"de"),
+        ]);
+        let found = click_headers(&req, Some("cf-ipcountry"));
+        assert_eq!(
+            found,
+            ClickHeaders {
+                user_agent: Some("Mozilla/5.0 first"),
+                referrer: None,
+                accept: Some("text/html"),
+                country: Some("de"),
+                prefetch: false,
+            }
+        );
+        // No configured country header: the value is not read.
+        assert_eq!(click_headers(&req, None).country, None);
+        // An empty header is there (not missing); a value that is not visible ASCII is
+        // unreadable, as for a lookup, even when a later value is readable.
+        let req = request(&[
+            ("referer", b""),
+            ("accept", b"caf\xc3\xa9"),
+            ("accept", b"x"),
+        ]);
+        let found = click_headers(&req, None);
+        assert_eq!(found.referrer, Some(""));
+        assert_eq!(found.accept, None);
+    }
+
+    #[test]
+    fn any_prefetch_or_preview_mark_makes_a_prefetch() {
+        for (name, value) in [
+            ("Sec-Purpose", &b"prefetch;anonymous-client-ip"[..]),
+            ("Purpose", b"Prefetch"),
+            ("X-Moz", b"prefetch"),
+            ("X-Purpose", b"preview"),
+        ] {
+            assert!(
+                click_headers(&request(&[(name, value)]), None).prefetch,
+                "{name}"
+            );
+        }
+        let plain = request(&[("Sec-Purpose", b"prerender-ish"), ("Accept", b"*/*")]);
+        assert!(!click_headers(&plain, None).prefetch);
+        let second = request(&[("Purpose", b"none"), ("Purpose", b"prefetch")]);
+        assert!(click_headers(&second, None).prefetch);
+    }
 
     #[test]
     fn routes_separate_probes_admin_paths_and_codes() {

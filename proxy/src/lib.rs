@@ -193,8 +193,11 @@ impl Proxy {
             pipeline,
         } = self;
         // The batcher's CPU policy follows its backlog: queued + buffered clicks past half
-        // the queue's capacity move it to nice 10, under an eighth back to idle CPU.
-        let capacity = settings.clicks.queue_capacity;
+        // of what the queue and the memory buffer hold together move it to nice 10 (well
+        // before a batch would go to the journal or a click be dropped), under an eighth
+        // back to idle CPU. A window write at idle priority on a busy machine lets a second
+        // or more of clicks gather: that alone must not leave idle CPU.
+        let capacity = settings.clicks.queue_capacity + settings.clicks.buffer_max_clicks;
         let governor = {
             let state = Arc::clone(&state);
             let backlog = move || {

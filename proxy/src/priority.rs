@@ -64,6 +64,8 @@ impl ClickPriority {
             return;
         };
         let me = thread_native_id();
+        // Long CPU-bound stretches on this thread yield to request threads now and then.
+        linkgate_common::background::mark_background();
         if !self.inner.normal.load(Ordering::Relaxed) {
             Self::apply(me, false);
         }

@@ -97,6 +97,7 @@ pub fn aggregate(batch_id: u128, clicks: &[&StoredClick], clock: &TrendingClock)
     );
 
     for &click in clicks {
+        crate::background::give_way();
         let hour = click.at.hour_start();
         let human = is_human(click);
         let h = hourly.entry((click.link_id, hour)).or_insert(HourlyDelta {

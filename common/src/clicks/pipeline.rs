@@ -107,6 +107,17 @@ fn review_candidates<'a>(clicks: impl Iterator<Item = &'a StoredClick>) -> Vec<R
         .collect()
 }
 
+/// Frees a written window click by click: up to 100,000 clicks are milliseconds of
+/// deallocation, which must give way to request threads like any other batcher work.
+fn release(window: Vec<PendingBatch>) {
+    for batch in window {
+        for click in batch.clicks {
+            drop(click);
+            crate::background::give_way();
+        }
+    }
+}
+
 /// Pipeline settings.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
@@ -435,6 +446,7 @@ impl Worker {
             self.settings.shared_counters.is_some() && self.settings.fraud.enabled;
         let mut ip_keys = Vec::with_capacity(if shared_counters { events.len() } else { 0 });
         for event in events {
+            crate::background::give_way();
             let salt = self.salt(event.at.day_start()).await;
             clicks.push(self.enricher.enrich(event, &salt));
             if shared_counters {
@@ -444,6 +456,7 @@ impl Worker {
         let mut shared = self.shared_counts(&ip_keys, &clicks).await;
         let mut last_network: Option<(std::net::IpAddr, String)> = None;
         for (i, (event, click)) in events.iter().zip(clicks.iter_mut()).enumerate() {
+            crate::background::give_way();
             let shared = shared.as_mut().zip(ip_keys.get(i).copied());
             click.fraud_reasons = self.scorer.score_with(event, click, shared);
             if click.fraud_reasons != 0 && click.ip.is_none() {
@@ -744,6 +757,7 @@ impl Worker {
                 self.stats.aggregated.fetch_add(clicks, Ordering::Relaxed);
                 self.consider_reviews(window.iter().flat_map(|b| &b.clicks))
                     .await;
+                release(window);
             }
             Err(error) => {
                 self.stats.aggregate_errors.fetch_add(1, Ordering::Relaxed);

@@ -50,6 +50,7 @@ pub fn encode<'a>(clicks: &[&'a StoredClick]) -> Vec<u8> {
     let mut body = Vec::with_capacity(clicks.len() * 32);
     let mut prev_link = 0i64;
     for &c in clicks {
+        crate::background::give_way();
         body.extend_from_slice(&c.click_id.to_bytes());
         put_varint(&mut body, zigzag(c.link_id.0.wrapping_sub(prev_link)));
         prev_link = c.link_id.0;

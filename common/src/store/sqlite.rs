@@ -21,6 +21,9 @@ use super::sql::{Backend, Conn, Dialect, Exec, SqlStore, conflict_subject};
 
 /// How long a writer waits for the write lock before giving up with `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// SQLite virtual-machine instructions between two calls of the progress handler (a few
+/// microseconds of work).
+const PROGRESS_OPS: i32 = 1_000;
 
 /// The store on an SQLite file.
 pub type SqliteStore = SqlStore<SqliteBackend>;
@@ -123,7 +126,7 @@ struct Inner {
 
 impl Inner {
     fn connect(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
@@ -145,6 +148,16 @@ impl Inner {
         conn.pragma_update(None, "mmap_size", map_bytes)
             .map_err(map_error)?;
         conn.set_prepared_statement_cache_capacity(64);
+        // A long statement on a background thread (the proxy's click batcher) gives way to
+        // request threads every `background::SLICE` (a no-op on other threads).
+        conn.progress_handler(
+            PROGRESS_OPS,
+            Some(|| {
+                crate::background::give_way();
+                false
+            }),
+        )
+        .map_err(map_error)?;
         Ok(conn)
     }
 

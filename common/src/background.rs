@@ -1,0 +1,93 @@
+//! Background threads give way to request threads.
+//!
+//! The proxy runs its click batcher under `SCHED_IDLE` so redirects come first. Under the
+//! EEVDF scheduler (Linux 6.6 and later) that is a very small weight, not a strict
+//! priority: when a runnable redirect thread has used more than its fair share (negative
+//! lag), a background thread can be picked before it, and then keeps the CPU until the
+//! next scheduler tick, 4 ms at `HZ=250`. A scheduler trace of the proxy at half its peak
+//! rate showed exactly that: the request thread runnable for up to 5 ms while a batcher
+//! thread ran, which is the open-loop latency tail.
+//!
+//! So long CPU-bound stretches of background work (building and folding batches, SQLite
+//! statements through a progress handler) call [`give_way`] often. On a thread marked with
+//! [`mark_background`] it yields the CPU once per [`SLICE`] of work; by then the background
+//! thread's own virtual runtime has moved far ahead (its weight is tiny), so a waiting
+//! request thread is eligible and is picked. With nothing else runnable the yield returns
+//! at once. On any other thread `give_way` does nothing.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// The longest stretch of work between two yields on a background thread.
+pub const SLICE: Duration = Duration::from_micros(100);
+
+thread_local! {
+    /// `Some(last yield)` on a background thread.
+    static LAST_YIELD: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Yields made by this thread (for tests).
+    static YIELDS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as a background thread: from now on [`give_way`] yields on it.
+pub fn mark_background() {
+    LAST_YIELD.with(|last| last.set(Some(Instant::now())));
+}
+
+/// Whether the calling thread is marked as a background thread.
+pub fn is_background() -> bool {
+    LAST_YIELD.with(|last| last.get().is_some())
+}
+
+/// On a background thread, yields the CPU when a [`SLICE`] has passed since the last
+/// yield; elsewhere a no-op. Cheap enough to call once per click.
+#[inline]
+pub fn give_way() {
+    LAST_YIELD.with(|last| {
+        let Some(at) = last.get() else {
+            return;
+        };
+        let now = Instant::now();
+        if now.duration_since(at) >= SLICE {
+            std::thread::yield_now();
+            YIELDS.with(|n| n.set(n.get() + 1));
+            last.set(Some(Instant::now()));
+        }
+    });
+}
+
+/// How many times the calling thread has yielded in [`give_way`].
+pub fn yields() -> u64 {
+    YIELDS.with(Cell::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy_for(d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            give_way();
+        }
+    }
+
+    #[test]
+    fn only_a_background_thread_yields_and_at_most_once_a_slice() {
+        std::thread::spawn(|| {
+            busy_for(Duration::from_millis(5));
+            assert!(!is_background());
+            assert_eq!(yields(), 0, "an ordinary thread never yields");
+
+            mark_background();
+            assert!(is_background());
+            let started = Instant::now();
+            busy_for(Duration::from_millis(20));
+            let n = yields();
+            let most = started.elapsed().as_micros() / SLICE.as_micros();
+            assert!(n >= 5, "20 ms of background work yielded only {n} times");
+            assert!(u128::from(n) <= most, "{n} yields in {most} slices");
+        })
+        .join()
+        .unwrap();
+    }
+}
