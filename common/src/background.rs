@@ -78,9 +78,9 @@ mod tests {
             assert!(!is_background());
             assert_eq!(yields(), 0, "an ordinary thread never yields");
 
+            let started = Instant::now();
             mark_background();
             assert!(is_background());
-            let started = Instant::now();
             busy_for(Duration::from_millis(20));
             let n = yields();
             let most = started.elapsed().as_micros() / SLICE.as_micros();
