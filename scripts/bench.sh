@@ -4,7 +4,7 @@
 #   bash scripts/bench.sh            # everything
 #   SECONDS_PER_RUN=5 bash scripts/bench.sh
 #   SECTIONS="ingest clicks60" bash scripts/bench.sh   # only some sections:
-#     ingest seed ceiling proxy cpu rss clicks60 admin
+#     ingest seed ceiling proxy pinned cpu rss clicks60 admin
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -19,7 +19,7 @@ log "building release binaries"
 cargo build --release --locked -p linkgate-loadtest -p linkgate-proxy -p linkgate-admin --bins --examples >&2
 LT=./target/release/linkgate-loadtest
 
-SECTIONS=${SECTIONS:-"ingest seed ceiling proxy cpu rss clicks60 admin"}
+SECTIONS=${SECTIONS:-"ingest seed ceiling proxy pinned cpu rss clicks60 admin"}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 scratch_db() {
@@ -105,6 +105,53 @@ $LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "
   --rate "$RATE" --connections 32 --duration "$RUN_SECS" --warmup 2 --rounds 2 --threads 1
 kill $(jobs -p) 2>/dev/null || true
 wait 2>/dev/null || true
+fi
+
+if want pinned; then
+echo
+echo "## linkgate-proxy vs the bare Pingora baseline, each server alone on core 1, the generator on core 0"
+# The "proxy" comparison keeps both servers running and alternates rounds, so the proxy's
+# batcher (still writing the clicks of its last round) shares the CPU with the baseline's
+# rounds, and the generator shares cores with both; here the generator never shares a core
+# with a server, and only one server runs at a time: each, with all its threads (the
+# proxy's click batcher included), has core 1 to itself.
+need taskset util-linux
+$LT seed --store "sqlite://$WORK/pinned.db" --links 100000 --domain 127.0.0.1:18086 --codes-out "$WORK/pinned-all.txt" >/dev/null
+head -10000 "$WORK/pinned-all.txt" > "$WORK/pinned-hot.txt"
+pinned_server() { # proxy|bare -> pid; serves the pinned links on 127.0.0.1:18086
+  if [ "$1" = proxy ]; then
+    LINKGATE__STORE__URL="sqlite://$WORK/pinned.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18086 \
+      LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19096 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
+      LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal-pinned" \
+      taskset -c 1 ./target/release/linkgate-proxy >/dev/null 2>&1 &
+  else
+    taskset -c 1 ./target/release/examples/bare_redirect 127.0.0.1:18086 1 >/dev/null 2>&1 &
+  fi
+  PINNED=$!
+  wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18086'
+}
+pinned_run() { # label extra-args...
+  local label=$1; shift
+  taskset -c 0 $LT run --target http://127.0.0.1:18086 --codes-file "$WORK/pinned-hot.txt" \
+    --connections 32 --threads 1 "$@" | grep -E "^(throughput|p50|p90|p99|p99.9|errors|unsent) " | sed "s/^/$label /"
+}
+stop_pinned() { kill "$PINNED" 2>/dev/null || true; wait "$PINNED" 2>/dev/null || true; }
+echo "### peak throughput (closed loop, $((RUN_SECS * 3)) s each)"
+pinned_server bare
+pinned_run bare --duration $((RUN_SECS * 3)) --warmup 3 | tee "$WORK/pinned-bare.txt"
+stop_pinned
+pinned_server proxy
+pinned_run proxy --duration $((RUN_SECS * 3)) --warmup 3 | tee "$WORK/pinned-proxy.txt"
+BARE=$(awk '$2 == "throughput" { print $3 }' "$WORK/pinned-bare.txt")
+PROXY=$(awk '$2 == "throughput" { print $3 }' "$WORK/pinned-proxy.txt")
+echo "throughput ratio proxy/bare: $(awk -v a="$BARE" -v b="$PROXY" 'BEGIN { printf "%.3f", b / a }')"
+RATE=$((PROXY / 2))
+echo "### latency at $RATE requests/s (open loop, half of the proxy's peak, $((RUN_SECS * 2)) s each)"
+pinned_run proxy --rate "$RATE" --duration $((RUN_SECS * 2)) --warmup 2
+stop_pinned
+pinned_server bare
+pinned_run bare --rate "$RATE" --duration $((RUN_SECS * 2)) --warmup 2
+stop_pinned
 fi
 
 if want cpu; then
