@@ -99,6 +99,9 @@ echo "### peak throughput (closed loop)"
 $LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" \
   --connections 32 --duration "$RUN_SECS" --warmup 3 --rounds 3 --threads 1 | tee "$WORK/peak.txt"
 # Half of the proxy's measured peak (the rate the latency target is stated at).
+echo "proxy clicks, 5 s after the run (a click the queue had no room for is dropped and counted):"
+sleep 5
+curl -s http://127.0.0.1:19090/metrics | grep -E '^linkgate_clicks_(dropped_total|persisted_total) '
 RATE=$(awk '$1 == "throughput" { print int($4 / 2); exit }' "$WORK/peak.txt")
 echo "### latency at $RATE requests/s (open loop, half of the proxy's peak)"
 $LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" \
@@ -142,6 +145,9 @@ pinned_run bare --duration $((RUN_SECS * 3)) --warmup 3 | tee "$WORK/pinned-bare
 stop_pinned
 pinned_server proxy
 pinned_run proxy --duration $((RUN_SECS * 3)) --warmup 3 | tee "$WORK/pinned-proxy.txt"
+echo "proxy clicks, 5 s after the run (a click the queue had no room for is dropped and counted):"
+sleep 5
+curl -s http://127.0.0.1:19096/metrics | grep -E '^linkgate_clicks_(dropped_total|persisted_total) '
 BARE=$(awk '$2 == "throughput" { print $3 }' "$WORK/pinned-bare.txt")
 PROXY=$(awk '$2 == "throughput" { print $3 }' "$WORK/pinned-proxy.txt")
 echo "throughput ratio proxy/bare: $(awk -v a="$BARE" -v b="$PROXY" 'BEGIN { printf "%.3f", b / a }')"

@@ -192,20 +192,26 @@ impl Proxy {
             click_priority,
             pipeline,
         } = self;
-        // The batcher's CPU policy follows its backlog: queued + buffered clicks past half
-        // of what the queue and the memory buffer hold together move it to nice 10 (well
-        // before a batch would go to the journal or a click be dropped), under an eighth
-        // back to idle CPU. A window write at idle priority on a busy machine lets a second
-        // or more of clicks gather: that alone must not leave idle CPU.
-        let capacity = settings.clicks.queue_capacity + settings.clicks.buffer_max_clicks;
+        // The batcher's CPU policy follows its backlog. It moves to nice 10 when the queue
+        // is half full (a starved batcher does not even move the queue into memory, and a
+        // full queue drops clicks) or when queued + buffered clicks pass half of what the
+        // queue and the memory buffer hold together (a window write at idle priority on a
+        // busy machine lets a second or more of clicks gather: that alone must not leave
+        // idle CPU). It goes back to idle CPU under an eighth of both.
+        let queue_capacity = settings.clicks.queue_capacity.max(1);
+        let capacity = queue_capacity + settings.clicks.buffer_max_clicks;
         let governor = {
             let state = Arc::clone(&state);
             let backlog = move || {
+                let queued = state.clicks.len();
                 let buffered = state
                     .pipeline
                     .buffered
                     .load(std::sync::atomic::Ordering::Relaxed);
-                state.clicks.len() + usize::try_from(buffered).unwrap_or(usize::MAX)
+                let held = queued.saturating_add(usize::try_from(buffered).unwrap_or(usize::MAX));
+                // The queue's fill, scaled to the whole capacity the thresholds are of.
+                let queue_fill = queued.saturating_mul(capacity) / queue_capacity;
+                held.max(queue_fill)
             };
             click_priority
                 .govern(backlog, capacity / 2, capacity / 8)
