@@ -198,20 +198,22 @@ impl Proxy {
         // queue and the memory buffer hold together (a window write at idle priority on a
         // busy machine lets a second or more of clicks gather: that alone must not leave
         // idle CPU). It goes back to idle CPU under an eighth of both.
-        let queue_capacity = settings.clicks.queue_capacity.max(1);
+        let queue_capacity = settings.clicks.queue_capacity;
         let capacity = queue_capacity + settings.clicks.buffer_max_clicks;
         let governor = {
             let state = Arc::clone(&state);
+            let buffer_max = settings.clicks.buffer_max_clicks;
             let backlog = move || {
-                let queued = state.clicks.len();
                 let buffered = state
                     .pipeline
                     .buffered
                     .load(std::sync::atomic::Ordering::Relaxed);
-                let held = queued.saturating_add(usize::try_from(buffered).unwrap_or(usize::MAX));
-                // The queue's fill, scaled to the whole capacity the thresholds are of.
-                let queue_fill = queued.saturating_mul(capacity) / queue_capacity;
-                held.max(queue_fill)
+                click_backlog(
+                    state.clicks.len(),
+                    usize::try_from(buffered).unwrap_or(usize::MAX),
+                    queue_capacity,
+                    buffer_max,
+                )
             };
             click_priority
                 .govern(backlog, capacity / 2, capacity / 8)
@@ -326,5 +328,41 @@ impl ScrapeSource for Scrape {
     }
     fn pipeline(&self) -> Option<Arc<PipelineStats>> {
         Some(Arc::clone(&self.0.pipeline))
+    }
+}
+
+/// The click backlog the batcher's priority governor compares with half and an eighth of
+/// `queue_capacity + buffer_max`: queued + buffered clicks, or the queue's fill scaled to
+/// that capacity, whichever is larger. A batcher starved of CPU does not move the queue into
+/// memory, so the queue alone must be able to reach the thresholds before it overflows.
+fn click_backlog(
+    queued: usize,
+    buffered: usize,
+    queue_capacity: usize,
+    buffer_max: usize,
+) -> usize {
+    let capacity = queue_capacity.saturating_add(buffer_max);
+    let queue_fill = queued.saturating_mul(capacity) / queue_capacity.max(1);
+    queued.saturating_add(buffered).max(queue_fill)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_full_queue_alone_reaches_the_governors_high_mark() {
+        let (queue, buffer) = (65_536, 100_000);
+        let capacity = queue + buffer;
+        let (high, low) = (capacity / 2, capacity / 8);
+        // Starved: nothing buffered, the queue half full.
+        assert!(click_backlog(queue / 2, 0, queue, buffer) >= high);
+        assert!(click_backlog(queue / 2 - 100, 0, queue, buffer) < high);
+        // Keeping up with the queue, but a window's worth of clicks buffered.
+        assert!(click_backlog(1_000, high, queue, buffer) > high);
+        assert!(click_backlog(1_000, 30_000, queue, buffer) < high);
+        // Back to idle only when both are low.
+        assert!(click_backlog(queue / 8 + 10, 0, queue, buffer) > low);
+        assert!(click_backlog(100, 1_000, queue, buffer) < low);
     }
 }
