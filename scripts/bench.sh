@@ -22,6 +22,12 @@ LT=./target/release/linkgate-loadtest
 SECTIONS=${SECTIONS:-"ingest seed ceiling proxy pinned cpu rss clicks60 admin"}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
+proxy_clicks() { # metrics-port: the proxy's click counters once its batcher has caught up
+  echo "proxy clicks, 5 s after the run (a click the queue had no room for is dropped and counted):"
+  sleep 5
+  curl -s "http://127.0.0.1:$1/metrics" | grep -E '^linkgate_clicks_(dropped_total|persisted_total) '
+}
+
 scratch_db() {
   mariadb --protocol=tcp -h127.0.0.1 -ulinkgate -plinkgate \
     -e "DROP DATABASE IF EXISTS $1; CREATE DATABASE $1 CHARACTER SET utf8mb4"
@@ -99,9 +105,7 @@ echo "### peak throughput (closed loop)"
 $LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" \
   --connections 32 --duration "$RUN_SECS" --warmup 3 --rounds 3 --threads 1 | tee "$WORK/peak.txt"
 # Half of the proxy's measured peak (the rate the latency target is stated at).
-echo "proxy clicks, 5 s after the run (a click the queue had no room for is dropped and counted):"
-sleep 5
-curl -s http://127.0.0.1:19090/metrics | grep -E '^linkgate_clicks_(dropped_total|persisted_total) '
+proxy_clicks 19090
 RATE=$(awk '$1 == "throughput" { print int($4 / 2); exit }' "$WORK/peak.txt")
 echo "### latency at $RATE requests/s (open loop, half of the proxy's peak)"
 $LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" \
@@ -145,9 +149,7 @@ pinned_run bare --duration $((RUN_SECS * 3)) --warmup 3 | tee "$WORK/pinned-bare
 stop_pinned
 pinned_server proxy
 pinned_run proxy --duration $((RUN_SECS * 3)) --warmup 3 | tee "$WORK/pinned-proxy.txt"
-echo "proxy clicks, 5 s after the run (a click the queue had no room for is dropped and counted):"
-sleep 5
-curl -s http://127.0.0.1:19096/metrics | grep -E '^linkgate_clicks_(dropped_total|persisted_total) '
+proxy_clicks 19096
 BARE=$(awk '$2 == "throughput" { print $3 }' "$WORK/pinned-bare.txt")
 PROXY=$(awk '$2 == "throughput" { print $3 }' "$WORK/pinned-proxy.txt")
 echo "throughput ratio proxy/bare: $(awk -v a="$BARE" -v b="$PROXY" 'BEGIN { printf "%.3f", b / a }')"

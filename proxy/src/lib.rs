@@ -192,17 +192,12 @@ impl Proxy {
             click_priority,
             pipeline,
         } = self;
-        // The batcher's CPU policy follows its backlog. It moves to nice 10 when the queue
-        // is half full (a starved batcher does not even move the queue into memory, and a
-        // full queue drops clicks) or when queued + buffered clicks pass half of what the
-        // queue and the memory buffer hold together (a window write at idle priority on a
-        // busy machine lets a second or more of clicks gather: that alone must not leave
-        // idle CPU). It goes back to idle CPU under an eighth of both.
+        // The batcher's CPU policy follows its backlog (`click_backlog`): nice 10 past half
+        // of what the queue and the memory buffer hold, idle CPU again under an eighth.
         let queue_capacity = settings.clicks.queue_capacity;
         let capacity = queue_capacity + settings.clicks.buffer_max_clicks;
         let governor = {
             let state = Arc::clone(&state);
-            let buffer_max = settings.clicks.buffer_max_clicks;
             let backlog = move || {
                 let buffered = state
                     .pipeline
@@ -212,7 +207,7 @@ impl Proxy {
                     state.clicks.len(),
                     usize::try_from(buffered).unwrap_or(usize::MAX),
                     queue_capacity,
-                    buffer_max,
+                    capacity,
                 )
             };
             click_priority
@@ -332,16 +327,12 @@ impl ScrapeSource for Scrape {
 }
 
 /// The click backlog the batcher's priority governor compares with half and an eighth of
-/// `queue_capacity + buffer_max`: queued + buffered clicks, or the queue's fill scaled to
-/// that capacity, whichever is larger. A batcher starved of CPU does not move the queue into
-/// memory, so the queue alone must be able to reach the thresholds before it overflows.
-fn click_backlog(
-    queued: usize,
-    buffered: usize,
-    queue_capacity: usize,
-    buffer_max: usize,
-) -> usize {
-    let capacity = queue_capacity.saturating_add(buffer_max);
+/// `capacity` (the queue's plus the memory buffer's): queued + buffered clicks, or the
+/// queue's fill scaled to `capacity`, whichever is larger. Buffered clicks alone can pass
+/// half (a window write at idle priority on a busy machine lets a second or more gather),
+/// and so can the queue alone: a batcher starved of CPU does not move the queue into
+/// memory, and a full queue drops clicks.
+fn click_backlog(queued: usize, buffered: usize, queue_capacity: usize, capacity: usize) -> usize {
     let queue_fill = queued.saturating_mul(capacity) / queue_capacity.max(1);
     queued.saturating_add(buffered).max(queue_fill)
 }
@@ -356,13 +347,13 @@ mod tests {
         let capacity = queue + buffer;
         let (high, low) = (capacity / 2, capacity / 8);
         // Starved: nothing buffered, the queue half full.
-        assert!(click_backlog(queue / 2, 0, queue, buffer) >= high);
-        assert!(click_backlog(queue / 2 - 100, 0, queue, buffer) < high);
+        assert!(click_backlog(queue / 2, 0, queue, capacity) >= high);
+        assert!(click_backlog(queue / 2 - 100, 0, queue, capacity) < high);
         // Keeping up with the queue, but a window's worth of clicks buffered.
-        assert!(click_backlog(1_000, high, queue, buffer) > high);
-        assert!(click_backlog(1_000, 30_000, queue, buffer) < high);
+        assert!(click_backlog(1_000, high, queue, capacity) > high);
+        assert!(click_backlog(1_000, 30_000, queue, capacity) < high);
         // Back to idle only when both are low.
-        assert!(click_backlog(queue / 8 + 10, 0, queue, buffer) > low);
-        assert!(click_backlog(100, 1_000, queue, buffer) < low);
+        assert!(click_backlog(queue / 8 + 10, 0, queue, capacity) > low);
+        assert!(click_backlog(100, 1_000, queue, capacity) < low);
     }
 }

@@ -3,16 +3,13 @@
 //! bucket, per link) however many clicks it holds. Rows come out sorted by key, so two nodes
 //! writing overlapping batches lock rows in the same order.
 
-use std::collections::{HashMap, HashSet};
-
 use super::enrich::{DIRECT, UNKNOWN};
 use super::trending::TrendingClock;
+use super::{FastMap, FastSet};
 use crate::domain::{
     BreakdownDelta, ClickBatch, Dimension, HourlyDelta, LinkId, StoredClick, Timestamp,
     TrendingDelta, VisitorHour,
 };
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The entries of `map` in key order (keys are unique, so an unstable sort is exact).
 fn sorted<K: Ord, V>(map: FastMap<K, V>) -> Vec<(K, V)> {
@@ -84,7 +81,7 @@ pub fn aggregate(batch_id: u128, clicks: &[&StoredClick], clock: &TrendingClock)
     // Hash maps while folding, sorted once at the end.
     let mut hourly: FastMap<(LinkId, Timestamp), HourlyDelta> = FastMap::default();
     let mut breakdowns: FastMap<(LinkId, Dimension, Timestamp, &str), u64> = FastMap::default();
-    let mut visitors: HashSet<VisitorHour, foldhash::fast::RandomState> = HashSet::default();
+    let mut visitors: FastSet<VisitorHour> = FastSet::default();
     let mut totals: FastMap<LinkId, u64> = FastMap::default();
     let mut trending: FastMap<LinkId, f64> = FastMap::default();
     // One epoch for the whole batch: that of its newest click.

@@ -20,6 +20,8 @@ use std::net::IpAddr;
 use linkgate_config::FraudSettings;
 use smallvec::SmallVec;
 
+use super::FastMap;
+
 use crate::domain::{ClickEvent, ClickMethod, LinkId, StoredClick};
 
 /// The reasons, one bit each. Stored with the click; names are what the API shows.
@@ -150,8 +152,6 @@ impl SharedCounts {
         *count
     }
 }
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Scores clicks; one per batcher (per node).
 #[derive(Debug)]

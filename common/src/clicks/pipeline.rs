@@ -33,6 +33,7 @@ use linkgate_config::FraudSettings;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::FastMap;
 use super::batch::{build_batch_with_id, raw_batch};
 use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt, network_of, visitor_hash};
 use super::fraud::{Scorer, SharedCounts, reason};
@@ -86,8 +87,7 @@ const MAX_REVIEW_CANDIDATES: usize = 100;
 /// Links with flagged clicks in `batch`, busiest first, with their burst clicks and the
 /// hour of their latest flagged click.
 fn review_candidates<'a>(clicks: impl Iterator<Item = &'a StoredClick>) -> Vec<ReviewCandidate> {
-    let mut by_link: HashMap<LinkId, (u64, u64, Timestamp), foldhash::fast::RandomState> =
-        HashMap::default();
+    let mut by_link: FastMap<LinkId, (u64, u64, Timestamp)> = FastMap::default();
     for click in clicks.filter(|c| c.fraud_reasons != 0) {
         let entry = by_link.entry(click.link_id).or_insert((0, 0, click.at));
         entry.0 += 1;
@@ -105,6 +105,11 @@ fn review_candidates<'a>(clicks: impl Iterator<Item = &'a StoredClick>) -> Vec<R
             burst_clicks,
         })
         .collect()
+}
+
+/// Clicks in the batches of a window.
+fn clicks_in(window: &[PendingBatch]) -> usize {
+    window.iter().map(|b| b.clicks.len()).sum()
 }
 
 /// Frees a written window click by click: up to 100,000 clicks are milliseconds of
@@ -284,7 +289,7 @@ pub fn spawn(
         window: Vec::new(),
         last_aggregate: Instant::now(),
         last_sweep: None,
-        salts: HashMap::default(),
+        salts: FastMap::default(),
         local_salts: HashMap::new(),
         failures: 0,
         next_attempt: Instant::now(),
@@ -317,7 +322,7 @@ struct Worker {
     window: Vec<PendingBatch>,
     last_aggregate: Instant,
     last_sweep: Option<Instant>,
-    salts: HashMap<Timestamp, VisitorSalt, foldhash::fast::RandomState>,
+    salts: FastMap<Timestamp, VisitorSalt>,
     /// Days whose shared salt could not be read yet: a local salt and when to ask again.
     local_salts: HashMap<Timestamp, (VisitorSalt, Instant)>,
     failures: u32,
@@ -761,7 +766,7 @@ impl Worker {
             }
             Err(error) => {
                 self.stats.aggregate_errors.fetch_add(1, Ordering::Relaxed);
-                let clicks = window.iter().map(|b| b.clicks.len()).sum::<usize>();
+                let clicks = clicks_in(&window);
                 if clicks > self.settings.buffer_max_clicks {
                     tracing::warn!(
                         error,
@@ -778,7 +783,7 @@ impl Worker {
 
     /// Clicks in the aggregation window.
     fn window_clicks(&self) -> usize {
-        self.window.iter().map(|b| b.clicks.len()).sum()
+        clicks_in(&self.window)
     }
 
     /// A store call bounded by the write timeout (and `deadline`), the queue kept drained

@@ -17,7 +17,7 @@
 //! device, browser, os (varint string index) | flags (1 byte: bit 0 = bot) | fraud reasons (varint)
 //! ```
 
-use std::collections::HashMap;
+use super::FastMap;
 
 use crate::domain::{ClickId, LinkId, StoredClick, Timestamp};
 
@@ -40,7 +40,7 @@ pub enum SegmentError {
 /// Encodes `clicks` (at most [`MAX_CLICKS`], in any order) as one segment.
 pub fn encode<'a>(clicks: &[&'a StoredClick]) -> Vec<u8> {
     let mut strings: Vec<&'a str> = Vec::new();
-    let mut index: HashMap<&'a str, u64, foldhash::fast::RandomState> = HashMap::default();
+    let mut index: FastMap<&'a str, u64> = FastMap::default();
     let mut intern = |s: &'a str| -> u64 {
         *index.entry(s).or_insert_with(|| {
             strings.push(s);
