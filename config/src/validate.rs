@@ -131,6 +131,18 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
         1,
         60_000,
     );
+    p.range(
+        "clicks.aggregate_max_interval_ms",
+        s.clicks.aggregate_max_interval_ms,
+        1,
+        600_000,
+    );
+    if s.clicks.aggregate_max_interval_ms < s.clicks.aggregate_interval_ms {
+        p.add(
+            "clicks.aggregate_max_interval_ms",
+            "must be at least clicks.aggregate_interval_ms",
+        );
+    }
     if let Some(header) = &s.clicks.country_header
         && (header.is_empty() || !header.bytes().all(is_header_name_byte))
     {
@@ -414,5 +426,17 @@ mod tests {
         let mut s = Settings::default();
         s.links.default_redirect_status = 200;
         assert_eq!(validate(&s).len(), 1);
+    }
+
+    #[test]
+    fn an_aggregate_window_cap_below_its_interval_is_refused() {
+        let mut s = Settings::default();
+        s.clicks.aggregate_interval_ms = 2000;
+        s.clicks.aggregate_max_interval_ms = 1000;
+        let problems = validate(&s);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("clicks.aggregate_max_interval_ms"));
+        s.clicks.aggregate_max_interval_ms = 2000;
+        assert!(validate(&s).is_empty());
     }
 }

@@ -123,6 +123,7 @@ struct PipelineMetrics {
     journaled_at_start: IntGauge,
     in_flight: IntGauge,
     store_up: IntGauge,
+    aggregate_window: IntGauge,
 }
 
 impl PipelineMetrics {
@@ -197,6 +198,10 @@ impl PipelineMetrics {
             store_up: gauge(
                 "linkgate_click_store_up",
                 "1 when the last batch write succeeded",
+            ),
+            aggregate_window: gauge(
+                "linkgate_click_aggregate_window_milliseconds",
+                "How long the batcher's aggregation window stays open: analytics trail redirects by up to this",
             ),
         }
     }
@@ -346,6 +351,7 @@ impl Metrics {
         gauge(&p.buffered, load(|s| &s.buffered));
         gauge(&p.journaled, load(|s| &s.journaled));
         gauge(&p.journaled_at_start, load(|s| &s.journaled_at_start));
+        gauge(&p.aggregate_window, load(|s| &s.aggregate_window_millis));
         gauge(
             &p.in_flight,
             source.queue_depth() as u64 + load(|s| &s.buffered) + load(|s| &s.journaled),

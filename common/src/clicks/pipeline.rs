@@ -15,7 +15,9 @@
 //! `aggregate_interval` the window's aggregates (hourly counters, breakdowns, unique
 //! visitors, trending, link totals, flagged-click segments) are written in one transaction
 //! that claims the batches' pending rows. A link clicked in several batches of a window costs
-//! one row write per aggregate instead of one per batch. A node that stops before writing
+//! one row write per aggregate instead of one per batch. Under load the window stays open
+//! longer ([`aggregate_every`]), up to `aggregate_max_interval`, so the rows written per
+//! click fall as the click rate rises. A node that stops before writing
 //! its window leaves the pending rows behind: any node aggregates those from the segments
 //! once they are stale, and the claim makes each batch's aggregates apply once. Journaled
 //! batches carry their aggregates and are applied whole on replay.
@@ -123,13 +125,33 @@ fn release(window: Vec<PendingBatch>) {
     }
 }
 
+/// How long an aggregation window stays open after one whose write took `last_write`:
+/// `interval`, or [`AGGREGATE_DUTY`] times the last write if that is longer, at most `max`.
+///
+/// A window writes about one row per aggregate for every link clicked in it, however often
+/// it was clicked. With many links and a short window that is several rows per click, and
+/// the batcher's writes crowd the redirects off the CPU. A write that took long means a
+/// large window, a slow store or a busy CPU; a longer next window then writes fewer rows
+/// per click and keeps writes to about `1 / AGGREGATE_DUTY` of the batcher's time. At low
+/// rates writes are quick and analytics trail redirects by `interval`.
+pub fn aggregate_every(interval: Duration, max: Duration, last_write: Duration) -> Duration {
+    interval
+        .max(last_write.saturating_mul(AGGREGATE_DUTY))
+        .min(max.max(interval))
+}
+
+/// The window stays open this many times as long as its last aggregate write took.
+pub const AGGREGATE_DUTY: u32 = 4;
+
 /// Pipeline settings.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
     pub batch_max_events: usize,
     pub flush_interval: Duration,
-    /// How often the aggregates of the batches written since are written.
+    /// How often the aggregates of the batches written since are written ...
     pub aggregate_interval: Duration,
+    /// ... stretched under load up to this (see [`aggregate_every`]).
+    pub aggregate_max_interval: Duration,
     pub journal_dir: PathBuf,
     /// Clicks held in memory awaiting a write before new batches go to the journal.
     pub buffer_max_clicks: usize,
@@ -160,6 +182,7 @@ impl PipelineSettings {
             batch_max_events: c.batch_max_events,
             flush_interval: Duration::from_millis(c.flush_interval_ms),
             aggregate_interval: Duration::from_millis(c.aggregate_interval_ms),
+            aggregate_max_interval: Duration::from_millis(c.aggregate_max_interval_ms),
             journal_dir: c.journal_dir.clone(),
             buffer_max_clicks: c.buffer_max_clicks,
             retry_initial: Duration::from_millis(c.retry_initial_ms),
@@ -205,6 +228,9 @@ pub struct PipelineStats {
     pub write_micros: AtomicU64,
     /// Whether the last write attempt succeeded.
     pub store_up: AtomicBool,
+    /// How long the current aggregation window stays open, in milliseconds: how far
+    /// analytics may trail redirects (see [`aggregate_every`]).
+    pub aggregate_window_millis: AtomicU64,
 }
 
 impl PipelineStats {
@@ -259,6 +285,10 @@ pub fn spawn(
     let journal = Journal::open(&settings.journal_dir)?;
     let entries: VecDeque<JournalEntry> = journal.entries()?.into();
     let stats = Arc::new(PipelineStats::default());
+    stats.aggregate_window_millis.store(
+        u64::try_from(settings.aggregate_interval.as_millis()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
     let at_start: u64 = entries.iter().map(|e| e.clicks).sum();
     stats.journaled.store(at_start, Ordering::Relaxed);
     stats.journaled_at_start.store(at_start, Ordering::Relaxed);
@@ -288,6 +318,7 @@ pub fn spawn(
         pending: VecDeque::new(),
         window: Vec::new(),
         last_aggregate: Instant::now(),
+        aggregate_every: settings.aggregate_interval,
         last_sweep: None,
         salts: FastMap::default(),
         local_salts: HashMap::new(),
@@ -321,6 +352,8 @@ struct Worker {
     /// Written batches whose aggregates this node has yet to write, and their clicks.
     window: Vec<PendingBatch>,
     last_aggregate: Instant,
+    /// How long the current window stays open (see [`aggregate_every`]).
+    aggregate_every: Duration,
     last_sweep: Option<Instant>,
     salts: FastMap<Timestamp, VisitorSalt>,
     /// Days whose shared salt could not be read yet: a local salt and when to ask again.
@@ -352,7 +385,7 @@ impl Worker {
             if Instant::now() >= self.next_attempt {
                 self.write_pending(None).await;
             }
-            if self.last_aggregate.elapsed() >= self.settings.aggregate_interval
+            if self.last_aggregate.elapsed() >= self.aggregate_every
                 || self.window_clicks() >= WINDOW_MAX_CLICKS
             {
                 self.aggregate_window(None).await;
@@ -754,11 +787,21 @@ impl Worker {
         let window = std::mem::take(&mut self.window);
         let clock = self.clock;
         let store = Arc::clone(&self.store);
+        let started = Instant::now();
         let result = self
             .store_call(deadline, store.apply_aggregates(&window, &clock))
             .await;
         match result {
             Ok(clicks) => {
+                self.aggregate_every = aggregate_every(
+                    self.settings.aggregate_interval,
+                    self.settings.aggregate_max_interval,
+                    started.elapsed(),
+                );
+                self.stats.aggregate_window_millis.store(
+                    u64::try_from(self.aggregate_every.as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
                 self.stats.aggregated.fetch_add(clicks, Ordering::Relaxed);
                 self.consider_reviews(window.iter().flat_map(|b| &b.clicks))
                     .await;
@@ -811,7 +854,7 @@ impl Worker {
     async fn sweep_stale(&mut self) {
         // Older than any live node's window can be: it writes every interval, each write
         // bounded by the write timeout.
-        let age = self.settings.aggregate_interval * 3 + self.settings.write_timeout * 2;
+        let age = self.settings.aggregate_max_interval * 3 + self.settings.write_timeout * 2;
         let before =
             Timestamp::now().plus_millis(-i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
         for _ in 0..SWEEP_ROUNDS {
@@ -900,5 +943,25 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aggregation_window_stretches_with_slow_writes_up_to_its_cap() {
+        let ms = Duration::from_millis;
+        let (interval, max) = (ms(1000), ms(5000));
+        // Quick writes: the configured interval.
+        assert_eq!(aggregate_every(interval, max, ms(3)), interval);
+        assert_eq!(aggregate_every(interval, max, ms(250)), interval);
+        // Slower: four times the write, so writes take about a quarter of the time.
+        assert_eq!(aggregate_every(interval, max, ms(400)), ms(1600));
+        // Never past the cap, and never below the interval even if the cap is.
+        assert_eq!(aggregate_every(interval, max, ms(3000)), max);
+        assert_eq!(aggregate_every(interval, ms(10), ms(3000)), interval);
+        assert_eq!(aggregate_every(interval, max, Duration::MAX), max);
     }
 }

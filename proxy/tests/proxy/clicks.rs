@@ -118,6 +118,15 @@ pub fn redirects_become_persisted_clicks(setup: Setup) {
         "{metrics}"
     );
     assert!(metrics.contains("linkgate_clicks_in_flight 0"), "{metrics}");
+    // How far analytics may trail: the configured 1 s, stretched only by slow writes.
+    let window = metrics.lines().find_map(|l| {
+        l.strip_prefix("linkgate_click_aggregate_window_milliseconds ")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    assert!(
+        window.is_some_and(|ms| (1000..=5000).contains(&ms)),
+        "{metrics}"
+    );
 }
 
 fn spawn_proxy(url: &str, port: u16, metrics: u16, journal: &std::path::Path) -> Child {
