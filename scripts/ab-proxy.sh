@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# A/B of proxy binaries, alternated in one sitting on one database (release build first).
+#
+#   bash scripts/ab-proxy.sh cpu  RATE SECS BIN...   CPU µs per request by thread group at a
+#                                                   fixed open-loop RATE (the `cpu` method)
+#   bash scripts/ab-proxy.sh peak RATE SECS BIN...   closed-loop peak for SECS, then open loop
+#                                                   at RATE; clicks dropped and persisted
+#
+# Each BIN is started alone (one worker thread, SQLite) on 127.0.0.1:18087, loaded, and
+# stopped before the next. The store (100,000 links, 10,000 hot) is seeded once into $WORK.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=$1 RATE=$2 SECS=$3
+shift 3
+WORK=${WORK:-/tmp/linkgate-ab}
+LT=./target/release/linkgate-loadtest
+mkdir -p "$WORK"
+if [ ! -f "$WORK/ab.db" ]; then
+  $LT seed --store "sqlite://$WORK/ab.db" --links 100000 --domain 127.0.0.1:18087 \
+    --codes-out "$WORK/all.txt" >/dev/null
+  head -10000 "$WORK/all.txt" > "$WORK/hot.txt"
+fi
+cpu_of() { # pid -> "group ticks" lines
+  for t in /proc/"$1"/task/*; do
+    echo "$(tr ' ' _ < "$t/comm") $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+}
+metrics() { curl -s http://127.0.0.1:19097/metrics; }
+load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/hot.txt" --connections 32 "$@"; }
+for BIN in "$@"; do
+  rm -rf "$WORK/journal"
+  LINKGATE__STORE__URL="sqlite://$WORK/ab.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18087 \
+    LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19097 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
+    LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal" "$BIN" >/dev/null 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do metrics >/dev/null 2>&1 && break; sleep 0.1; done
+  if [ "$MODE" = cpu ]; then
+    load --rate "$RATE" --duration 3 --warmup 0 >/dev/null
+    cpu_of $PID > "$WORK/cpu-a.txt"
+    load --rate "$RATE" --duration "$SECS" --warmup 0 > "$WORK/run.txt"
+    cpu_of $PID > "$WORK/cpu-b.txt"
+    SERVED=$(awk '$1 == "responses" { print $2 }' "$WORK/run.txt")
+    echo "== $BIN: $(grep -E '^(throughput|p50|p99) ' "$WORK/run.txt" | awk '{printf "%s %s %s  ", $1, $2, $3}')"
+    join -a1 "$WORK/cpu-b.txt" "$WORK/cpu-a.txt" | awk -v hz="$(getconf CLK_TCK)" -v n="$SERVED" \
+      '{d = ($2 - $3) * 1e6 / hz / n; t += d; if (d > 0.005) printf "  %-24s %6.2f\n", $1, d}
+       END {printf "  %-24s %6.2f\n", "total", t}'
+  else
+    load --duration "$SECS" --warmup 2 > "$WORK/peak.txt"
+    sleep 3
+    load --rate "$RATE" --duration "$SECS" --warmup 2 > "$WORK/open.txt"
+    sleep 3
+    echo "== $BIN: peak $(awk '$1 == "throughput" {print $2}' "$WORK/peak.txt") /s;" \
+      "open loop at $RATE/s: $(grep -E '^(p50|p90|p99) ' "$WORK/open.txt" | awk '{printf "%s %s %s  ", $1, $2, $3}')"
+    metrics | grep -E '^linkgate_clicks_(dropped|persisted)_total |^linkgate_click_aggregate_window_milliseconds ' | sed 's/^/  /'
+  fi
+  kill $PID
+  wait $PID 2>/dev/null || true
+done
