@@ -153,6 +153,12 @@ struct LoadArgs {
     /// Share of requests to unknown codes.
     #[arg(long, default_value_t = 0.0)]
     unknown_share: f64,
+    /// Simulated clients behind a load balancer: redirect requests carry
+    /// `X-Forwarded-For` with one of this many addresses of 198.18.0.0/15 (at most
+    /// 131072), as a proxy trusting 127.0.0.1 sees them. 0: every click comes from
+    /// 127.0.0.1, which the fraud rules flag as one very fast client.
+    #[arg(long, default_value_t = 0)]
+    clients: u32,
     /// Request target of the `get` workload, e.g. `/api/v1/links/abc/analytics`.
     #[arg(long)]
     path: Option<String>,
@@ -376,6 +382,7 @@ fn prepare(load: &LoadArgs, target: Target) -> Result<(RunSpec, Arc<Workload>), 
             codes.extend(seed::read_codes(file).map_err(|e| format!("{}: {e}", file.display()))?);
         }
         RedirectMix::new(codes, load.zipf, load.cold_share, load.unknown_share)
+            .and_then(|mix| mix.with_clients(load.clients))
             .map_err(|e| e.to_string())
     };
     let create =

@@ -179,7 +179,7 @@ pub async fn pipeline(
             client_ip: IpAddr::V4(Ipv4Addr::new(10, 1, a, b)),
             user_agent: Some(USER_AGENTS[i % USER_AGENTS.len()].into()),
             referrer: Some("https://news.example.org/a".into()),
-            accept: Some("text/html".into()),
+            has_accept: true,
             method: ClickMethod::Get,
             country: Some(*b"DE"),
             prefetch: false,

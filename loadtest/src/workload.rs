@@ -26,6 +26,10 @@ pub struct RedirectMix {
     /// Fractions of requests (0..=1) that go to cold and to unknown codes.
     cold_share: f64,
     unknown_share: f64,
+    /// Simulated clients behind a load balancer: each request carries `X-Forwarded-For`
+    /// with one of this many addresses of the benchmarking range 198.18.0.0/15 (RFC 2544),
+    /// drawn uniformly. 0: no such header, every click comes from the connection's address.
+    clients: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -40,7 +44,12 @@ pub enum WorkloadError {
     NoToken,
     #[error("--path must start with '/' and hold only visible ASCII (percent-encode the rest)")]
     Path,
+    #[error("--clients must be at most {MAX_CLIENTS} (the addresses of 198.18.0.0/15)")]
+    Clients,
 }
+
+/// Addresses in 198.18.0.0/15, the range reserved for benchmarks.
+pub const MAX_CLIENTS: u32 = 1 << 17;
 
 impl RedirectMix {
     /// `codes` are split: the last `cold_count` are the cold pool, the rest are the hot set.
@@ -80,7 +89,29 @@ impl RedirectMix {
             cold_next: AtomicUsize::new(0),
             cold_share,
             unknown_share,
+            clients: 0,
         })
+    }
+
+    /// Requests as if from `clients` distinct clients behind a trusted load balancer (see
+    /// the `clients` field); 0 turns that off.
+    pub fn with_clients(mut self, clients: u32) -> Result<Self, WorkloadError> {
+        if clients > MAX_CLIENTS {
+            return Err(WorkloadError::Clients);
+        }
+        self.clients = clients;
+        Ok(self)
+    }
+
+    /// Appends the `X-Forwarded-For` line of the next request, if clients are simulated.
+    fn client<R: Rng>(&self, rng: &mut R, out: &mut Vec<u8>) {
+        if self.clients == 0 {
+            return;
+        }
+        // Below 2^17: the top byte is 0 and the next one 0 or 1 (198.18 or 198.19).
+        let [_, high, mid, low] = rng.random_range(0..self.clients).to_be_bytes();
+        let second = 18 + high;
+        let _ = write!(out, "X-Forwarded-For: 198.{second}.{mid}.{low}\r\n");
     }
 
     /// Appends the path of the next request (`/code`) to `out`.
@@ -196,8 +227,10 @@ fn redirect_request<R: Rng>(r: &RedirectMix, rng: &mut R, host: &str, out: &mut 
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
-        " HTTP/1.1\r\nHost: {host}\r\nUser-Agent: linkgate-loadtest/1\r\nAccept: */*\r\n\r\n"
+        " HTTP/1.1\r\nHost: {host}\r\nUser-Agent: linkgate-loadtest/1\r\nAccept: */*\r\n"
     );
+    r.client(rng, out);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn get_request(g: &GetPath, host: &str, out: &mut Vec<u8>) {
@@ -250,6 +283,56 @@ mod tests {
                 text.split(' ').nth(1).unwrap().to_owned()
             })
             .collect()
+    }
+
+    #[test]
+    fn simulated_clients_come_as_forwarded_for_addresses_of_the_benchmark_range() {
+        let forwarded = |w: &Workload, n: usize| -> Vec<std::net::Ipv4Addr> {
+            let mut rng = rng();
+            let mut buf = Vec::new();
+            (0..n)
+                .filter_map(|_| {
+                    w.next_request(&mut rng, "127.0.0.1:8080", &mut buf);
+                    let text = String::from_utf8(buf.clone()).unwrap();
+                    assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("X-Forwarded-For: "))
+                        .map(|ip| ip.parse().unwrap())
+                })
+                .collect()
+        };
+        let none = Workload::Redirects(RedirectMix::new(codes(10), 1.0, 0.0, 0.0).unwrap());
+        assert!(forwarded(&none, 100).is_empty());
+        let all = RedirectMix::new(codes(10), 1.0, 0.0, 0.0).unwrap();
+        let all = Workload::Redirects(all.with_clients(MAX_CLIENTS).unwrap());
+        let ips = forwarded(&all, 20_000);
+        assert_eq!(ips.len(), 20_000, "every request names its client");
+        assert!(
+            ips.iter()
+                .all(|ip| ip.octets()[0] == 198 && matches!(ip.octets()[1], 18 | 19)),
+            "all in 198.18.0.0/15"
+        );
+        assert!(
+            ips.iter().any(|ip| ip.octets()[1] == 19),
+            "both halves are used"
+        );
+        let distinct: std::collections::HashSet<_> = ips.iter().collect();
+        assert!(
+            distinct.len() > 15_000,
+            "{} distinct of 20,000",
+            distinct.len()
+        );
+        let three = RedirectMix::new(codes(10), 1.0, 0.0, 0.0).unwrap();
+        let three = Workload::Redirects(three.with_clients(3).unwrap());
+        let distinct: std::collections::HashSet<_> = forwarded(&three, 300).into_iter().collect();
+        assert_eq!(distinct.len(), 3);
+        assert_eq!(
+            RedirectMix::new(codes(10), 1.0, 0.0, 0.0)
+                .unwrap()
+                .with_clients(MAX_CLIENTS + 1)
+                .unwrap_err(),
+            WorkloadError::Clients
+        );
     }
 
     #[test]

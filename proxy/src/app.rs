@@ -355,7 +355,7 @@ impl LinkProxy {
             client_ip: ctx.client,
             user_agent: captured(headers.user_agent),
             referrer: captured(headers.referrer),
-            accept: captured(headers.accept),
+            has_accept: headers.accept.is_some_and(|a| !a.trim().is_empty()),
             method: match method {
                 Method::Head => ClickMethod::Head,
                 Method::Post => ClickMethod::Post,

@@ -300,7 +300,7 @@ impl Scorer {
         {
             reasons |= reason::NO_USER_AGENT;
         }
-        if s.flag_missing_accept && event.accept.as_deref().is_none_or(|a| a.trim().is_empty()) {
+        if s.flag_missing_accept && !event.has_accept {
             reasons |= reason::NO_ACCEPT;
         }
         if s.flag_head_and_prefetch {
@@ -464,7 +464,7 @@ mod tests {
             client_ip: ip.parse().unwrap(),
             user_agent: Some("Mozilla/5.0 Firefox/133.0".into()),
             referrer: None,
-            accept: Some("text/html".into()),
+            has_accept: true,
             method: ClickMethod::Get,
             country: None,
             prefetch: false,
@@ -505,7 +505,7 @@ mod tests {
         e.user_agent = None;
         assert_eq!(scorer.score(&e, &c), reason::NO_USER_AGENT);
         let (mut e, mut c) = event("192.0.2.2", T0);
-        e.accept = None;
+        e.has_accept = false;
         c.visitor = 8;
         assert_eq!(scorer.score(&e, &c), reason::NO_ACCEPT);
         let (mut e, mut c) = event("192.0.2.3", T0);

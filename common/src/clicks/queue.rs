@@ -124,7 +124,7 @@ mod tests {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             user_agent: None,
             referrer: None,
-            accept: None,
+            has_accept: false,
             method: ClickMethod::Get,
             country: None,
             prefetch: false,

@@ -29,7 +29,9 @@ pub struct ClickEvent {
     pub client_ip: IpAddr,
     pub user_agent: Option<Box<str>>,
     pub referrer: Option<Box<str>>,
-    pub accept: Option<Box<str>>,
+    /// Whether a non-blank `Accept` header came with the request (browsers always send
+    /// one; only the fraud checks ask, so the value itself is not kept).
+    pub has_accept: bool,
     pub method: ClickMethod,
     /// Country from a trusted load-balancer header, when configured.
     pub country: Option<[u8; 2]>,

@@ -21,9 +21,10 @@ use super::sql::{Backend, Conn, Dialect, Exec, SqlStore, conflict_subject};
 
 /// How long a writer waits for the write lock before giving up with `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// SQLite virtual-machine instructions between two calls of the progress handler (a few
-/// microseconds of work).
-const PROGRESS_OPS: i32 = 1_000;
+/// SQLite virtual-machine instructions between two calls of the progress handler: with
+/// `give_way` reading the clock on every eighth call, about a thousand instructions (a few
+/// microseconds of work) between clock reads.
+const PROGRESS_OPS: i32 = 125;
 
 /// The store on an SQLite file.
 pub type SqliteStore = SqlStore<SqliteBackend>;

@@ -92,7 +92,7 @@ fn event(
         client_ip: ip,
         user_agent: ua.map(Into::into),
         referrer: None,
-        accept: accept.then(|| "text/html,application/xhtml+xml".into()),
+        has_accept: accept,
         method,
         country: None,
         prefetch: false,
