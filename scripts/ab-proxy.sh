@@ -6,6 +6,7 @@
 #   bash scripts/ab-proxy.sh peak RATE SECS BIN...   closed-loop peak for SECS, then open loop
 #                                                   at RATE; clicks dropped and persisted
 #
+# CLIENTS=N sends the redirects as from N clients behind a load balancer (--clients).
 # Each BIN is started alone (one worker thread, SQLite) on 127.0.0.1:18087, loaded, and
 # stopped before the next. The store (100,000 links, 10,000 hot) is seeded once into $WORK.
 set -euo pipefail
@@ -26,7 +27,7 @@ cpu_of() { # pid -> "group ticks" lines
   done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
 }
 metrics() { curl -s http://127.0.0.1:19097/metrics; }
-load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/hot.txt" --connections 32 "$@"; }
+load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/hot.txt" ${CLIENTS:+--clients $CLIENTS} --connections 32 "$@"; }
 for BIN in "$@"; do
   rm -rf "$WORK/journal"
   LINKGATE__STORE__URL="sqlite://$WORK/ab.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18087 \

@@ -5,6 +5,10 @@
 #   SECONDS_PER_RUN=5 bash scripts/bench.sh
 #   SECTIONS="ingest clicks60" bash scripts/bench.sh   # only some sections:
 #     ingest seed ceiling proxy pinned cpu rss clicks60 admin
+#   CLIENTS=100000 SECTIONS="proxy cpu" bash scripts/bench.sh
+#     the proxy, pinned and cpu sections' redirects as if from that many clients behind a
+#     load balancer (X-Forwarded-For, see `linkgate-loadtest run --help`); without it every
+#     click comes from 127.0.0.1, one client far over the fraud rules' rate limits
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -18,6 +22,7 @@ bash scripts/services.sh
 log "building release binaries"
 cargo build --release --locked -p linkgate-loadtest -p linkgate-proxy -p linkgate-admin --bins --examples >&2
 LT=./target/release/linkgate-loadtest
+CLIENT_ARGS=${CLIENTS:+--clients $CLIENTS}
 
 SECTIONS=${SECTIONS:-"ingest seed ceiling proxy pinned cpu rss clicks60 admin"}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -103,13 +108,13 @@ LINKGATE__STORE__URL="sqlite://$WORK/proxy.db" LINKGATE__PROXY__LISTEN=127.0.0.1
 wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18080' && wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18081'
 echo "### peak throughput (closed loop)"
 $LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" \
-  --connections 32 --duration "$RUN_SECS" --warmup 3 --rounds 3 --threads 1 | tee "$WORK/peak.txt"
+  $CLIENT_ARGS --connections 32 --duration "$RUN_SECS" --warmup 3 --rounds 3 --threads 1 | tee "$WORK/peak.txt"
 # Half of the proxy's measured peak (the rate the latency target is stated at).
 proxy_clicks 19090
 RATE=$(awk '$1 == "throughput" { print int($4 / 2); exit }' "$WORK/peak.txt")
 echo "### latency at $RATE requests/s (open loop, half of the proxy's peak)"
 $LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" \
-  --rate "$RATE" --connections 32 --duration "$RUN_SECS" --warmup 2 --rounds 2 --threads 1
+  $CLIENT_ARGS --rate "$RATE" --connections 32 --duration "$RUN_SECS" --warmup 2 --rounds 2 --threads 1
 kill $(jobs -p) 2>/dev/null || true
 wait 2>/dev/null || true
 fi
@@ -140,7 +145,7 @@ pinned_server() { # proxy|bare -> pid; serves the pinned links on 127.0.0.1:1808
 pinned_run() { # label extra-args...
   local label=$1; shift
   taskset -c 0 $LT run --target http://127.0.0.1:18086 --codes-file "$WORK/pinned-hot.txt" \
-    --connections 32 --threads 1 "$@" | grep -E "^(throughput|p50|p90|p99|p99.9|errors|unsent) " | sed "s/^/$label /"
+    $CLIENT_ARGS --connections 32 --threads 1 "$@" | grep -E "^(throughput|p50|p90|p99|p99.9|errors|unsent) " | sed "s/^/$label /"
 }
 stop_pinned() { kill "$PINNED" 2>/dev/null || true; wait "$PINNED" 2>/dev/null || true; }
 echo "### peak throughput (closed loop, $((RUN_SECS * 3)) s each)"
@@ -176,10 +181,10 @@ cpu_of() { # pid -> "group ticks" lines
 }
 cpu_run() { # label pid port
   $LT run --target "http://127.0.0.1:$3" --codes-file "$WORK/cpu-hot.txt" --rate 30000 \
-    --connections 32 --duration 3 --warmup 0 >/dev/null
+    $CLIENT_ARGS --connections 32 --duration 3 --warmup 0 >/dev/null
   cpu_of "$2" > "$WORK/cpu-a.txt"
   $LT run --target "http://127.0.0.1:$3" --codes-file "$WORK/cpu-hot.txt" --rate 30000 \
-    --connections 32 --duration 10 --warmup 0 > "$WORK/cpu-run.txt"
+    $CLIENT_ARGS --connections 32 --duration 10 --warmup 0 > "$WORK/cpu-run.txt"
   cpu_of "$2" > "$WORK/cpu-b.txt"
   grep -E "^(responses|throughput|p50|p99) " "$WORK/cpu-run.txt"
   # Divided by the requests answered: a server that cannot keep up answers fewer than 300,000.

@@ -28,7 +28,8 @@ const UA_CACHE_ENTRIES: usize = 16_384;
 /// Visitor hashes remembered by (IP, User-Agent) under the current salt: a keyed `BLAKE2b`
 /// costs two compressions (the key block, then IP + User-Agent), several hundred
 /// nanoseconds, and a returning visitor's clicks come in runs.
-const VISITOR_MEMO_ENTRIES: usize = 65_536;
+/// 16k entries of (address, number) -> hash take about 1 MB.
+const VISITOR_MEMO_ENTRIES: usize = 16_384;
 
 /// Value used when a dimension is not known.
 pub const UNKNOWN: &str = "unknown";
