@@ -273,27 +273,31 @@ mod tests {
         (0..n).map(|i| format!("code{i:06}")).collect()
     }
 
-    fn paths(w: &Workload, n: usize) -> Vec<String> {
+    /// The text of `n` requests of `w`.
+    fn requests(w: &Workload, n: usize) -> Vec<String> {
         let mut rng = rng();
         let mut buf = Vec::new();
         (0..n)
             .map(|_| {
                 w.next_request(&mut rng, "127.0.0.1:8080", &mut buf);
-                let text = String::from_utf8(buf.clone()).unwrap();
-                text.split(' ').nth(1).unwrap().to_owned()
+                String::from_utf8(buf.clone()).unwrap()
             })
+            .collect()
+    }
+
+    fn paths(w: &Workload, n: usize) -> Vec<String> {
+        requests(w, n)
+            .iter()
+            .map(|text| text.split(' ').nth(1).unwrap().to_owned())
             .collect()
     }
 
     #[test]
     fn simulated_clients_come_as_forwarded_for_addresses_of_the_benchmark_range() {
         let forwarded = |w: &Workload, n: usize| -> Vec<std::net::Ipv4Addr> {
-            let mut rng = rng();
-            let mut buf = Vec::new();
-            (0..n)
-                .filter_map(|_| {
-                    w.next_request(&mut rng, "127.0.0.1:8080", &mut buf);
-                    let text = String::from_utf8(buf.clone()).unwrap();
+            requests(w, n)
+                .iter()
+                .filter_map(|text| {
                     assert!(text.ends_with("\r\n\r\n"), "{text:?}");
                     text.lines()
                         .find_map(|l| l.strip_prefix("X-Forwarded-For: "))
