@@ -153,7 +153,8 @@ impl Enricher {
         self.next_ua = self.next_ua.wrapping_add(1);
         if number == u32::MAX {
             // Numbers are about to repeat (after four billion distinct User-Agents): no
-            // remembered visitor may outlive its number.
+            // cached User-Agent and no remembered visitor may keep a number handed out again.
+            self.ua_cache.clear();
             self.visitors.clear();
         }
         self.ua_cache.insert(ua.into(), (info.clone(), number));
@@ -432,6 +433,24 @@ mod tests {
             visitor_hash(&[3; 32], "192.0.2.1".parse().unwrap(), IPHONE)
         );
         assert_ne!(before.visitor, after.visitor);
+    }
+
+    #[test]
+    fn user_agent_numbers_wrapping_around_never_mix_up_visitors() {
+        let mut e = Enricher::new(EnrichSettings::default()).unwrap();
+        let salt = [4; 32];
+        let ip = "192.0.2.9";
+        let visitor =
+            |e: &mut Enricher, ua: &str| e.enrich(&event(ip, Some(ua), None), &salt).visitor;
+        let firefox = visitor(&mut e, FIREFOX); // number 0
+        e.next_ua = u32::MAX;
+        let _ = visitor(&mut e, IPHONE); // the last number: everything cached is forgotten
+        let _ = visitor(&mut e, GOOGLEBOT); // number 0 again
+        assert_eq!(visitor(&mut e, FIREFOX), firefox);
+        assert_eq!(
+            visitor(&mut e, GOOGLEBOT),
+            visitor_hash(&salt, ip.parse().unwrap(), GOOGLEBOT)
+        );
     }
 
     #[test]
