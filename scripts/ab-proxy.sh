@@ -11,6 +11,7 @@
 # stopped before the next. The store (100,000 links, 10,000 hot) is seeded once into $WORK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 MODE=$1 RATE=$2 SECS=$3
 shift 3
 WORK=${WORK:-/tmp/linkgate-ab}
@@ -21,11 +22,6 @@ if [ ! -f "$WORK/ab.db" ]; then
     --codes-out "$WORK/all.txt" >/dev/null
   head -10000 "$WORK/all.txt" > "$WORK/hot.txt"
 fi
-cpu_of() { # pid -> "group ticks" lines
-  for t in /proc/"$1"/task/*; do
-    echo "$(tr ' ' _ < "$t/comm") $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
-  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
-}
 metrics() { curl -s http://127.0.0.1:19097/metrics; }
 load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/hot.txt" ${CLIENTS:+--clients $CLIENTS} --connections 32 "$@"; }
 for BIN in "$@"; do
@@ -42,9 +38,7 @@ for BIN in "$@"; do
     cpu_of $PID > "$WORK/cpu-b.txt"
     SERVED=$(awk '$1 == "responses" { print $2 }' "$WORK/run.txt")
     echo "== $BIN: $(grep -E '^(throughput|p50|p99) ' "$WORK/run.txt" | awk '{printf "%s %s %s  ", $1, $2, $3}')"
-    join -a1 "$WORK/cpu-b.txt" "$WORK/cpu-a.txt" | awk -v hz="$(getconf CLK_TCK)" -v n="$SERVED" \
-      '{d = ($2 - $3) * 1e6 / hz / n; t += d; if (d > 0.005) printf "  %-24s %6.2f\n", $1, d}
-       END {printf "  %-24s %6.2f\n", "total", t}'
+    cpu_per_request "$WORK/cpu-a.txt" "$WORK/cpu-b.txt" "$SERVED" | sed 's/^/  /'
   else
     load --duration "$SECS" --warmup 2 > "$WORK/peak.txt"
     sleep 3

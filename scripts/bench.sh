@@ -174,11 +174,6 @@ echo "## CPU per redirect at a fixed 30,000/s (open loop, 10 s), by thread group
 # of each thread group (from /proc) divided by the requests served.
 $LT seed --store "sqlite://$WORK/cpu.db" --links 100000 --domain 127.0.0.1:18084 --codes-out "$WORK/cpu-all.txt" >/dev/null
 head -10000 "$WORK/cpu-all.txt" > "$WORK/cpu-hot.txt"
-cpu_of() { # pid -> "group ticks" lines
-  for t in /proc/"$1"/task/*; do
-    echo "$(tr ' ' _ < "$t/comm") $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
-  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
-}
 cpu_run() { # label pid port
   $LT run --target "http://127.0.0.1:$3" --codes-file "$WORK/cpu-hot.txt" --rate 30000 \
     $CLIENT_ARGS --connections 32 --duration 3 --warmup 0 >/dev/null
@@ -190,9 +185,7 @@ cpu_run() { # label pid port
   # Divided by the requests answered: a server that cannot keep up answers fewer than 300,000.
   SERVED=$(awk '$1 == "responses" { print $2 }' "$WORK/cpu-run.txt")
   echo "### $1: CPU µs per request"
-  join -a1 "$WORK/cpu-b.txt" "$WORK/cpu-a.txt" | awk -v hz="$(getconf CLK_TCK)" -v n="${SERVED:-300000}" \
-    '{d = ($2 - $3) * 1e6 / hz / n; t += d; if (d > 0.005) printf "%-26s %6.2f\n", $1, d}
-     END {printf "%-26s %6.2f\n", "total", t}'
+  cpu_per_request "$WORK/cpu-a.txt" "$WORK/cpu-b.txt" "${SERVED:-300000}"
 }
 LINKGATE__STORE__URL="sqlite://$WORK/cpu.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18084 \
   LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19094 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \

@@ -41,3 +41,20 @@ wait_for() {
   done
   return 1
 }
+
+# CPU ticks of a process's threads, summed by thread name: "name ticks" lines, sorted (for
+# `join`). Spaces in names become underscores.
+cpu_of() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    echo "$(tr ' ' _ < "$t/comm") $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+}
+
+# CPU µs per request by thread group between two `cpu_of` snapshots, and their total:
+#   cpu_per_request BEFORE-FILE AFTER-FILE REQUESTS
+cpu_per_request() {
+  join -a1 "$2" "$1" | awk -v hz="$(getconf CLK_TCK)" -v n="$3" \
+    '{d = ($2 - $3) * 1e6 / hz / n; t += d; if (d > 0.005) printf "%-26s %6.2f\n", $1, d}
+     END {printf "%-26s %6.2f\n", "total", t}'
+}

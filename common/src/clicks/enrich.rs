@@ -135,9 +135,8 @@ impl Enricher {
     }
 
     /// Parses a User-Agent (cached).
-    pub fn user_agent(&mut self, ua: &str) -> &UaInfo {
-        let _ = self.user_agent_numbered(ua);
-        &self.ua_cache[ua].0
+    pub fn user_agent(&mut self, ua: &str) -> UaInfo {
+        self.user_agent_numbered(ua).0
     }
 
     /// The parsed User-Agent (a copy) and its number; a cache hit hashes the string once.

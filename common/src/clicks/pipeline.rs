@@ -140,6 +140,11 @@ pub fn aggregate_every(interval: Duration, max: Duration, last_write: Duration) 
         .min(max.max(interval))
 }
 
+/// Whole milliseconds of `d`, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The window stays open this many times as long as its last aggregate write took.
 pub const AGGREGATE_DUTY: u32 = 4;
 
@@ -285,10 +290,9 @@ pub fn spawn(
     let journal = Journal::open(&settings.journal_dir)?;
     let entries: VecDeque<JournalEntry> = journal.entries()?.into();
     let stats = Arc::new(PipelineStats::default());
-    stats.aggregate_window_millis.store(
-        u64::try_from(settings.aggregate_interval.as_millis()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
+    stats
+        .aggregate_window_millis
+        .store(millis(settings.aggregate_interval), Ordering::Relaxed);
     let at_start: u64 = entries.iter().map(|e| e.clicks).sum();
     stats.journaled.store(at_start, Ordering::Relaxed);
     stats.journaled_at_start.store(at_start, Ordering::Relaxed);
@@ -766,7 +770,7 @@ impl Worker {
             tracing::warn!(
                 error,
                 failures = self.failures,
-                retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                retry_in_ms = millis(backoff),
                 "click batch write failed"
             );
         }
@@ -798,10 +802,9 @@ impl Worker {
                     self.settings.aggregate_max_interval,
                     started.elapsed(),
                 );
-                self.stats.aggregate_window_millis.store(
-                    u64::try_from(self.aggregate_every.as_millis()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
+                self.stats
+                    .aggregate_window_millis
+                    .store(millis(self.aggregate_every), Ordering::Relaxed);
                 self.stats.aggregated.fetch_add(clicks, Ordering::Relaxed);
                 self.consider_reviews(window.iter().flat_map(|b| &b.clicks))
                     .await;

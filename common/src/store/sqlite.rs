@@ -21,10 +21,9 @@ use super::sql::{Backend, Conn, Dialect, Exec, SqlStore, conflict_subject};
 
 /// How long a writer waits for the write lock before giving up with `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// SQLite virtual-machine instructions between two calls of the progress handler: with
-/// `give_way` reading the clock on every eighth call, about a thousand instructions (a few
-/// microseconds of work) between clock reads.
-const PROGRESS_OPS: i32 = 125;
+/// SQLite virtual-machine instructions between two calls of the progress handler (a few
+/// microseconds of work).
+const PROGRESS_OPS: i32 = 1_000;
 
 /// The store on an SQLite file.
 pub type SqliteStore = SqlStore<SqliteBackend>;
@@ -154,7 +153,7 @@ impl Inner {
         conn.progress_handler(
             PROGRESS_OPS,
             Some(|| {
-                crate::background::give_way();
+                crate::background::give_way_now();
                 false
             }),
         )
