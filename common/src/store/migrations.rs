@@ -43,10 +43,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_pending_aggregates.sql"),
         mysql: include_str!("../../migrations/mysql/0005_pending_aggregates.sql"),
     },
+    Migration {
+        version: 6,
+        name: "visitor_sketch_parts",
+        sqlite: include_str!("../../migrations/sqlite/0006_visitor_sketch_parts.sql"),
+        mysql: include_str!("../../migrations/mysql/0006_visitor_sketch_parts.sql"),
+    },
 ];
 
 /// The schema version this binary was built for.
-pub const LATEST_SCHEMA_VERSION: u32 = 5;
+pub const LATEST_SCHEMA_VERSION: u32 = 6;
 
 /// Splits a migration file into statements: `;` at the end of a line ends a statement, and
 /// `--` comment lines are dropped. (Our migrations contain no semicolons inside strings.)

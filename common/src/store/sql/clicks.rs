@@ -23,13 +23,13 @@ use crate::store::{ClickStore, StoreError, StoreResult};
 impl<B: Backend> ClickStore for SqlStore<B> {
     async fn write_click_batch(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome> {
         let mut conn = self.begin().await?;
-        let result = write_batch_in_tx::<B>(&mut conn, batch, true).await;
+        let result = write_batch_in_tx::<B>(&mut conn, batch, true, &self.sketch_parts).await;
         finish(&mut conn, result).await
     }
 
     async fn write_click_segments(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome> {
         let mut conn = self.begin().await?;
-        let result = write_batch_in_tx::<B>(&mut conn, batch, false).await;
+        let result = write_batch_in_tx::<B>(&mut conn, batch, false, &self.sketch_parts).await;
         finish(&mut conn, result).await
     }
 
@@ -42,7 +42,7 @@ impl<B: Backend> ClickStore for SqlStore<B> {
             return Ok(0);
         }
         let mut conn = self.begin().await?;
-        let result = apply_window::<B>(&mut conn, window, clock).await;
+        let result = apply_window::<B>(&mut conn, window, clock, &self.sketch_parts).await;
         finish(&mut conn, result).await
     }
 
@@ -53,7 +53,7 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         clock: &TrendingClock,
     ) -> StoreResult<u64> {
         let mut conn = self.begin().await?;
-        let result = aggregate_stale_in_tx::<B>(&mut conn, before, limit, clock).await;
+        let result = aggregate_stale_in_tx::<B>(&mut conn, before, limit, clock, &self.sketch_parts).await;
         finish(&mut conn, result).await
     }
 
@@ -184,10 +184,20 @@ impl<B: Backend> ClickStore for SqlStore<B> {
                 params![link, granularity.tag(), granularity.bucket(from), to],
             )
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.ts(0)?, sketch_of(r, 1)?.count())))
-            .filter(|r| !matches!(r, Ok((_, 0))))
-            .collect()
+        // A bucket may be several part rows (see `SketchParts`); rows come bucket by bucket.
+        let mut series: Vec<(Timestamp, VisitorSketch)> = Vec::new();
+        for row in &rows {
+            let (bucket, sketch) = (row.ts(0)?, sketch_of(row, 1)?);
+            match series.last_mut() {
+                Some((last, union)) if *last == bucket => union.merge(&sketch),
+                _ => series.push((bucket, sketch)),
+            }
+        }
+        Ok(series
+            .into_iter()
+            .map(|(bucket, union)| (bucket, union.count()))
+            .filter(|(_, n)| *n > 0)
+            .collect())
     }
 
     async fn visitor_salt(&self, day: Timestamp) -> StoreResult<[u8; 32]> {
@@ -517,6 +527,7 @@ async fn write_batch_in_tx<B: Backend>(
     conn: &mut B::Conn,
     batch: &ClickBatch,
     whole: bool,
+    parts: &SketchParts,
 ) -> StoreResult<BatchOutcome> {
     if !claim_batch::<B>(conn, batch).await? {
         return Ok(BatchOutcome::AlreadyApplied);
@@ -526,7 +537,7 @@ async fn write_batch_in_tx<B: Backend>(
     if whole {
         write_flagged::<B>(conn, batch.clicks.iter()).await?;
         phases.mark("raw");
-        write_aggregates::<B>(conn, batch, &mut phases).await?;
+        write_aggregates::<B>(conn, batch, &mut phases, parts).await?;
         tracing::debug!(clicks = batch.clicks.len(), phases = %phases, "click batch statements");
     } else {
         conn.exec(
@@ -684,6 +695,7 @@ async fn apply_window<B: Backend>(
     conn: &mut B::Conn,
     window: &[PendingBatch],
     clock: &TrendingClock,
+    parts: &SketchParts,
 ) -> StoreResult<u64> {
     let ids: Vec<u128> = window.iter().map(|b| b.batch_id).collect();
     let claimed = claim_pending::<B>(conn, &ids).await?;
@@ -692,7 +704,7 @@ async fn apply_window<B: Backend>(
         .filter(|b| claimed.contains(&b.batch_id))
         .flat_map(|b| &b.clicks)
         .collect();
-    apply_clicks::<B>(conn, &clicks, clock).await
+    apply_clicks::<B>(conn, &clicks, clock, parts).await
 }
 
 /// Aggregates up to `limit` stale pending batches from their segments.
@@ -701,6 +713,7 @@ async fn aggregate_stale_in_tx<B: Backend>(
     before: Timestamp,
     limit: u32,
     clock: &TrendingClock,
+    parts: &SketchParts,
 ) -> StoreResult<u64> {
     let rows = conn
         .query(
@@ -732,7 +745,7 @@ async fn aggregate_stale_in_tx<B: Backend>(
         clicks.extend(segment_of(row, 0)?);
     }
     let refs: Vec<&StoredClick> = clicks.iter().collect();
-    apply_clicks::<B>(conn, &refs, clock).await
+    apply_clicks::<B>(conn, &refs, clock, parts).await
 }
 
 /// Writes the aggregates (and flagged segments) of `clicks`; returns how many there were.
@@ -740,6 +753,7 @@ async fn apply_clicks<B: Backend>(
     conn: &mut B::Conn,
     clicks: &[&StoredClick],
     clock: &TrendingClock,
+    parts: &SketchParts,
 ) -> StoreResult<u64> {
     if clicks.is_empty() {
         return Ok(0);
@@ -748,7 +762,7 @@ async fn apply_clicks<B: Backend>(
     write_flagged::<B>(conn, clicks.iter().copied()).await?;
     phases.mark("flagged");
     let batch = aggregate(0, clicks, clock);
-    write_aggregates::<B>(conn, &batch, &mut phases).await?;
+    write_aggregates::<B>(conn, &batch, &mut phases, parts).await?;
     tracing::debug!(clicks = clicks.len(), phases = %phases, "click aggregate statements");
     Ok(clicks.len() as u64)
 }
@@ -758,6 +772,7 @@ async fn write_aggregates<B: Backend>(
     conn: &mut B::Conn,
     batch: &ClickBatch,
     phases: &mut Phases,
+    parts: &SketchParts,
 ) -> StoreResult<()> {
     let hourly_upsert =
         B::DIALECT.on_conflict_add("link_id, hour", &["total", "human", "bot", "suspicious"]);
@@ -809,7 +824,7 @@ async fn write_aggregates<B: Backend>(
     }
 
     phases.mark("breakdowns");
-    write_visitor_sketches::<B>(conn, batch).await?;
+    write_visitor_sketches::<B>(conn, batch, parts).await?;
     phases.mark("sketches");
     write_trending::<B>(conn, batch).await?;
     phases.mark("trending");
@@ -861,17 +876,85 @@ fn sketch_of(row: &Row, i: usize) -> StoreResult<VisitorSketch> {
     VisitorSketch::from_bytes(&row.bytes(i)?).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Folds the batch's visitors into the per-hour and per-day sketches of their links.
+/// A visitor sketch's key: link, granularity tag and bucket.
+type SketchKey = (LinkId, &'static str, Timestamp);
+
+/// Parts a key may gather from one process before that process compacts them.
+const COMPACT_AFTER_PARTS: u32 = 32;
+/// Keys [`SketchParts`] tracks before it forgets finished buckets.
+const MAX_TRACKED_SKETCH_KEYS: usize = 1 << 20;
+/// Keys compacted per read, delete and insert.
+const COMPACT_KEYS_PER_ROUND: usize = 50;
+/// Placeholders per compaction DELETE (far below both dialects' limits).
+const COMPACT_DELETE_PARAMS: usize = 4000;
+
+/// How many visitor sketch parts this process has written per key since it last compacted
+/// the key.
 ///
-/// Read-merge-write under row locks: placeholder rows are inserted first (so a bucket no
-/// node has written yet is locked too), then read `FOR UPDATE`, merged and written back.
-/// Keys are handled in sorted order, so concurrent batches from several nodes lock rows in
-/// the same order; a deadlock that still happens fails the batch, which is retried whole.
+/// A window adds its visitors as a new part row (a small exact set) instead of reading,
+/// merging and rewriting the key's sketch, which grows to 16 KiB and would be rewritten
+/// whole for every window that touches it. Every [`COMPACT_AFTER_PARTS`] parts the process
+/// folds all of the key's parts into one. A key this process has not seen starts at a
+/// random count, so keys first written together come due in different windows.
+#[derive(Debug, Default)]
+pub(crate) struct SketchParts(std::sync::Mutex<std::collections::HashMap<SketchKey, u32>>);
+
+impl SketchParts {
+    /// Counts one more part for each of `keys`; returns those now due for compaction, in
+    /// the order given.
+    fn written<'a>(&self, keys: impl Iterator<Item = &'a SketchKey>) -> Vec<SketchKey> {
+        let mut parts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if parts.len() > MAX_TRACKED_SKETCH_KEYS {
+            // Buckets still written to are at most a day old (late clicks included).
+            let cutoff = Timestamp::now().plus_millis(-2 * Timestamp::MILLIS_PER_DAY);
+            parts.retain(|(_, _, bucket), _| *bucket >= cutoff);
+            if parts.len() > MAX_TRACKED_SKETCH_KEYS {
+                parts.clear();
+            }
+        }
+        let mut due = Vec::new();
+        for key in keys {
+            let count = parts
+                .entry(*key)
+                .or_insert_with(|| rand::random_range(0..COMPACT_AFTER_PARTS));
+            *count += 1;
+            if *count >= COMPACT_AFTER_PARTS {
+                *count = 0;
+                due.push(*key);
+            }
+        }
+        due
+    }
+}
+
+/// A fresh part id: random, so parts written by several nodes never collide.
+fn new_part() -> i64 {
+    rand::random::<i64>() & i64::MAX
+}
+
+/// The granularity tag stored in a sketch row.
+fn tag_of(stored: &str) -> Option<&'static str> {
+    match stored {
+        "h" => Some(Granularity::Hour.tag()),
+        "d" => Some(Granularity::Day.tag()),
+        _ => None,
+    }
+}
+
+const SKETCH_INSERT: &str =
+    "INSERT INTO visitor_sketches (link_id, granularity, bucket, part, sketch)";
+
+/// Adds the batch's visitors to the per-hour and per-day sketches of their links: one new
+/// part row per key (nothing is read), then the keys due for compaction are compacted.
 async fn write_visitor_sketches<B: Backend>(
     conn: &mut B::Conn,
     batch: &ClickBatch,
+    parts: &SketchParts,
 ) -> StoreResult<()> {
-    let mut buckets: BTreeMap<(LinkId, &'static str, Timestamp), Vec<u64>> = BTreeMap::new();
+    let mut buckets: BTreeMap<SketchKey, Vec<u64>> = BTreeMap::new();
     for v in &batch.visitors {
         for granularity in [Granularity::Hour, Granularity::Day] {
             buckets
@@ -880,57 +963,96 @@ async fn write_visitor_sketches<B: Backend>(
                 .push(v.visitor);
         }
     }
+    let due = parts.written(buckets.keys());
     let keys: Vec<_> = buckets.into_iter().collect();
-    let ignore = B::DIALECT.on_conflict_ignore("link_id, granularity, bucket", "bucket");
-    let replace = format!(
-        "{}sketch = {}",
-        B::DIALECT.on_conflict_update("link_id, granularity, bucket"),
-        B::DIALECT.inserted("sketch")
-    );
-    for chunk in keys.chunks(ROWS_PER_STATEMENT / 2) {
-        let head = "INSERT INTO visitor_sketches (link_id, granularity, bucket, sketch)";
-        let mut sql = multi_row_insert(head, 4, chunk.len());
-        sql.push_str(&ignore);
-        let placeholders: Vec<Value> = chunk
-            .iter()
-            .flat_map(|((link, g, bucket), _)| params![*link, *g, *bucket, Vec::<u8>::new()])
-            .collect();
-        conn.exec(&sql, placeholders).await?;
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let sql = multi_row_insert(SKETCH_INSERT, 5, chunk.len());
+        let mut params = Vec::with_capacity(chunk.len() * 5);
+        for ((link, g, bucket), visitors) in chunk {
+            let sketch = VisitorSketch::from_visitors(visitors.iter().copied());
+            params.extend(params![*link, *g, *bucket, new_part(), sketch.to_bytes()]);
+        }
+        conn.exec(&sql, params).await?;
+    }
+    compact_visitor_sketches::<B>(conn, &due).await
+}
 
-        let links: Vec<LinkId> = dedup_sorted(chunk.iter().map(|((l, _, _), _)| *l));
-        let stamps: Vec<Timestamp> = dedup_sorted(chunk.iter().map(|((_, _, b), _)| *b));
+/// Folds all parts of each of `keys` (sorted) into one row.
+///
+/// Exactly the parts read are deleted, by their ids, and their union inserted as a new
+/// part; a part another node adds meanwhile is left for a later compaction. Nothing is
+/// locked for reading: if two nodes compact one key at once, both unions hold the same
+/// visitors, and a union of sketches is unchanged by repeats, so no count changes.
+async fn compact_visitor_sketches<B: Backend>(
+    conn: &mut B::Conn,
+    keys: &[SketchKey],
+) -> StoreResult<()> {
+    for chunk in keys.chunks(COMPACT_KEYS_PER_ROUND) {
+        let links: Vec<LinkId> = dedup_sorted(chunk.iter().map(|(l, _, _)| *l));
+        let stamps: Vec<Timestamp> = dedup_sorted(chunk.iter().map(|(_, _, b)| *b));
         let select = format!(
-            "SELECT link_id, granularity, bucket, sketch FROM visitor_sketches \
-             WHERE link_id IN {} AND bucket IN {} ORDER BY link_id, granularity, bucket{}",
+            "SELECT link_id, granularity, bucket, part, sketch FROM visitor_sketches \
+             WHERE link_id IN {} AND bucket IN {}",
             in_list(links.len()),
             in_list(stamps.len()),
-            B::DIALECT.for_update()
         );
         let mut params: Vec<Value> = links.iter().map(|l| Value::from(*l)).collect();
         params.extend(stamps.iter().map(|t| Value::from(*t)));
         // The IN lists select a superset (every link x every bucket); only the chunk's own
-        // keys are decoded. `chunk` is sorted by key (it comes from a BTreeMap).
-        let mut existing = BTreeMap::new();
+        // keys are merged.
+        let mut merged: BTreeMap<SketchKey, (VisitorSketch, Vec<i64>)> = BTreeMap::new();
         for row in conn.query(&select, params).await? {
-            let tag = match row.str(1)?.as_str() {
-                "h" => Granularity::Hour.tag(),
-                "d" => Granularity::Day.tag(),
-                _ => continue,
+            let Some(tag) = tag_of(&row.str(1)?) else {
+                continue;
             };
             let key = (LinkId(row.i64(0)?), tag, row.ts(2)?);
-            if chunk.binary_search_by(|(k, _)| k.cmp(&key)).is_ok() {
-                existing.insert(key, sketch_of(&row, 3)?);
+            if chunk.binary_search(&key).is_ok() {
+                let (sketch, ids) = merged.entry(key).or_default();
+                sketch.merge(&sketch_of(&row, 4)?);
+                ids.push(row.i64(3)?);
             }
         }
-
-        let mut sql = multi_row_insert(head, 4, chunk.len());
-        sql.push_str(&replace);
-        let mut params = Vec::with_capacity(chunk.len() * 4);
-        for ((link, g, bucket), visitors) in chunk {
-            let mut sketch = existing.remove(&(*link, *g, *bucket)).unwrap_or_default();
-            sketch.extend(visitors.iter().copied());
-            params.extend(params![*link, *g, *bucket, sketch.to_bytes()]);
+        merged.retain(|_, (_, ids)| ids.len() > 1);
+        if merged.is_empty() {
+            continue;
         }
+        delete_sketch_parts::<B>(conn, &merged).await?;
+        let sql = multi_row_insert(SKETCH_INSERT, 5, merged.len());
+        let mut params = Vec::with_capacity(merged.len() * 5);
+        for ((link, g, bucket), (sketch, _)) in merged {
+            params.extend(params![link, g, bucket, new_part(), sketch.to_bytes()]);
+        }
+        conn.exec(&sql, params).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the listed parts of each key, a few thousand placeholders per statement.
+async fn delete_sketch_parts<B: Backend>(
+    conn: &mut B::Conn,
+    merged: &BTreeMap<SketchKey, (VisitorSketch, Vec<i64>)>,
+) -> StoreResult<()> {
+    let mut sql = String::new();
+    let mut params: Vec<Value> = Vec::new();
+    for ((link, g, bucket), (_, ids)) in merged {
+        for ids in ids.chunks(1000) {
+            sql.push_str(if sql.is_empty() {
+                "DELETE FROM visitor_sketches WHERE "
+            } else {
+                " OR "
+            });
+            sql.push_str("(link_id = ? AND granularity = ? AND bucket = ? AND part IN ");
+            sql.push_str(&in_list(ids.len()));
+            sql.push(')');
+            params.extend(params![*link, *g, *bucket]);
+            params.extend(ids.iter().map(|id| Value::from(*id)));
+            if params.len() >= COMPACT_DELETE_PARAMS {
+                conn.exec(&std::mem::take(&mut sql), std::mem::take(&mut params))
+                    .await?;
+            }
+        }
+    }
+    if !sql.is_empty() {
         conn.exec(&sql, params).await?;
     }
     Ok(())

@@ -149,12 +149,17 @@ pub(crate) trait Backend: Send + Sync + Debug + 'static {
 )]
 pub struct SqlStore<B: Backend> {
     pub(crate) backend: B,
+    /// Visitor sketch parts this process wrote per key since compacting it.
+    sketch_parts: clicks::SketchParts,
 }
 
 #[allow(private_bounds, reason = "see SqlStore")]
 impl<B: Backend> SqlStore<B> {
     pub(crate) fn new(backend: B) -> Self {
-        Self { backend }
+        Self {
+            backend,
+            sketch_parts: clicks::SketchParts::default(),
+        }
     }
 
     async fn query(&self, sql: &str, params: Vec<Value>) -> StoreResult<Vec<Row>> {
