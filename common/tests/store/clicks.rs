@@ -624,3 +624,57 @@ pub async fn pending_aggregates_apply_exactly_once_from_the_window_or_the_sweep(
     assert_eq!(store.aggregate_stale(soon, 100, &clock).await, Ok(0));
     assert_eq!(total(b).await, 4);
 }
+
+/// One node's windows: each has a new visitor of the node's own, and visitor 7, who comes
+/// every time.
+async fn node_windows(store: &dyn Store, link: LinkId, t0: Timestamp, first: u64, windows: u64) {
+    for w in 0..windows {
+        let at = t0.plus_millis(i64::try_from(w).unwrap());
+        let clicks = vec![click(link, at, first + w, false), click(link, at, 7, false)];
+        store.write_click_batch(&batch_of(clicks)).await.unwrap();
+    }
+}
+
+/// Two nodes add visitors to one link in many windows each, at the same time. Every window
+/// adds a sketch part and each node compacts a key's parts every so often (see the store);
+/// counts over the hour and the day stay exact throughout. Returns the link.
+pub async fn visitors_from_two_nodes_in_many_windows_stay_exact(
+    a: &dyn Store,
+    b: &dyn Store,
+    windows: u64,
+) -> LinkId {
+    let link = link_id(a, "parts").await;
+    let day = Timestamp::parse_rfc3339("2026-11-27T00:00:00Z").unwrap();
+    let t0 = day.plus_millis(10 * HOUR);
+    tokio::join!(
+        node_windows(a, link, t0, 1_000_000, windows),
+        node_windows(b, link, t0, 2_000_000, windows)
+    );
+    let expected = 2 * windows + 1;
+    assert_eq!(
+        a.unique_visitors(link, t0, t0.plus_millis(HOUR)).await,
+        Ok(expected)
+    );
+    // A whole day comes from the daily sketch.
+    assert_eq!(
+        b.unique_visitors(link, day, day.plus_millis(24 * HOUR))
+            .await,
+        Ok(expected)
+    );
+    assert_eq!(
+        a.visitor_series(link, day, day.plus_millis(24 * HOUR), Granularity::Hour)
+            .await,
+        Ok(vec![(t0, expected)])
+    );
+    assert_eq!(
+        b.visitor_series(link, day, day.plus_millis(24 * HOUR), Granularity::Day)
+            .await,
+        Ok(vec![(day, expected)])
+    );
+    assert_eq!(
+        a.visitor_buckets(link, &[day, t0, t0.plus_millis(HOUR)])
+            .await,
+        Ok(vec![0, expected])
+    );
+    link
+}

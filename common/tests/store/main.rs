@@ -187,6 +187,132 @@ mod backend_specific {
         assert_eq!(store.raw_click_count(LinkId(5)).await, Ok(0));
     }
 
+    /// Windows each node writes in the two-node visitor test: enough for each node to
+    /// come to every key's compaction (every 32 parts) at least twice.
+    const WINDOWS: u64 = 100;
+    /// Parts a key may hold after two nodes' writes: one merged part, and fewer than 32
+    /// parts from each node since its last compaction, plus a second merged part when both
+    /// compacted at once. Without compaction a key would hold 2 x `WINDOWS` parts.
+    const MAX_PARTS_PER_KEY: u64 = 1 + 2 * 31 + 1;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_visitor_sketch_parts_from_two_nodes_are_compacted_and_exact() {
+        let db = TestDb::sqlite().await;
+        let url = db.url();
+        let path = url.strip_prefix("sqlite://").unwrap().to_owned();
+        let b = linkgate_common::store::sqlite::SqliteStore::open(path.as_ref(), 4).unwrap();
+        let link = crate::clicks::visitors_from_two_nodes_in_many_windows_stay_exact(
+            &*db.store(),
+            &b,
+            WINDOWS,
+        )
+        .await;
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let rows: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM visitor_sketches WHERE link_id = ?1",
+                [link.0],
+                |r| r.get(0),
+            )
+            .unwrap();
+        // Two keys: the hour and the day.
+        assert!(
+            (2..=2 * MAX_PARTS_PER_KEY).contains(&u64::try_from(rows).unwrap()),
+            "{rows} sketch rows"
+        );
+        drop(b);
+        db.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mysql_visitor_sketch_parts_from_two_nodes_are_compacted_and_exact() {
+        use mysql_async::prelude::Queryable as _;
+        let db = TestDb::mysql().await;
+        let url = db.url();
+        let b = linkgate_common::store::mysql::MysqlStore::open(&url, 4).unwrap();
+        let link = crate::clicks::visitors_from_two_nodes_in_many_windows_stay_exact(
+            &*db.store(),
+            &b,
+            WINDOWS,
+        )
+        .await;
+        let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+        let rows: Option<u64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM visitor_sketches WHERE link_id = ?",
+                (link.0,),
+            )
+            .await
+            .unwrap();
+        let rows = rows.unwrap();
+        assert!(
+            (2..=2 * MAX_PARTS_PER_KEY).contains(&rows),
+            "{rows} sketch rows"
+        );
+        conn.disconnect().await.unwrap();
+        drop(b);
+        db.cleanup().await;
+    }
+
+    /// A version-5 sketch (one row per key, no parts) is still counted after version 6, and
+    /// new windows add to it.
+    #[tokio::test]
+    async fn sqlite_visitor_sketches_of_version_5_are_kept_as_parts() {
+        use linkgate_common::clicks::TrendingClock;
+        use linkgate_common::clicks::batch::build_batch;
+        use linkgate_common::clicks::sketch::VisitorSketch;
+        use linkgate_common::domain::{LinkId, Timestamp};
+        use linkgate_common::store::{ClickStore as _, sqlite::SqliteStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.db");
+        let hour = Timestamp::parse_rfc3339("2026-11-20T08:00:00Z").unwrap();
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
+                 name VARCHAR(64) NOT NULL, applied_at BIGINT NOT NULL);",
+            )
+            .unwrap();
+            for (v, sql) in [
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+                include_str!("../../migrations/sqlite/0002_visitor_sketches.sql"),
+                include_str!("../../migrations/sqlite/0003_fraud_reviews.sql"),
+                include_str!("../../migrations/sqlite/0004_click_segments.sql"),
+                include_str!("../../migrations/sqlite/0005_pending_aggregates.sql"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, 'old', 0)",
+                    [i64::try_from(v).unwrap() + 1],
+                )
+                .unwrap();
+            }
+            let old = VisitorSketch::from_visitors([1, 2, 3]).to_bytes();
+            conn.execute(
+                "INSERT INTO visitor_sketches VALUES (5, 'h', ?1, ?2)",
+                rusqlite::params![hour.as_millis(), old],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, 2).unwrap();
+        assert_eq!(store.migrate().await, Ok(LATEST_SCHEMA_VERSION));
+        let end = hour.plus_millis(Timestamp::MILLIS_PER_HOUR);
+        assert_eq!(store.unique_visitors(LinkId(5), hour, end).await, Ok(3));
+        let clicks = [3, 4]
+            .map(|visitor| linkgate_common::domain::StoredClick {
+                visitor,
+                ..linkgate_common::testing::stored_click(LinkId(5), hour)
+            })
+            .to_vec();
+        let batch = build_batch(clicks, &TrendingClock::new(Timestamp::MILLIS_PER_HOUR));
+        store.write_click_batch(&batch).await.unwrap();
+        assert_eq!(store.unique_visitors(LinkId(5), hour, end).await, Ok(4));
+    }
+
     #[tokio::test]
     async fn sqlite_two_processes_worth_of_migrations_do_not_collide() {
         let dir = tempfile::tempdir().unwrap();

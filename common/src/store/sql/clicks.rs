@@ -53,7 +53,8 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         clock: &TrendingClock,
     ) -> StoreResult<u64> {
         let mut conn = self.begin().await?;
-        let result = aggregate_stale_in_tx::<B>(&mut conn, before, limit, clock, &self.sketch_parts).await;
+        let result =
+            aggregate_stale_in_tx::<B>(&mut conn, before, limit, clock, &self.sketch_parts).await;
         finish(&mut conn, result).await
     }
 
