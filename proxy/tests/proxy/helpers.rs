@@ -139,13 +139,17 @@ impl TestProxy {
             let proxy = Proxy::new(settings).expect("proxy starts");
             proxy.run(Box::new(TestSignal(thread_signal)));
         });
+        // Both listeners: the metrics service binds its own socket, possibly a moment after
+        // the proxy's (a test that read metrics first thing once found nothing there).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "proxy did not start listening on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        for listener in [addr, metrics] {
+            while TcpStream::connect(listener).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "proxy did not start listening on {listener}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Self {
             addr,
