@@ -635,17 +635,20 @@ async fn node_windows(store: &dyn Store, link: LinkId, t0: Timestamp, first: u64
     }
 }
 
-/// Two nodes add visitors to one link in many windows each, at the same time. Every window
-/// adds a sketch part and each node compacts a key's parts every so often (see the store);
-/// counts over the hour and the day stay exact throughout. Returns the link.
+/// Two nodes add visitors to one link in many windows each, at the same time, in the hour
+/// of `t0`. Every window adds a sketch part and each node compacts a key's parts every so
+/// often, and at every window once the hour or day has ended (see the store); counts over
+/// the hour and the day stay exact throughout. Returns the link.
 pub async fn visitors_from_two_nodes_in_many_windows_stay_exact(
     a: &dyn Store,
     b: &dyn Store,
+    code: &str,
+    t0: Timestamp,
     windows: u64,
 ) -> LinkId {
-    let link = link_id(a, "parts").await;
-    let day = Timestamp::parse_rfc3339("2026-11-27T00:00:00Z").unwrap();
-    let t0 = day.plus_millis(10 * HOUR);
+    let link = link_id(a, code).await;
+    let t0 = t0.hour_start();
+    let day = t0.day_start();
     tokio::join!(
         node_windows(a, link, t0, 1_000_000, windows),
         node_windows(b, link, t0, 2_000_000, windows)

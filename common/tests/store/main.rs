@@ -190,10 +190,41 @@ mod backend_specific {
     /// Windows each node writes in the two-node visitor test: enough for each node to
     /// come to every key's compaction (every 32 parts) at least twice.
     const WINDOWS: u64 = 100;
-    /// Parts a key may hold after two nodes' writes: one merged part, and fewer than 32
-    /// parts from each node since its last compaction, plus a second merged part when both
-    /// compacted at once. Without compaction a key would hold 2 x `WINDOWS` parts.
+    /// Parts a key of the current hour may hold after two nodes' writes: one merged part,
+    /// and fewer than 32 parts from each node since its last compaction, plus a second
+    /// merged part when both compacted at once. Without compaction a key would hold
+    /// 2 x `WINDOWS` parts.
     const MAX_PARTS_PER_KEY: u64 = 1 + 2 * 31 + 1;
+    /// Windows each node writes to an hour that has ended.
+    const LATE_WINDOWS: u64 = 10;
+    /// Parts a key of an ended hour may hold then: each window compacts it, and two nodes
+    /// compacting at once may each leave a merged part.
+    const MAX_LATE_PARTS_PER_KEY: u64 = 2;
+
+    /// The visitor test for the current hour, then for an hour long gone; the sketch rows
+    /// of each link, counted by `rows`.
+    async fn visitor_parts<F, Fut>(
+        a: &dyn linkgate_common::store::Store,
+        b: &dyn linkgate_common::store::Store,
+        rows: F,
+    ) where
+        F: Fn(i64) -> Fut,
+        Fut: std::future::Future<Output = u64>,
+    {
+        use crate::clicks::visitors_from_two_nodes_in_many_windows_stay_exact as run;
+        use linkgate_common::domain::Timestamp;
+        let now = run(a, b, "parts-now", Timestamp::now(), WINDOWS).await;
+        let n = rows(now.0).await;
+        // Two keys: the hour and the day.
+        assert!((2..=2 * MAX_PARTS_PER_KEY).contains(&n), "{n} sketch rows");
+        let old = Timestamp::parse_rfc3339("2026-11-27T10:00:00Z").unwrap();
+        let late = run(a, b, "parts-late", old, LATE_WINDOWS).await;
+        let n = rows(late.0).await;
+        assert!(
+            (2..=2 * MAX_LATE_PARTS_PER_KEY).contains(&n),
+            "{n} sketch rows of an ended hour"
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sqlite_visitor_sketch_parts_from_two_nodes_are_compacted_and_exact() {
@@ -201,25 +232,18 @@ mod backend_specific {
         let url = db.url();
         let path = url.strip_prefix("sqlite://").unwrap().to_owned();
         let b = linkgate_common::store::sqlite::SqliteStore::open(path.as_ref(), 4).unwrap();
-        let link = crate::clicks::visitors_from_two_nodes_in_many_windows_stay_exact(
-            &*db.store(),
-            &b,
-            WINDOWS,
-        )
+        visitor_parts(&*db.store(), &b, |link| {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let rows: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM visitor_sketches WHERE link_id = ?1",
+                    [link],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            std::future::ready(u64::try_from(rows).unwrap())
+        })
         .await;
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        let rows: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM visitor_sketches WHERE link_id = ?1",
-                [link.0],
-                |r| r.get(0),
-            )
-            .unwrap();
-        // Two keys: the hour and the day.
-        assert!(
-            (2..=2 * MAX_PARTS_PER_KEY).contains(&u64::try_from(rows).unwrap()),
-            "{rows} sketch rows"
-        );
         drop(b);
         db.cleanup().await;
     }
@@ -230,26 +254,22 @@ mod backend_specific {
         let db = TestDb::mysql().await;
         let url = db.url();
         let b = linkgate_common::store::mysql::MysqlStore::open(&url, 4).unwrap();
-        let link = crate::clicks::visitors_from_two_nodes_in_many_windows_stay_exact(
-            &*db.store(),
-            &b,
-            WINDOWS,
-        )
+        visitor_parts(&*db.store(), &b, |link| {
+            let url = url.clone();
+            async move {
+                let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+                let rows: Option<u64> = conn
+                    .exec_first(
+                        "SELECT COUNT(*) FROM visitor_sketches WHERE link_id = ?",
+                        (link,),
+                    )
+                    .await
+                    .unwrap();
+                conn.disconnect().await.unwrap();
+                rows.unwrap()
+            }
+        })
         .await;
-        let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
-        let rows: Option<u64> = conn
-            .exec_first(
-                "SELECT COUNT(*) FROM visitor_sketches WHERE link_id = ?",
-                (link.0,),
-            )
-            .await
-            .unwrap();
-        let rows = rows.unwrap();
-        assert!(
-            (2..=2 * MAX_PARTS_PER_KEY).contains(&rows),
-            "{rows} sketch rows"
-        );
-        conn.disconnect().await.unwrap();
         drop(b);
         db.cleanup().await;
     }

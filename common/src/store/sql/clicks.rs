@@ -882,53 +882,109 @@ type SketchKey = (LinkId, &'static str, Timestamp);
 
 /// Parts a key may gather from one process before that process compacts them.
 const COMPACT_AFTER_PARTS: u32 = 32;
-/// Keys [`SketchParts`] tracks before it forgets finished buckets.
-const MAX_TRACKED_SKETCH_KEYS: usize = 1 << 20;
+/// The same for a key whose sketch was a HyperLogLog (16 KiB) when last compacted: folding
+/// small parts into it costs a read and a write of 16 KiB, so it is done less often.
+const COMPACT_DENSE_AFTER_PARTS: u32 = 128;
+/// How long after its hour or day ends a bucket is compacted one last time by each process
+/// that wrote parts to it (clicks arrive up to a window late, more when the store was down).
+const CLOSE_AFTER_MILLIS: i64 = 5 * 60 * 1000;
+/// Keys [`SketchParts`] tracks (about 3 MiB). Past that it forgets them all; keys then come
+/// due from their random start, about once per [`COMPACT_AFTER_PARTS`] parts, and finished
+/// buckets of forgotten keys keep their parts.
+const MAX_TRACKED_SKETCH_KEYS: usize = 1 << 16;
 /// Keys compacted per read, delete and insert.
 const COMPACT_KEYS_PER_ROUND: usize = 50;
 /// Placeholders per compaction DELETE (far below both dialects' limits).
 const COMPACT_DELETE_PARAMS: usize = 4000;
+
+/// Parts a process has written to a key since it last compacted the key, and how many it
+/// may write before it compacts the key again.
+#[derive(Debug, Clone, Copy)]
+struct KeyParts {
+    written: u32,
+    limit: u32,
+}
 
 /// How many visitor sketch parts this process has written per key since it last compacted
 /// the key.
 ///
 /// A window adds its visitors as a new part row (a small exact set) instead of reading,
 /// merging and rewriting the key's sketch, which grows to 16 KiB and would be rewritten
-/// whole for every window that touches it. Every [`COMPACT_AFTER_PARTS`] parts the process
-/// folds all of the key's parts into one. A key this process has not seen starts at a
-/// random count, so keys first written together come due in different windows.
+/// whole for every window that touches it. Every [`COMPACT_AFTER_PARTS`] parts
+/// ([`COMPACT_DENSE_AFTER_PARTS`] once the sketch is a HyperLogLog) the process folds all of
+/// the key's parts into one, and once more when the bucket has ended, so a finished hour
+/// or day is read as one row (plus a few from processes that stopped). A key this process
+/// has not seen starts at a random count, so keys first written together come due in
+/// different windows.
 #[derive(Debug, Default)]
-pub(crate) struct SketchParts(std::sync::Mutex<std::collections::HashMap<SketchKey, u32>>);
+pub(crate) struct SketchParts(std::sync::Mutex<std::collections::HashMap<SketchKey, KeyParts>>);
 
 impl SketchParts {
-    /// Counts one more part for each of `keys`; returns those now due for compaction, in
-    /// the order given.
-    fn written<'a>(&self, keys: impl Iterator<Item = &'a SketchKey>) -> Vec<SketchKey> {
+    /// Counts one more part for each of `keys` at `now`; returns the keys now due for
+    /// compaction, sorted: those that reached their limit, and those whose bucket has ended
+    /// (which are then forgotten).
+    fn written<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a SketchKey>,
+        now: Timestamp,
+    ) -> Vec<SketchKey> {
         let mut parts = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if parts.len() > MAX_TRACKED_SKETCH_KEYS {
-            // Buckets still written to are at most a day old (late clicks included).
-            let cutoff = Timestamp::now().plus_millis(-2 * Timestamp::MILLIS_PER_DAY);
-            parts.retain(|(_, _, bucket), _| *bucket >= cutoff);
-            if parts.len() > MAX_TRACKED_SKETCH_KEYS {
-                parts.clear();
-            }
+            parts.clear();
         }
         let mut due = Vec::new();
         for key in keys {
-            let count = parts
-                .entry(*key)
-                .or_insert_with(|| rand::random_range(0..COMPACT_AFTER_PARTS));
-            *count += 1;
-            if *count >= COMPACT_AFTER_PARTS {
-                *count = 0;
+            let entry = parts.entry(*key).or_insert_with(|| KeyParts {
+                written: rand::random_range(0..COMPACT_AFTER_PARTS),
+                limit: COMPACT_AFTER_PARTS,
+            });
+            entry.written += 1;
+            if entry.written >= entry.limit {
+                entry.written = 0;
                 due.push(*key);
             }
         }
+        parts.retain(|key, entry| {
+            if !bucket_closed(key, now) {
+                return true;
+            }
+            if entry.written > 0 {
+                due.push(*key);
+            }
+            false
+        });
+        due.sort_unstable();
+        due.dedup();
         due
     }
+
+    /// Records what a compaction of `key` left: a HyperLogLog (`dense`) or an exact set.
+    fn compacted(&self, key: &SketchKey, dense: bool) {
+        let mut parts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = parts.get_mut(key) {
+            entry.limit = if dense {
+                COMPACT_DENSE_AFTER_PARTS
+            } else {
+                COMPACT_AFTER_PARTS
+            };
+        }
+    }
+}
+
+/// Whether `key`'s hour or day ended at least [`CLOSE_AFTER_MILLIS`] before `now`.
+fn bucket_closed((_, tag, bucket): &SketchKey, now: Timestamp) -> bool {
+    let span = if *tag == Granularity::Day.tag() {
+        Granularity::Day.millis()
+    } else {
+        Granularity::Hour.millis()
+    };
+    bucket.plus_millis(span + CLOSE_AFTER_MILLIS) <= now
 }
 
 /// A fresh part id: random, so parts written by several nodes never collide.
@@ -964,7 +1020,7 @@ async fn write_visitor_sketches<B: Backend>(
                 .push(v.visitor);
         }
     }
-    let due = parts.written(buckets.keys());
+    let due = parts.written(buckets.keys(), Timestamp::now());
     let keys: Vec<_> = buckets.into_iter().collect();
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         let sql = multi_row_insert(SKETCH_INSERT, 5, chunk.len());
@@ -975,7 +1031,7 @@ async fn write_visitor_sketches<B: Backend>(
         }
         conn.exec(&sql, params).await?;
     }
-    compact_visitor_sketches::<B>(conn, &due).await
+    compact_visitor_sketches::<B>(conn, &due, parts).await
 }
 
 /// Folds all parts of each of `keys` (sorted) into one row.
@@ -987,6 +1043,7 @@ async fn write_visitor_sketches<B: Backend>(
 async fn compact_visitor_sketches<B: Backend>(
     conn: &mut B::Conn,
     keys: &[SketchKey],
+    parts: &SketchParts,
 ) -> StoreResult<()> {
     for chunk in keys.chunks(COMPACT_KEYS_PER_ROUND) {
         let links: Vec<LinkId> = dedup_sorted(chunk.iter().map(|(l, _, _)| *l));
@@ -1012,6 +1069,9 @@ async fn compact_visitor_sketches<B: Backend>(
                 sketch.merge(&sketch_of(&row, 4)?);
                 ids.push(row.i64(3)?);
             }
+        }
+        for (key, (sketch, _)) in &merged {
+            parts.compacted(key, !sketch.is_exact());
         }
         merged.retain(|_, (_, ids)| ids.len() > 1);
         if merged.is_empty() {
