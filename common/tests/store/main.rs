@@ -124,6 +124,35 @@ mod backend_specific {
         assert!(started.elapsed() < std::time::Duration::from_secs(6));
     }
 
+    /// The SQLite migration files as released, in order.
+    const SQLITE_MIGRATIONS: [&str; 5] = [
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+        include_str!("../../migrations/sqlite/0002_visitor_sketches.sql"),
+        include_str!("../../migrations/sqlite/0003_fraud_reviews.sql"),
+        include_str!("../../migrations/sqlite/0004_click_segments.sql"),
+        include_str!("../../migrations/sqlite/0005_pending_aggregates.sql"),
+    ];
+
+    /// A new SQLite file at `path` with migrations 1 to `version` applied, as an older
+    /// release left it.
+    fn sqlite_at_version(path: &std::path::Path, version: usize) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
+             name VARCHAR(64) NOT NULL, applied_at BIGINT NOT NULL);",
+        )
+        .unwrap();
+        for (v, sql) in SQLITE_MIGRATIONS[..version].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?1, 'old', 0)",
+                [i64::try_from(v).unwrap() + 1],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
     /// Raw clicks written as rows before segments existed stay raw clicks after version 4:
     /// counted, read, their flagged ones found by link, purged by retention.
     #[tokio::test]
@@ -136,27 +165,7 @@ mod backend_specific {
         let t0 = Timestamp::parse_rfc3339("2026-11-20T08:00:00Z").unwrap();
         let ids: Vec<ClickId> = (0..3).map(|i| ClickId::at(t0.plus_millis(i))).collect();
         {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
-                 name VARCHAR(64) NOT NULL, applied_at BIGINT NOT NULL);",
-            )
-            .unwrap();
-            for (v, sql) in [
-                include_str!("../../migrations/sqlite/0001_init.sql"),
-                include_str!("../../migrations/sqlite/0002_visitor_sketches.sql"),
-                include_str!("../../migrations/sqlite/0003_fraud_reviews.sql"),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, 'old', 0)",
-                    [i64::try_from(v).unwrap() + 1],
-                )
-                .unwrap();
-            }
+            let conn = sqlite_at_version(&path, 3);
             for (i, id) in ids.iter().enumerate() {
                 conn.execute(
                     "INSERT INTO clicks VALUES (?1, 5, ?2, 9, NULL, 'ref.example', 'NL', \
@@ -288,29 +297,7 @@ mod backend_specific {
         let path = dir.path().join("v5.db");
         let hour = Timestamp::parse_rfc3339("2026-11-20T08:00:00Z").unwrap();
         {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
-                 name VARCHAR(64) NOT NULL, applied_at BIGINT NOT NULL);",
-            )
-            .unwrap();
-            for (v, sql) in [
-                include_str!("../../migrations/sqlite/0001_init.sql"),
-                include_str!("../../migrations/sqlite/0002_visitor_sketches.sql"),
-                include_str!("../../migrations/sqlite/0003_fraud_reviews.sql"),
-                include_str!("../../migrations/sqlite/0004_click_segments.sql"),
-                include_str!("../../migrations/sqlite/0005_pending_aggregates.sql"),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, 'old', 0)",
-                    [i64::try_from(v).unwrap() + 1],
-                )
-                .unwrap();
-            }
+            let conn = sqlite_at_version(&path, 5);
             let old = VisitorSketch::from_visitors([1, 2, 3]).to_bytes();
             conn.execute(
                 "INSERT INTO visitor_sketches VALUES (5, 'h', ?1, ?2)",
