@@ -171,7 +171,7 @@ pub struct TrendingDelta {
 }
 
 /// Time buckets analytics are served in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     Hour,
@@ -184,6 +184,15 @@ impl Granularity {
         match self {
             Self::Hour => "h",
             Self::Day => "d",
+        }
+    }
+
+    /// The granularity a stored tag stands for.
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        match tag {
+            "h" => Some(Self::Hour),
+            "d" => Some(Self::Day),
+            _ => None,
         }
     }
 

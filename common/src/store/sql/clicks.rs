@@ -23,13 +23,13 @@ use crate::store::{ClickStore, StoreError, StoreResult};
 impl<B: Backend> ClickStore for SqlStore<B> {
     async fn write_click_batch(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome> {
         let mut conn = self.begin().await?;
-        let result = write_batch_in_tx::<B>(&mut conn, batch, true, &self.sketch_parts).await;
+        let result = write_batch_in_tx::<B>(&mut conn, batch, Some(&self.sketch_parts)).await;
         finish(&mut conn, result).await
     }
 
     async fn write_click_segments(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome> {
         let mut conn = self.begin().await?;
-        let result = write_batch_in_tx::<B>(&mut conn, batch, false, &self.sketch_parts).await;
+        let result = write_batch_in_tx::<B>(&mut conn, batch, None).await;
         finish(&mut conn, result).await
     }
 
@@ -522,20 +522,20 @@ async fn purge_older<B: Backend>(
         .affected)
 }
 
-/// A batch at most once per batch id: its raw clicks, then (`whole`) its aggregates, or a
-/// `pending_aggregates` row for a later `apply_aggregates` or `aggregate_stale`.
+/// A batch at most once per batch id: its raw clicks, then its aggregates (with `aggregates`,
+/// this store's sketch part counts), or else a `pending_aggregates` row for a later
+/// `apply_aggregates` or `aggregate_stale`.
 async fn write_batch_in_tx<B: Backend>(
     conn: &mut B::Conn,
     batch: &ClickBatch,
-    whole: bool,
-    parts: &SketchParts,
+    aggregates: Option<&SketchParts>,
 ) -> StoreResult<BatchOutcome> {
     if !claim_batch::<B>(conn, batch).await? {
         return Ok(BatchOutcome::AlreadyApplied);
     }
     let mut phases = Phases::start();
     write_segments::<B>(conn, batch).await?;
-    if whole {
+    if let Some(parts) = aggregates {
         write_flagged::<B>(conn, batch.clicks.iter()).await?;
         phases.mark("raw");
         write_aggregates::<B>(conn, batch, &mut phases, parts).await?;
@@ -877,8 +877,8 @@ fn sketch_of(row: &Row, i: usize) -> StoreResult<VisitorSketch> {
     VisitorSketch::from_bytes(&row.bytes(i)?).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// A visitor sketch's key: link, granularity tag and bucket.
-type SketchKey = (LinkId, &'static str, Timestamp);
+/// A visitor sketch's key: link, granularity and bucket.
+type SketchKey = (LinkId, Granularity, Timestamp);
 
 /// Parts a key may gather from one process before that process compacts them.
 const COMPACT_AFTER_PARTS: u32 = 32;
@@ -921,6 +921,12 @@ struct KeyParts {
 pub(crate) struct SketchParts(std::sync::Mutex<std::collections::HashMap<SketchKey, KeyParts>>);
 
 impl SketchParts {
+    fn counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<SketchKey, KeyParts>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Counts one more part for each of `keys` at `now`; returns the keys now due for
     /// compaction, sorted: those that reached their limit, and those whose bucket has ended
     /// (which are then forgotten).
@@ -929,10 +935,7 @@ impl SketchParts {
         keys: impl Iterator<Item = &'a SketchKey>,
         now: Timestamp,
     ) -> Vec<SketchKey> {
-        let mut parts = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut parts = self.counts();
         if parts.len() > MAX_TRACKED_SKETCH_KEYS {
             parts.clear();
         }
@@ -964,11 +967,7 @@ impl SketchParts {
 
     /// Records what a compaction of `key` left: a HyperLogLog (`dense`) or an exact set.
     fn compacted(&self, key: &SketchKey, dense: bool) {
-        let mut parts = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(entry) = parts.get_mut(key) {
+        if let Some(entry) = self.counts().get_mut(key) {
             entry.limit = if dense {
                 COMPACT_DENSE_AFTER_PARTS
             } else {
@@ -979,27 +978,13 @@ impl SketchParts {
 }
 
 /// Whether `key`'s hour or day ended at least [`CLOSE_AFTER_MILLIS`] before `now`.
-fn bucket_closed((_, tag, bucket): &SketchKey, now: Timestamp) -> bool {
-    let span = if *tag == Granularity::Day.tag() {
-        Granularity::Day.millis()
-    } else {
-        Granularity::Hour.millis()
-    };
-    bucket.plus_millis(span + CLOSE_AFTER_MILLIS) <= now
+fn bucket_closed((_, granularity, bucket): &SketchKey, now: Timestamp) -> bool {
+    bucket.plus_millis(granularity.millis() + CLOSE_AFTER_MILLIS) <= now
 }
 
 /// A fresh part id: random, so parts written by several nodes never collide.
 fn new_part() -> i64 {
     rand::random::<i64>() & i64::MAX
-}
-
-/// The granularity tag stored in a sketch row.
-fn tag_of(stored: &str) -> Option<&'static str> {
-    match stored {
-        "h" => Some(Granularity::Hour.tag()),
-        "d" => Some(Granularity::Day.tag()),
-        _ => None,
-    }
 }
 
 const SKETCH_INSERT: &str =
@@ -1016,7 +1001,7 @@ async fn write_visitor_sketches<B: Backend>(
     for v in &batch.visitors {
         for granularity in [Granularity::Hour, Granularity::Day] {
             buckets
-                .entry((v.link_id, granularity.tag(), granularity.bucket(v.hour)))
+                .entry((v.link_id, granularity, granularity.bucket(v.hour)))
                 .or_default()
                 .push(v.visitor);
         }
@@ -1028,7 +1013,13 @@ async fn write_visitor_sketches<B: Backend>(
         let mut params = Vec::with_capacity(chunk.len() * 5);
         for ((link, g, bucket), visitors) in chunk {
             let sketch = VisitorSketch::from_visitors(visitors.iter().copied());
-            params.extend(params![*link, *g, *bucket, new_part(), sketch.to_bytes()]);
+            params.extend(params![
+                *link,
+                g.tag(),
+                *bucket,
+                new_part(),
+                sketch.to_bytes()
+            ]);
         }
         conn.exec(&sql, params).await?;
     }
@@ -1061,10 +1052,10 @@ async fn compact_visitor_sketches<B: Backend>(
         // keys are merged.
         let mut merged: BTreeMap<SketchKey, (VisitorSketch, Vec<i64>)> = BTreeMap::new();
         for row in conn.query(&select, params).await? {
-            let Some(tag) = tag_of(&row.str(1)?) else {
+            let Some(granularity) = Granularity::from_tag(&row.str(1)?) else {
                 continue;
             };
-            let key = (LinkId(row.i64(0)?), tag, row.ts(2)?);
+            let key = (LinkId(row.i64(0)?), granularity, row.ts(2)?);
             if chunk.binary_search(&key).is_ok() {
                 let (sketch, ids) = merged.entry(key).or_default();
                 sketch.merge(&sketch_of(&row, 4)?);
@@ -1082,7 +1073,13 @@ async fn compact_visitor_sketches<B: Backend>(
         let sql = multi_row_insert(SKETCH_INSERT, 5, merged.len());
         let mut params = Vec::with_capacity(merged.len() * 5);
         for ((link, g, bucket), (sketch, _)) in merged {
-            params.extend(params![link, g, bucket, new_part(), sketch.to_bytes()]);
+            params.extend(params![
+                link,
+                g.tag(),
+                bucket,
+                new_part(),
+                sketch.to_bytes()
+            ]);
         }
         conn.exec(&sql, params).await?;
     }
@@ -1106,7 +1103,7 @@ async fn delete_sketch_parts<B: Backend>(
             sql.push_str("(link_id = ? AND granularity = ? AND bucket = ? AND part IN ");
             sql.push_str(&in_list(ids.len()));
             sql.push(')');
-            params.extend(params![*link, *g, *bucket]);
+            params.extend(params![*link, g.tag(), *bucket]);
             params.extend(ids.iter().map(|id| Value::from(*id)));
             if params.len() >= COMPACT_DELETE_PARAMS {
                 conn.exec(&std::mem::take(&mut sql), std::mem::take(&mut params))
