@@ -8,9 +8,10 @@
 //! number: eviction, TTL and the byte bound still come from moka, at a bucket's grain.
 //!
 //! Inside a bucket a plain link (no password, expiry, click limit or fallback: most links)
-//! is 32 bytes of fixed fields plus its key and target bytes in the bucket's arena, with no
+//! is 24 bytes of fixed fields plus its key and target bytes in the bucket's arena, with no
 //! allocation of its own; a hit builds the `CachedLink` from them (the per-thread memo in
-//! front of L1 keeps hot links built). Links with extras are kept whole behind an `Arc`.
+//! front of L1 keeps hot links built). Links with extras are kept whole behind an `Arc`, in
+//! a list of the bucket's own that the slot points into, so plain slots carry no pointer.
 //!
 //! A bucket is replaced copy-on-write inside moka's per-key `and_compute_with`, so
 //! concurrent inserts and removals in one bucket never lose each other's change. Each slot
@@ -47,9 +48,12 @@ const BUCKET_OVERHEAD: usize = 400;
 const FORWARD_QUERY: u32 = 1 << 16;
 const DELETED: u32 = 1 << 17;
 const STATE_SHIFT: u32 = 18;
+/// The slot's link is kept whole: its `id` is the position in the bucket's `wholes`. Only
+/// in flags [`flags_of`] never makes (it leaves bits 20 and up clear).
+const WHOLE: u32 = 1 << 31;
 
 /// The fixed part of one link in a bucket.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct Slot {
     /// Where the key starts in the bucket's arena; a plain link's target follows it.
     offset: u32,
@@ -57,11 +61,11 @@ struct Slot {
     target_len: u16,
     /// Seconds since the cache's origin when this copy was loaded.
     loaded: u32,
-    /// Redirect status code (0: the default) | `FORWARD_QUERY` | `DELETED` | state.
+    /// Redirect status code (0: the default) | `FORWARD_QUERY` | `DELETED` | state; or
+    /// `WHOLE` for a link with extras (then no target bytes in the arena).
     flags: u32,
+    /// The link's id; for a `WHOLE` slot, the link's position in the bucket's `wholes`.
     id: i64,
-    /// A link with extras, kept whole (then no target bytes in the arena).
-    whole: Option<Arc<CachedLink>>,
 }
 
 /// The flags of a plain link, or `None` when it has extras (kept whole).
@@ -112,6 +116,8 @@ struct Bucket {
     tags: Box<[u32]>,
     slots: Box<[Slot]>,
     arena: Box<[u8]>,
+    /// The links with extras, kept whole (empty in most buckets: no allocation).
+    wholes: Box<[Arc<CachedLink>]>,
     weight: u32,
 }
 
@@ -120,7 +126,15 @@ struct BucketBuilder {
     tags: Vec<u32>,
     slots: Vec<Slot>,
     arena: Vec<u8>,
+    wholes: Vec<Arc<CachedLink>>,
     weight: usize,
+}
+
+/// What a slot's link is beside its key: plain (target bytes in the arena) or whole.
+#[derive(Clone, Copy)]
+enum Held<'a> {
+    Plain(&'a [u8]),
+    Whole(&'a Arc<CachedLink>),
 }
 
 impl BucketBuilder {
@@ -129,21 +143,30 @@ impl BucketBuilder {
             tags: Vec::with_capacity(links),
             slots: Vec::with_capacity(links),
             arena: Vec::with_capacity(bytes),
+            wholes: Vec::new(),
             weight: 0,
         }
     }
 
-    fn push(&mut self, tag: u32, mut slot: Slot, key: &[u8], target: &[u8]) {
+    fn push(&mut self, tag: u32, mut slot: Slot, key: &[u8], held: Held<'_>) {
         slot.offset = u32::try_from(self.arena.len()).unwrap_or(u32::MAX);
         slot.key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
-        slot.target_len = u16::try_from(target.len()).unwrap_or(u16::MAX);
         self.arena.extend_from_slice(key);
-        self.arena.extend_from_slice(target);
-        self.weight += std::mem::size_of::<Slot>()
-            + std::mem::size_of::<u32>()
-            + key.len()
-            + target.len()
-            + slot.whole.as_ref().map_or(0, |l| l.weight());
+        self.weight += std::mem::size_of::<Slot>() + std::mem::size_of::<u32>() + key.len();
+        match held {
+            Held::Plain(target) => {
+                slot.target_len = u16::try_from(target.len()).unwrap_or(u16::MAX);
+                self.arena.extend_from_slice(target);
+                self.weight += target.len();
+            }
+            Held::Whole(link) => {
+                slot.target_len = 0;
+                slot.flags = WHOLE;
+                slot.id = i64::try_from(self.wholes.len()).unwrap_or(i64::MAX);
+                self.weight += std::mem::size_of::<Arc<CachedLink>>() + link.weight();
+                self.wholes.push(Arc::clone(link));
+            }
+        }
         self.tags.push(tag);
         self.slots.push(slot);
     }
@@ -153,6 +176,7 @@ impl BucketBuilder {
             tags: self.tags.into_boxed_slice(),
             slots: self.slots.into_boxed_slice(),
             arena: self.arena.into_boxed_slice(),
+            wholes: self.wholes.into_boxed_slice(),
             weight: u32::try_from(BUCKET_OVERHEAD + self.weight).unwrap_or(u32::MAX),
         }
     }
@@ -182,10 +206,24 @@ impl Bucket {
             .find(|&i| self.key(&self.slots[i]) == key)
     }
 
+    fn held(&self, slot: &Slot) -> Held<'_> {
+        if slot.flags == WHOLE {
+            // A whole slot's id is set by the builder to a position in `wholes`.
+            if let Some(link) = usize::try_from(slot.id)
+                .ok()
+                .and_then(|i| self.wholes.get(i))
+            {
+                return Held::Whole(link);
+            }
+        }
+        Held::Plain(self.target(slot))
+    }
+
     fn link(&self, slot: &Slot) -> Option<Arc<CachedLink>> {
-        match &slot.whole {
-            Some(link) => Some(Arc::clone(link)),
-            None => plain_link(slot.id, slot.flags, self.target(slot)).map(Arc::new),
+        match self.held(slot) {
+            Held::Whole(link) => Some(Arc::clone(link)),
+            // A `WHOLE` slot without its link (never built so) reads as no link: reloaded.
+            Held::Plain(target) => plain_link(slot.id, slot.flags, target).map(Arc::new),
         }
     }
 
@@ -197,7 +235,7 @@ impl Bucket {
         for (tag, slot) in self.tags.iter().zip(self.slots.iter()) {
             let slot_key = self.key(slot);
             if fresh(slot.loaded) && slot_key != key {
-                builder.push(*tag, slot.clone(), slot_key, self.target(slot));
+                builder.push(*tag, *slot, slot_key, self.held(slot));
             }
         }
         builder
@@ -339,15 +377,18 @@ impl L1 {
             loaded: now,
             flags: flags.unwrap_or(0),
             id: link.id.0,
-            whole: flags.is_none().then(|| Arc::clone(link)),
         };
-        let target = if flags.is_some() {
-            link.target.as_str().as_bytes()
+        let held = if flags.is_some() {
+            Held::Plain(link.target.as_str().as_bytes())
         } else {
-            &[]
+            Held::Whole(link)
         };
         self.buckets.entry(bucket).and_compute_with(|current| {
-            let extra = key.len() + target.len();
+            let extra = key.len()
+                + match held {
+                    Held::Plain(target) => target.len(),
+                    Held::Whole(_) => 0,
+                };
             let mut builder = current.map_or_else(
                 || BucketBuilder::with_capacity(1, extra),
                 |entry| {
@@ -356,7 +397,7 @@ impl L1 {
                         .kept(key, extra, |loaded| self.is_fresh(loaded, now))
                 },
             );
-            builder.push(tag, slot, key, target);
+            builder.push(tag, slot, key, held);
             Op::Put(Arc::new(builder.finish()))
         });
     }
@@ -427,11 +468,8 @@ mod tests {
 
     #[test]
     fn slots_stay_small() {
-        assert!(
-            std::mem::size_of::<Slot>() <= 56,
-            "{}",
-            std::mem::size_of::<Slot>()
-        );
+        // A million plain links: 24 MB of slots.
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
     }
 
     #[test]
@@ -442,7 +480,7 @@ mod tests {
         }
         l1.run_pending_tasks();
         assert_eq!(l1.len(), 5_000);
-        // 32-byte slot, 4-byte tag, "sho.rt\0w01234" and "https://example.com/1234" in the
+        // 24-byte slot, 4-byte tag, "sho.rt\0w01234" and "https://example.com/1234" in the
         // arena, and 128 buckets' overhead shared by 5,000 links: about 80 bytes.
         let per_link = l1.weighted_size() / 5_000;
         assert!((70..100).contains(&per_link), "{per_link}");
@@ -500,6 +538,42 @@ mod tests {
         l1.run_pending_tasks();
         assert_eq!(l1.len(), 2_000);
         assert!(l1.buckets.entry_count() <= 64);
+    }
+
+    #[test]
+    fn links_with_extras_are_kept_whole_beside_plain_ones_through_rebuilds() {
+        // 64 buckets for 600 links: every bucket mixes whole and plain links and is
+        // rebuilt many times (each insert and removal copies it).
+        let l1 = L1::new(512 * 1024, Duration::from_secs(60));
+        let whole = |id: i64| {
+            let mut link = (*link(id)).clone();
+            link.extra = Some(Box::new(super::super::link::LinkExtras {
+                max_clicks: Some(u64::try_from(id).unwrap() + 1),
+                ..Default::default()
+            }));
+            Arc::new(link)
+        };
+        for i in 0..600 {
+            let l = if i % 3 == 0 { whole(i) } else { link(i) };
+            l1.insert(&key(&format!("m{i}")), &l);
+        }
+        // Drop every fifth link: the buckets' whole lists are renumbered.
+        for i in (0..600).step_by(5) {
+            l1.invalidate(&key(&format!("m{i}")));
+        }
+        let now = Instant::now();
+        for i in 0..600 {
+            let got = l1.get(&key(&format!("m{i}")), now);
+            if i % 5 == 0 {
+                assert!(got.is_none(), "{i}");
+                continue;
+            }
+            let got = got.unwrap();
+            assert_eq!(got.id, LinkId(i));
+            assert_eq!(got.target.as_str(), format!("https://example.com/{i}"));
+            let expected = (i % 3 == 0).then(|| u64::try_from(i).unwrap() + 1);
+            assert_eq!(got.max_clicks(), expected, "{i}");
+        }
     }
 
     #[test]
