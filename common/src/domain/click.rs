@@ -1,6 +1,7 @@
 //! Clicks: the raw event the proxy captures, and the enriched rows the pipeline writes.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -128,8 +129,26 @@ pub struct BreakdownDelta {
     pub day: Timestamp,
     pub dimension: Dimension,
     /// Bounded by the enrichment step (host names, codes, class names), at most 255 bytes.
-    pub value: String,
+    /// Shared: a batch holds each distinct value once however many links it counts under.
+    #[serde(with = "shared_str")]
+    pub value: Arc<str>,
     pub count: u64,
+}
+
+/// Serde for shared text: written and read as a plain string (the journal's format is that
+/// of a `String`).
+mod shared_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(d).map(Arc::from)
+    }
 }
 
 /// The raw clicks of a batch written with `write_click_segments` whose aggregates the

@@ -117,6 +117,8 @@ fn to_params(params: Vec<Value>) -> Params {
                 Value::Int(i) => mysql_async::Value::Int(i),
                 Value::Float(f) => mysql_async::Value::Double(f),
                 Value::Text(s) => mysql_async::Value::Bytes(s.into_bytes()),
+                Value::Shared(s) => mysql_async::Value::Bytes(s.as_bytes().to_vec()),
+                Value::Static(s) => mysql_async::Value::Bytes(s.as_bytes().to_vec()),
                 Value::Bytes(b) => mysql_async::Value::Bytes(b),
             })
             .collect(),

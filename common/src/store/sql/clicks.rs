@@ -811,15 +811,7 @@ async fn write_aggregates<B: Backend>(
         sql.push_str(&breakdown_upsert);
         let params: Vec<Value> = chunk
             .iter()
-            .flat_map(|b| {
-                params![
-                    b.link_id,
-                    b.day.day_start(),
-                    b.dimension.as_str(),
-                    &b.value,
-                    b.count
-                ]
-            })
+            .flat_map(|b| params![b.link_id, b.day.day_start(), b.dimension, &b.value, b.count])
             .collect();
         conn.exec(&sql, params).await?;
     }

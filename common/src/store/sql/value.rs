@@ -4,7 +4,9 @@
 //! converts to and from its driver's types. The copy costs nanoseconds against a database
 //! round-trip, and only cache misses reach the store.
 
-use crate::domain::{ApiKeyId, LinkId, Timestamp, UserId};
+use std::sync::Arc;
+
+use crate::domain::{ApiKeyId, Dimension, LinkId, Timestamp, UserId};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -13,7 +15,35 @@ pub(crate) enum Value {
     Int(i64),
     Float(f64),
     Text(String),
+    /// Parameter text the caller shares (a dimension's name, a breakdown value interned for
+    /// a whole window): SQLite binds it without a copy. Never in a result row.
+    Shared(Arc<str>),
+    Static(&'static str),
     Bytes(Vec<u8>),
+}
+
+impl Value {
+    /// The text of a text value, whichever way it is held.
+    pub(crate) fn text(&self) -> Option<&str> {
+        match self {
+            Self::Text(s) => Some(s),
+            Self::Shared(s) => Some(s),
+            Self::Static(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl From<Dimension> for Value {
+    fn from(d: Dimension) -> Self {
+        Self::Static(d.as_str())
+    }
+}
+
+impl From<&Arc<str>> for Value {
+    fn from(v: &Arc<str>) -> Self {
+        Self::Shared(Arc::clone(v))
+    }
 }
 
 impl From<i64> for Value {
@@ -154,7 +184,12 @@ impl Row {
             Value::Null => Ok(None),
             Value::Int(v) => Ok(Some(*v)),
             // MySQL returns DECIMAL results of SUM() as text.
-            Value::Text(s) => s.parse().map(Some).map_err(|_| mismatch(i, "integer")),
+            v @ (Value::Text(_) | Value::Shared(_) | Value::Static(_)) => v
+                .text()
+                .unwrap_or_default()
+                .parse()
+                .map(Some)
+                .map_err(|_| mismatch(i, "integer")),
             Value::Bytes(b) => std::str::from_utf8(b)
                 .ok()
                 .and_then(|s| s.parse().ok())
@@ -186,7 +221,9 @@ impl Row {
     pub(crate) fn opt_str(&self, i: usize) -> Result<Option<String>, StoreError> {
         match self.at(i)? {
             Value::Null => Ok(None),
-            Value::Text(s) => Ok(Some(s.clone())),
+            v @ (Value::Text(_) | Value::Shared(_) | Value::Static(_)) => {
+                Ok(v.text().map(str::to_owned))
+            }
             Value::Bytes(b) => String::from_utf8(b.clone())
                 .map(Some)
                 .map_err(|_| mismatch(i, "UTF-8 text")),
@@ -201,7 +238,9 @@ impl Row {
     pub(crate) fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
         match self.at(i)? {
             Value::Bytes(b) => Ok(b.clone()),
-            Value::Text(s) => Ok(s.clone().into_bytes()),
+            v @ (Value::Text(_) | Value::Shared(_) | Value::Static(_)) => {
+                Ok(v.text().unwrap_or_default().as_bytes().to_vec())
+            }
             _ => Err(mismatch(i, "bytes")),
         }
     }
@@ -215,7 +254,11 @@ impl Row {
             Value::Float(v) => Ok(*v),
             #[allow(clippy::cast_precision_loss)]
             Value::Int(v) => Ok(*v as f64),
-            Value::Text(s) => s.parse().map_err(|_| mismatch(i, "number")),
+            v @ (Value::Text(_) | Value::Shared(_) | Value::Static(_)) => v
+                .text()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|_| mismatch(i, "number")),
             Value::Bytes(b) => std::str::from_utf8(b)
                 .ok()
                 .and_then(|s| s.parse().ok())
