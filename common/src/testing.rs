@@ -189,9 +189,9 @@ pub fn stored_click(link: LinkId, at: Timestamp) -> StoredClick {
         ip: None,
         referrer_host: None,
         country: None,
-        device: "desktop".to_owned(),
-        browser: "Chrome".to_owned(),
-        os: "Windows".to_owned(),
+        device: "desktop".into(),
+        browser: "Chrome".into(),
+        os: "Windows".into(),
         is_bot: false,
         fraud_reasons: 0,
     }

@@ -243,9 +243,9 @@ pub async fn seed_clicks(
                     ip: None,
                     referrer_host: Some(REFERRERS[pick % REFERRERS.len()].to_owned()),
                     country: Some(COUNTRIES[pick / 7 % COUNTRIES.len()].to_owned()),
-                    device: if bot { "bot" } else { "desktop" }.to_owned(),
-                    browser: BROWSERS[pick / 11 % BROWSERS.len()].to_owned(),
-                    os: "Linux".to_owned(),
+                    device: if bot { "bot" } else { "desktop" }.into(),
+                    browser: BROWSERS[pick / 11 % BROWSERS.len()].into(),
+                    os: "Linux".into(),
                     is_bot: bot,
                     fraud_reasons: 0,
                 }

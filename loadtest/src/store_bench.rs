@@ -113,9 +113,9 @@ fn synthetic_batch(links: &[LinkId], day: Timestamp, rows: usize, salt: u64) -> 
                 ip: None,
                 referrer_host: Some(format!("ref{}.example", i % 50)),
                 country: Some(["DE", "US", "FR", "JP", "BR"][i % 5].to_owned()),
-                device: ["desktop", "mobile", "tablet"][i % 3].to_owned(),
-                browser: ["Firefox", "Chrome", "Safari"][i % 3].to_owned(),
-                os: ["Linux", "Windows", "macOS", "Android"][i % 4].to_owned(),
+                device: ["desktop", "mobile", "tablet"][i % 3].into(),
+                browser: ["Firefox", "Chrome", "Safari"][i % 3].into(),
+                os: ["Linux", "Windows", "macOS", "Android"][i % 4].into(),
                 is_bot: i % 20 == 0,
                 fraud_reasons: 0,
             }

@@ -23,9 +23,9 @@ fn click(
         visitor,
         referrer_host: Some(referrer.to_owned()),
         country: Some(country.to_owned()),
-        device: if bot { "bot" } else { "desktop" }.to_owned(),
-        browser: "Firefox".to_owned(),
-        os: "Linux".to_owned(),
+        device: if bot { "bot" } else { "desktop" }.into(),
+        browser: "Firefox".into(),
+        os: "Linux".into(),
         is_bot: bot,
         ..stored_click(LinkId(link), at)
     }

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use blake2::Blake2bMac;
 use blake2::digest::consts::U8;
@@ -50,9 +51,9 @@ pub struct EnrichSettings {
 /// What a User-Agent says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UaInfo {
-    pub device: &'static str,
-    pub browser: String,
-    pub os: String,
+    pub device: Arc<str>,
+    pub browser: Arc<str>,
+    pub os: Arc<str>,
     pub is_bot: bool,
 }
 
@@ -126,7 +127,7 @@ impl Enricher {
                 .then(|| stored_ip(event.client_ip, self.settings.truncate_ip)),
             referrer_host: event.referrer.as_deref().and_then(referrer_host),
             country,
-            device: info.device.to_owned(),
+            device: info.device,
             browser: info.browser,
             os: info.os,
             is_bot: info.is_bot,
@@ -206,22 +207,22 @@ fn parse_user_agent(parser: &woothee::parser::Parser, bots: &isbot::Bots, ua: &s
         "misc" => "other",
         _ => UNKNOWN,
     };
-    let name = |s: &str| {
+    let name = |s: &str| -> Arc<str> {
         if s.is_empty() || s == woothee::woothee::VALUE_UNKNOWN {
-            UNKNOWN.to_owned()
+            UNKNOWN.into()
         } else {
-            truncate(s, MAX_NAME).to_owned()
+            truncate(s, MAX_NAME).into()
         }
     };
     let is_bot = !ua.is_empty() && (bots.is_bot(ua) || category == "crawler");
     UaInfo {
-        device: if is_bot { "bot" } else { device },
+        device: if is_bot { "bot" } else { device }.into(),
         browser: parsed
             .as_ref()
-            .map_or_else(|| UNKNOWN.to_owned(), |r| name(r.name)),
+            .map_or_else(|| UNKNOWN.into(), |r| name(r.name)),
         os: parsed
             .as_ref()
-            .map_or_else(|| UNKNOWN.to_owned(), |r| name(r.os)),
+            .map_or_else(|| UNKNOWN.into(), |r| name(r.os)),
         is_bot,
     }
 }
@@ -325,25 +326,37 @@ mod tests {
     }
 
     #[test]
+    fn clicks_of_one_user_agent_share_its_names() {
+        let mut e = Enricher::new(EnrichSettings::default()).unwrap();
+        let salt = [3; 32];
+        let a = e.enrich(&event("192.0.2.1", Some(FIREFOX), None), &salt);
+        let b = e.enrich(&event("192.0.2.2", Some(FIREFOX), None), &salt);
+        assert_eq!(&*a.browser, "Firefox");
+        assert!(Arc::ptr_eq(&a.device, &b.device));
+        assert!(Arc::ptr_eq(&a.browser, &b.browser));
+        assert!(Arc::ptr_eq(&a.os, &b.os));
+    }
+
+    #[test]
     fn user_agents_become_device_browser_os_and_bot() {
         let mut e = Enricher::new(EnrichSettings::default()).unwrap();
         let ff = e.user_agent(FIREFOX).clone();
         assert_eq!(
-            (ff.device, ff.browser.as_str(), ff.os.as_str()),
+            (&*ff.device, &*ff.browser, &*ff.os),
             ("desktop", "Firefox", "Windows 10")
         );
         assert!(!ff.is_bot);
         let phone = e.user_agent(IPHONE).clone();
-        assert_eq!((phone.device, phone.os.as_str()), ("mobile", "iPhone"));
+        assert_eq!((&*phone.device, &*phone.os), ("mobile", "iPhone"));
         assert!(!phone.is_bot);
         let bot = e.user_agent(GOOGLEBOT).clone();
         assert!(bot.is_bot);
-        assert_eq!(bot.device, "bot");
+        assert_eq!(&*bot.device, "bot");
         for ua in ["curl/8.5.0", "python-requests/2.32.3", "Go-http-client/1.1"] {
             assert!(e.user_agent(ua).is_bot, "{ua}");
         }
         let empty = e.user_agent("").clone();
-        assert_eq!((empty.device, empty.browser.as_str()), (UNKNOWN, UNKNOWN));
+        assert_eq!((&*empty.device, &*empty.browser), (UNKNOWN, UNKNOWN));
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! device, browser, os (varint string index) | flags (1 byte: bit 0 = bot) | fraud reasons (varint)
 //! ```
 
+use std::sync::Arc;
+
 use super::FastMap;
 
 use crate::domain::{ClickId, LinkId, StoredClick, Timestamp};
@@ -115,6 +117,17 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<StoredClick>, SegmentError> {
             string(i - 1).map(Some)
         }
     };
+    // Device, browser and OS names are few: one shared copy each, made on first use.
+    let mut shared_strings: Vec<Option<Arc<str>>> = vec![None; strings.len()];
+    let mut shared = |i: u64| -> Result<Arc<str>, SegmentError> {
+        let i = usize::try_from(i)
+            .ok()
+            .filter(|&i| i < strings.len())
+            .ok_or(SegmentError::Invalid("string index"))?;
+        Ok(Arc::clone(
+            shared_strings[i].get_or_insert_with(|| Arc::from(strings[i])),
+        ))
+    };
     let mut clicks = Vec::with_capacity(count);
     let mut prev_link = 0i64;
     for _ in 0..count {
@@ -127,9 +140,9 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<StoredClick>, SegmentError> {
         let ip = optional(r.varint()?)?;
         let referrer_host = optional(r.varint()?)?;
         let country = optional(r.varint()?)?;
-        let device = string(r.varint()?)?;
-        let browser = string(r.varint()?)?;
-        let os = string(r.varint()?)?;
+        let device = shared(r.varint()?)?;
+        let browser = shared(r.varint()?)?;
+        let os = shared(r.varint()?)?;
         let is_bot = match r.byte()? {
             0 => false,
             1 => true,
@@ -256,8 +269,8 @@ mod tests {
                 c.ip = (i % 2 == 0).then(|| format!("198.51.100.{}", i % 4));
                 c.referrer_host = (i % 5 != 0).then(|| "news.example".to_owned());
                 c.country = (i % 7 != 0).then(|| if i % 2 == 0 { "DE" } else { "BR" }.to_owned());
-                c.device = if i % 2 == 0 { "mobile" } else { "desktop" }.to_owned();
-                c.browser = "Firefox ünïcode".to_owned();
+                c.device = if i % 2 == 0 { "mobile" } else { "desktop" }.into();
+                c.browser = "Firefox ünïcode".into();
                 c.is_bot = i % 4 == 0;
                 c.fraud_reasons = u32::try_from(i).unwrap() * 0x0101_0101 % 0xffff_ffff;
                 if i == 9 {
@@ -278,6 +291,18 @@ mod tests {
         // Repeated strings are stored once: 16 bytes of id, 8 of visitor hash and about a
         // dozen more per click, far below a row per click.
         assert!(bytes.len() < clicks.len() * 45, "{} bytes", bytes.len());
+        // Decoded clicks share one copy of each device, browser and OS name.
+        let decoded = decode(&bytes).unwrap();
+        let firefox: Vec<&StoredClick> = decoded
+            .iter()
+            .filter(|c| &*c.browser == "Firefox ünïcode")
+            .collect();
+        assert!(firefox.len() > 1);
+        assert!(
+            firefox
+                .iter()
+                .all(|c| Arc::ptr_eq(&c.browser, &firefox[0].browser))
+        );
     }
 
     #[test]

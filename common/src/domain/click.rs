@@ -68,9 +68,14 @@ pub struct StoredClick {
     pub referrer_host: Option<String>,
     /// ISO 3166-1 alpha-2, upper-case.
     pub country: Option<String>,
-    pub device: String,
-    pub browser: String,
-    pub os: String,
+    /// Device class, browser and OS: shared with the User-Agent cache and every click of the
+    /// same User-Agent (no allocation per click).
+    #[serde(with = "shared_str")]
+    pub device: Arc<str>,
+    #[serde(with = "shared_str")]
+    pub browser: Arc<str>,
+    #[serde(with = "shared_str")]
+    pub os: Arc<str>,
     pub is_bot: bool,
     /// Bit set of fraud reasons; 0 means not suspicious.
     pub fraud_reasons: u32,

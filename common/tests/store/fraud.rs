@@ -19,7 +19,7 @@ fn click(link: LinkId, at: Timestamp, reasons: u32, bot: bool, country: &str) ->
     StoredClick {
         visitor: at.as_millis().unsigned_abs(),
         country: Some(country.to_owned()),
-        device: if bot { "bot" } else { "desktop" }.to_owned(),
+        device: if bot { "bot" } else { "desktop" }.into(),
         is_bot: bot,
         fraud_reasons: reasons,
         ..stored_click(link, at)

@@ -1124,9 +1124,9 @@ pub(super) fn click_of(r: &Row) -> StoreResult<StoredClick> {
         ip: r.opt_str(4)?,
         referrer_host: r.opt_str(5)?,
         country: r.opt_str(6)?,
-        device: r.str(7)?,
-        browser: r.str(8)?,
-        os: r.str(9)?,
+        device: r.str(7)?.into(),
+        browser: r.str(8)?.into(),
+        os: r.str(9)?.into(),
         is_bot: r.bool(10)?,
         fraud_reasons: u32::try_from(r.i64(11)?)
             .map_err(|_| StoreError::Corrupt("fraud reasons".into()))?,
