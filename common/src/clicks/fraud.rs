@@ -138,18 +138,23 @@ struct Rate {
 }
 
 /// Per shared window key: what other batches (on any node) put there before this batch,
-/// plus this batch's clicks scored so far.
+/// plus this batch's clicks scored so far; and for each click of the batch, in order, the
+/// positions of its three keys (built once, in [`Scorer::shared_counts`]).
 #[derive(Debug, Default)]
 pub struct SharedCounts {
-    counts: HashMap<String, u64>,
+    counts: Vec<u64>,
+    keys_of: Vec<[usize; 3]>,
 }
 
 impl SharedCounts {
-    /// This click's count in the window `key`, itself included.
-    fn hit(&mut self, key: String) -> u64 {
-        let count = self.counts.entry(key).or_default();
-        *count += 1;
-        *count
+    /// The counts of click `index` in its three windows, itself included; `None` for a
+    /// click the batch did not have.
+    fn hit(&mut self, index: usize) -> Option<[u64; 3]> {
+        let keys = *self.keys_of.get(index)?;
+        Some(keys.map(|k| {
+            self.counts[k] += 1;
+            self.counts[k]
+        }))
     }
 }
 
@@ -187,20 +192,21 @@ impl Scorer {
     }
 
     /// Like [`Scorer::score`], with the address and visitor counts taken from `shared`
-    /// (see [`Scorer::shared_counts`]) when given, with the click's address key.
+    /// (see [`Scorer::shared_counts`]) when given, with the click's position in the batch
+    /// those counts were fetched for.
     pub fn score_with(
         &mut self,
         event: &ClickEvent,
         click: &StoredClick,
-        shared: Option<(&mut SharedCounts, u64)>,
+        shared: Option<(&mut SharedCounts, usize)>,
     ) -> u32 {
         if !self.settings.enabled {
             return 0;
         }
         let at = click.at.as_millis();
         let mut reasons = self.request_reasons(event);
-        reasons |= match shared {
-            Some((shared, ip_key)) => self.shared_velocity(ip_key, click, shared),
+        reasons |= match shared.and_then(|(shared, index)| shared.hit(index)) {
+            Some(counts) => self.shared_velocity(counts),
             None => self.local_velocity(event, click),
         };
         if self.link_bursts(click.link_id, at) {
@@ -256,34 +262,42 @@ impl Scorer {
         clicks: &[StoredClick],
         limit: std::time::Duration,
     ) -> Result<SharedCounts, crate::cache::RedisUnavailable> {
-        let mut batch: HashMap<String, (u64, u64)> = HashMap::new();
+        // Each key once: its position in `entries` (key, clicks added, TTL).
+        let mut positions: HashMap<String, usize> = HashMap::new();
+        let mut entries: Vec<(String, u64, u64)> = Vec::new();
+        let mut keys_of = Vec::with_capacity(clicks.len());
         for (&ip_key, click) in ip_keys.iter().zip(clicks) {
-            for (key, ttl) in self.window_keys(ip_key, click) {
-                batch.entry(key).or_insert((0, ttl)).0 += 1;
-            }
+            keys_of.push(self.window_keys(ip_key, click).map(|(key, ttl)| {
+                let at = *positions.entry(key).or_insert_with_key(|key| {
+                    entries.push((key.clone(), 0, ttl));
+                    entries.len() - 1
+                });
+                entries[at].1 += 1;
+                at
+            }));
         }
-        let entries: Vec<(String, u64, u64)> =
-            batch.into_iter().map(|(k, (n, ttl))| (k, n, ttl)).collect();
+        drop(positions);
         let totals = redis.add_counts(&entries, limit).await?;
         let counts = entries
-            .into_iter()
+            .iter()
             .zip(totals)
-            .map(|((key, added, _), total)| (key, total.saturating_sub(added)))
+            .map(|((_, added, _), total)| total.saturating_sub(*added))
             .collect();
-        Ok(SharedCounts { counts })
+        Ok(SharedCounts { counts, keys_of })
     }
 
-    fn shared_velocity(&self, ip_key: u64, click: &StoredClick, shared: &mut SharedCounts) -> u32 {
+    /// The velocity reasons for a click's counts in its shared windows (address in 10 s,
+    /// address in a minute, visitor on the link: the order of [`Scorer::window_keys`]).
+    fn shared_velocity(&self, [ip10, ip60, repeat]: [u64; 3]) -> u32 {
         let s = &self.settings;
-        let [ip10, ip60, repeat] = self.window_keys(ip_key, click);
         let mut reasons = 0;
-        if shared.hit(ip10.0) > u64::from(s.ip_per_10s) {
+        if ip10 > u64::from(s.ip_per_10s) {
             reasons |= reason::IP_VELOCITY_10S;
         }
-        if shared.hit(ip60.0) > u64::from(s.ip_per_minute) {
+        if ip60 > u64::from(s.ip_per_minute) {
             reasons |= reason::IP_VELOCITY_MINUTE;
         }
-        if shared.hit(repeat.0) > u64::from(s.repeat_max) {
+        if repeat > u64::from(s.repeat_max) {
             reasons |= reason::REPEAT_VISITOR;
         }
         reasons

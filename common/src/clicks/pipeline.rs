@@ -499,7 +499,7 @@ impl Worker {
         let mut last_network: Option<(std::net::IpAddr, String)> = None;
         for (i, (event, click)) in events.iter().zip(clicks.iter_mut()).enumerate() {
             crate::background::give_way();
-            let shared = shared.as_mut().zip(ip_keys.get(i).copied());
+            let shared = shared.as_mut().map(|counts| (counts, i));
             click.fraud_reasons = self.scorer.score_with(event, click, shared);
             if click.fraud_reasons != 0 && click.ip.is_none() {
                 // Evidence for review: the network (/24, /48) of a flagged click is kept
