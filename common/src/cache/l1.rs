@@ -48,8 +48,8 @@ const BUCKET_OVERHEAD: usize = 400;
 const FORWARD_QUERY: u32 = 1 << 16;
 const DELETED: u32 = 1 << 17;
 const STATE_SHIFT: u32 = 18;
-/// The slot's link is kept whole: its `id` is the position in the bucket's `wholes`. Only
-/// in flags [`flags_of`] never makes (it leaves bits 20 and up clear).
+/// The slot's link is kept whole: its `id` is the position in the bucket's `wholes`. A plain
+/// link's flags never equal it ([`flags_of`] leaves bits 20 and up clear).
 const WHOLE: u32 = 1 << 31;
 
 /// The fixed part of one link in a bucket.
@@ -137,6 +137,16 @@ enum Held<'a> {
     Whole(&'a Arc<CachedLink>),
 }
 
+impl<'a> Held<'a> {
+    /// The target bytes the link keeps in the arena (none for a whole link).
+    fn target(self) -> &'a [u8] {
+        match self {
+            Held::Plain(target) => target,
+            Held::Whole(_) => &[],
+        }
+    }
+}
+
 impl BucketBuilder {
     fn with_capacity(links: usize, bytes: usize) -> Self {
         Self {
@@ -149,23 +159,19 @@ impl BucketBuilder {
     }
 
     fn push(&mut self, tag: u32, mut slot: Slot, key: &[u8], held: Held<'_>) {
+        let target = held.target();
         slot.offset = u32::try_from(self.arena.len()).unwrap_or(u32::MAX);
         slot.key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
+        slot.target_len = u16::try_from(target.len()).unwrap_or(u16::MAX);
         self.arena.extend_from_slice(key);
-        self.weight += std::mem::size_of::<Slot>() + std::mem::size_of::<u32>() + key.len();
-        match held {
-            Held::Plain(target) => {
-                slot.target_len = u16::try_from(target.len()).unwrap_or(u16::MAX);
-                self.arena.extend_from_slice(target);
-                self.weight += target.len();
-            }
-            Held::Whole(link) => {
-                slot.target_len = 0;
-                slot.flags = WHOLE;
-                slot.id = i64::try_from(self.wholes.len()).unwrap_or(i64::MAX);
-                self.weight += std::mem::size_of::<Arc<CachedLink>>() + link.weight();
-                self.wholes.push(Arc::clone(link));
-            }
+        self.arena.extend_from_slice(target);
+        self.weight +=
+            std::mem::size_of::<Slot>() + std::mem::size_of::<u32>() + key.len() + target.len();
+        if let Held::Whole(link) = held {
+            slot.flags = WHOLE;
+            slot.id = i64::try_from(self.wholes.len()).unwrap_or(i64::MAX);
+            self.weight += std::mem::size_of::<Arc<CachedLink>>() + link.weight();
+            self.wholes.push(Arc::clone(link));
         }
         self.tags.push(tag);
         self.slots.push(slot);
@@ -384,11 +390,7 @@ impl L1 {
             Held::Whole(link)
         };
         self.buckets.entry(bucket).and_compute_with(|current| {
-            let extra = key.len()
-                + match held {
-                    Held::Plain(target) => target.len(),
-                    Held::Whole(_) => 0,
-                };
+            let extra = key.len() + held.target().len();
             let mut builder = current.map_or_else(
                 || BucketBuilder::with_capacity(1, extra),
                 |entry| {

@@ -146,7 +146,6 @@ pub fn aggregate(batch_id: u128, clicks: &[&StoredClick], clock: &TrendingClock)
             count,
         })
         .collect();
-    drop(shared);
     breakdowns.sort_unstable_by(|a, b| {
         (a.link_id, a.dimension, a.day, &*a.value).cmp(&(b.link_id, b.dimension, b.day, &*b.value))
     });

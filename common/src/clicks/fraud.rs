@@ -262,21 +262,21 @@ impl Scorer {
         clicks: &[StoredClick],
         limit: std::time::Duration,
     ) -> Result<SharedCounts, crate::cache::RedisUnavailable> {
-        // Each key once: its position in `entries` (key, clicks added, TTL).
-        let mut positions: HashMap<String, usize> = HashMap::new();
-        let mut entries: Vec<(String, u64, u64)> = Vec::new();
+        // Each key once, numbered in order of first use: (number, clicks added, TTL).
+        let mut numbered: HashMap<String, (usize, u64, u64)> = HashMap::new();
         let mut keys_of = Vec::with_capacity(clicks.len());
         for (&ip_key, click) in ip_keys.iter().zip(clicks) {
             keys_of.push(self.window_keys(ip_key, click).map(|(key, ttl)| {
-                let at = *positions.entry(key).or_insert_with_key(|key| {
-                    entries.push((key.clone(), 0, ttl));
-                    entries.len() - 1
-                });
-                entries[at].1 += 1;
-                at
+                let next = numbered.len();
+                let entry = numbered.entry(key).or_insert((next, 0, ttl));
+                entry.1 += 1;
+                entry.0
             }));
         }
-        drop(positions);
+        let mut entries = vec![(String::new(), 0, 0); numbered.len()];
+        for (key, (at, added, ttl)) in numbered {
+            entries[at] = (key, added, ttl);
+        }
         let totals = redis.add_counts(&entries, limit).await?;
         let counts = entries
             .iter()

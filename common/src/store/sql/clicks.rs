@@ -99,7 +99,7 @@ impl<B: Backend> ClickStore for SqlStore<B> {
                  GROUP BY value ORDER BY n DESC, value LIMIT ?",
                 params![
                     link,
-                    dimension.as_str(),
+                    dimension,
                     from.day_start(),
                     to,
                     page_size(limit, 1000)

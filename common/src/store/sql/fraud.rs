@@ -214,7 +214,7 @@ struct Removal {
     /// (hour) -> (total, bot, suspicious)
     hourly: BTreeMap<i64, (u64, u64, u64)>,
     /// (day, dimension, value) -> count
-    breakdowns: BTreeMap<(i64, &'static str, String), u64>,
+    breakdowns: BTreeMap<(i64, Dimension, String), u64>,
 }
 
 impl Removal {
@@ -231,7 +231,7 @@ impl Removal {
         for d in Dimension::ALL {
             *self
                 .breakdowns
-                .entry((day, d.as_str(), breakdown_value(click, d).to_owned()))
+                .entry((day, d, breakdown_value(click, d).to_owned()))
                 .or_default() += 1;
         }
     }

@@ -24,12 +24,21 @@ pub(crate) enum Value {
 
 impl Value {
     /// The text of a text value, whichever way it is held.
-    pub(crate) fn text(&self) -> Option<&str> {
+    fn text(&self) -> Option<&str> {
         match self {
             Self::Text(s) => Some(s),
             Self::Shared(s) => Some(s),
             Self::Static(s) => Some(s),
             _ => None,
+        }
+    }
+
+    /// The text of a text value or of UTF-8 bytes (MySQL returns text, and DECIMAL results
+    /// of `SUM()`, as bytes).
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Bytes(b) => std::str::from_utf8(b).ok(),
+            other => other.text(),
         }
     }
 }
@@ -183,19 +192,11 @@ impl Row {
         match self.at(i)? {
             Value::Null => Ok(None),
             Value::Int(v) => Ok(Some(*v)),
-            // MySQL returns DECIMAL results of SUM() as text.
-            v @ (Value::Text(_) | Value::Shared(_) | Value::Static(_)) => v
-                .text()
-                .unwrap_or_default()
-                .parse()
-                .map(Some)
-                .map_err(|_| mismatch(i, "integer")),
-            Value::Bytes(b) => std::str::from_utf8(b)
-                .ok()
+            v => v
+                .as_str()
                 .and_then(|s| s.parse().ok())
                 .map(Some)
                 .ok_or_else(|| mismatch(i, "integer")),
-            Value::Float(_) => Err(mismatch(i, "integer")),
         }
     }
 
@@ -221,13 +222,11 @@ impl Row {
     pub(crate) fn opt_str(&self, i: usize) -> Result<Option<String>, StoreError> {
         match self.at(i)? {
             Value::Null => Ok(None),
-            v @ (Value::Text(_) | Value::Shared(_) | Value::Static(_)) => {
-                Ok(v.text().map(str::to_owned))
-            }
-            Value::Bytes(b) => String::from_utf8(b.clone())
-                .map(Some)
-                .map_err(|_| mismatch(i, "UTF-8 text")),
-            _ => Err(mismatch(i, "text")),
+            Value::Int(_) | Value::Float(_) => Err(mismatch(i, "text")),
+            v => v
+                .as_str()
+                .map(|s| Some(s.to_owned()))
+                .ok_or_else(|| mismatch(i, "UTF-8 text")),
         }
     }
 
@@ -238,10 +237,10 @@ impl Row {
     pub(crate) fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
         match self.at(i)? {
             Value::Bytes(b) => Ok(b.clone()),
-            v @ (Value::Text(_) | Value::Shared(_) | Value::Static(_)) => {
-                Ok(v.text().unwrap_or_default().as_bytes().to_vec())
-            }
-            _ => Err(mismatch(i, "bytes")),
+            v => v
+                .text()
+                .map(|s| s.as_bytes().to_vec())
+                .ok_or_else(|| mismatch(i, "bytes")),
         }
     }
 
@@ -254,16 +253,11 @@ impl Row {
             Value::Float(v) => Ok(*v),
             #[allow(clippy::cast_precision_loss)]
             Value::Int(v) => Ok(*v as f64),
-            v @ (Value::Text(_) | Value::Shared(_) | Value::Static(_)) => v
-                .text()
-                .unwrap_or_default()
-                .parse()
-                .map_err(|_| mismatch(i, "number")),
-            Value::Bytes(b) => std::str::from_utf8(b)
-                .ok()
+            Value::Null => Err(mismatch(i, "non-null number")),
+            v => v
+                .as_str()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| mismatch(i, "number")),
-            Value::Null => Err(mismatch(i, "non-null number")),
         }
     }
 
