@@ -9,16 +9,9 @@ use super::enrich::{DIRECT, UNKNOWN};
 use super::trending::TrendingClock;
 use super::{FastMap, FastSet};
 use crate::domain::{
-    BreakdownDelta, ClickBatch, Dimension, HourlyDelta, LinkId, StoredClick, Timestamp,
-    TrendingDelta, VisitorHour,
+    BreakdownDelta, ClickBatch, Dimension, HourlyDelta, LinkId, PendingWindow, StoredClick,
+    Timestamp, TrendingDelta, VisitorHour,
 };
-
-/// The entries of `map` in key order (keys are unique, so an unstable sort is exact).
-fn sorted<K: Ord, V>(map: FastMap<K, V>) -> Vec<(K, V)> {
-    let mut entries: Vec<(K, V)> = map.into_iter().collect();
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    entries
-}
 
 /// Whether a click counts as a person's: not a bot and not flagged.
 pub fn is_human(click: &StoredClick) -> bool {
@@ -80,94 +73,228 @@ pub fn build_batch_with_id(
 
 /// The aggregates of `clicks` as a batch under `batch_id` that holds no raw clicks.
 pub fn aggregate(batch_id: u128, clicks: &[&StoredClick], clock: &TrendingClock) -> ClickBatch {
-    // Hash maps while folding, sorted once at the end.
-    let mut hourly: FastMap<(LinkId, Timestamp), HourlyDelta> = FastMap::default();
-    let mut breakdowns: FastMap<(LinkId, Dimension, Timestamp, &str), u64> = FastMap::default();
-    let mut visitors: FastSet<VisitorHour> = FastSet::default();
-    let mut totals: FastMap<LinkId, u64> = FastMap::default();
-    let mut trending: FastMap<LinkId, f64> = FastMap::default();
-    // One epoch for the whole batch: that of its newest click.
-    let epoch = clock.epoch_of(
-        clicks
-            .iter()
-            .map(|c| c.at)
-            .max()
-            .unwrap_or_else(Timestamp::now),
-    );
+    let mut fold = Fold::default();
+    fold.add(clicks.iter().copied(), clock);
+    fold.batch(batch_id, clock)
+}
 
-    for &click in clicks {
-        crate::background::give_way();
+/// Aggregates summed click by click: hash maps while folding, rows sorted when taken out.
+/// Holds one entry per distinct key (link-hour, link-day-value, visitor, link), whatever the
+/// number of clicks folded in.
+#[derive(Debug, Default)]
+struct Fold {
+    hourly: FastMap<(LinkId, Timestamp), HourlyDelta>,
+    /// Breakdown counts by (link, dimension, day, value number in `values`).
+    breakdowns: FastMap<(LinkId, Dimension, Timestamp, u32), u64>,
+    /// Each distinct breakdown value once, numbered in `names`: the rows share one copy.
+    values: FastMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+    visitors: FastSet<VisitorHour>,
+    totals: FastMap<LinkId, u64>,
+    /// Trending weights against `epoch`.
+    trending: FastMap<LinkId, f64>,
+    /// The era of the newest click folded in: a later one rescales the weights held.
+    epoch: Option<Timestamp>,
+}
+
+impl Fold {
+    /// Folds in `clicks`, weighing them against the era of the newest click seen so far.
+    fn add<'a>(
+        &mut self,
+        clicks: impl Iterator<Item = &'a StoredClick> + Clone,
+        clock: &TrendingClock,
+    ) {
+        let Some(newest) = clicks.clone().map(|c| c.at).max() else {
+            return;
+        };
+        let epoch = self.advance(clock.epoch_of(newest), clock);
+        for click in clicks {
+            crate::background::give_way();
+            self.add_click(click, clock, epoch);
+        }
+    }
+
+    /// Moves the weights held to `epoch` when it is later than theirs; returns the epoch
+    /// now held.
+    fn advance(&mut self, epoch: Timestamp, clock: &TrendingClock) -> Timestamp {
+        match self.epoch {
+            Some(held) if held >= epoch => return held,
+            Some(held) => {
+                let carry = clock.weight(held, epoch);
+                self.trending.values_mut().for_each(|w| *w *= carry);
+            }
+            None => {}
+        }
+        self.epoch = Some(epoch);
+        epoch
+    }
+
+    /// One click, its trending weight against `epoch`.
+    fn add_click(&mut self, click: &StoredClick, trend: &TrendingClock, epoch: Timestamp) {
         let hour = click.at.hour_start();
         let human = is_human(click);
-        let h = hourly.entry((click.link_id, hour)).or_insert(HourlyDelta {
-            link_id: click.link_id,
-            hour,
-            total: 0,
-            human: 0,
-            bot: 0,
-            suspicious: 0,
-        });
+        let h = self
+            .hourly
+            .entry((click.link_id, hour))
+            .or_insert(HourlyDelta {
+                link_id: click.link_id,
+                hour,
+                total: 0,
+                human: 0,
+                bot: 0,
+                suspicious: 0,
+            });
         h.total += 1;
         h.human += u64::from(human);
         h.bot += u64::from(click.is_bot);
         h.suspicious += u64::from(click.fraud_reasons != 0);
         let day = click.at.day_start();
         for dimension in Dimension::ALL {
-            *breakdowns
-                .entry((
-                    click.link_id,
-                    dimension,
-                    day,
-                    breakdown_value(click, dimension),
-                ))
+            let value = self.value_number(breakdown_value(click, dimension));
+            *self
+                .breakdowns
+                .entry((click.link_id, dimension, day, value))
                 .or_default() += 1;
         }
-        *totals.entry(click.link_id).or_default() += 1;
+        *self.totals.entry(click.link_id).or_default() += 1;
         if human {
-            visitors.insert(VisitorHour {
+            self.visitors.insert(VisitorHour {
                 link_id: click.link_id,
                 hour,
                 visitor: click.visitor,
             });
-            *trending.entry(click.link_id).or_default() += clock.weight(click.at, epoch);
+            *self.trending.entry(click.link_id).or_default() += trend.weight(click.at, epoch);
         }
     }
 
-    // Each distinct value is allocated once per batch and shared by its rows (a window of
-    // 100,000 clicks on distinct links has 500,000 rows over a few hundred values).
-    let mut shared: FastMap<&str, Arc<str>> = FastMap::default();
-    let mut breakdowns: Vec<BreakdownDelta> = breakdowns
-        .into_iter()
-        .map(|((link_id, dimension, day, value), count)| BreakdownDelta {
-            link_id,
-            day,
-            dimension,
-            value: Arc::clone(shared.entry(value).or_insert_with(|| Arc::from(value))),
-            count,
-        })
-        .collect();
-    breakdowns.sort_unstable_by(|a, b| {
-        (a.link_id, a.dimension, a.day, &*a.value).cmp(&(b.link_id, b.dimension, b.day, &*b.value))
-    });
-    let mut visitors: Vec<VisitorHour> = visitors.into_iter().collect();
-    visitors.sort_unstable();
-    ClickBatch {
-        batch_id,
-        hourly: sorted(hourly).into_iter().map(|(_, h)| h).collect(),
-        breakdowns,
-        visitors,
-        link_totals: sorted(totals),
-        trending: sorted(trending)
-            .into_iter()
-            .map(|(link_id, weight)| TrendingDelta {
+    /// The number of a breakdown value, allocated once per fold.
+    fn value_number(&mut self, value: &str) -> u32 {
+        if let Some(n) = self.values.get(value) {
+            return *n;
+        }
+        let n = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let shared: Arc<str> = Arc::from(value);
+        self.names.push(Arc::clone(&shared));
+        self.values.insert(shared, n);
+        n
+    }
+
+    /// Rows held: what a window's write and memory grow with.
+    fn rows(&self) -> usize {
+        self.hourly.len() + self.breakdowns.len() + self.visitors.len() + self.totals.len()
+    }
+
+    /// The aggregates as a batch under `batch_id` (no raw clicks), rows sorted by key so two
+    /// nodes writing overlapping batches lock rows in the same order.
+    fn batch(&self, batch_id: u128, clock: &TrendingClock) -> ClickBatch {
+        let mut hourly: Vec<HourlyDelta> = self.hourly.values().copied().collect();
+        hourly.sort_unstable_by_key(|h| (h.link_id, h.hour));
+        let mut breakdowns: Vec<BreakdownDelta> = self
+            .breakdowns
+            .iter()
+            .map(
+                |(&(link_id, dimension, day, value), &count)| BreakdownDelta {
+                    link_id,
+                    day,
+                    dimension,
+                    value: Arc::clone(&self.names[value as usize]),
+                    count,
+                },
+            )
+            .collect();
+        breakdowns.sort_unstable_by(|a, b| {
+            (a.link_id, a.dimension, a.day, &*a.value).cmp(&(
+                b.link_id,
+                b.dimension,
+                b.day,
+                &*b.value,
+            ))
+        });
+        let mut visitors: Vec<VisitorHour> = self.visitors.iter().copied().collect();
+        visitors.sort_unstable();
+        let mut link_totals: Vec<(LinkId, u64)> =
+            self.totals.iter().map(|(&link, &n)| (link, n)).collect();
+        link_totals.sort_unstable();
+        // One epoch for the whole batch: that of its newest click.
+        let epoch = self
+            .epoch
+            .unwrap_or_else(|| clock.epoch_of(Timestamp::now()));
+        let mut trending: Vec<TrendingDelta> = self
+            .trending
+            .iter()
+            .map(|(&link_id, &weight)| TrendingDelta {
                 link_id,
                 epoch,
                 weight,
             })
-            .collect(),
-        trending_era_ms: clock.era_ms(),
-        trending_carry: clock.era_carry(),
-        clicks: Vec::new(),
+            .collect();
+        trending.sort_unstable_by_key(|t| t.link_id);
+        ClickBatch {
+            batch_id,
+            hourly,
+            breakdowns,
+            visitors,
+            link_totals,
+            trending,
+            trending_era_ms: clock.era_ms(),
+            trending_carry: clock.era_carry(),
+            clicks: Vec::new(),
+        }
+    }
+}
+
+/// Written batches whose aggregates are yet to be written, folded as they come (see
+/// `pipeline`): the window holds one entry per distinct aggregate key and the flagged
+/// clicks, not the batches' clicks, so its memory grows with the links, hours and visitors
+/// clicked rather than with the clicks.
+#[derive(Debug, Default)]
+pub struct WindowFold {
+    batch_ids: Vec<u128>,
+    fold: Fold,
+    flagged: Vec<StoredClick>,
+    clicks: u64,
+}
+
+impl WindowFold {
+    /// Folds in a written batch, consuming its clicks (all but the flagged ones are freed
+    /// here, click by click, giving way to request threads like any other batcher work).
+    pub fn add(&mut self, batch_id: u128, clicks: Vec<StoredClick>, clock: &TrendingClock) {
+        self.batch_ids.push(batch_id);
+        self.clicks += clicks.len() as u64;
+        self.fold.add(clicks.iter(), clock);
+        for click in clicks {
+            if click.fraud_reasons != 0 {
+                self.flagged.push(click);
+            } else {
+                drop(click);
+                crate::background::give_way();
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch_ids.is_empty()
+    }
+
+    /// Clicks folded in.
+    pub fn clicks(&self) -> u64 {
+        self.clicks
+    }
+
+    /// Aggregate rows held (hourly, breakdown, visitor and total rows).
+    pub fn rows(&self) -> usize {
+        self.fold.rows()
+    }
+
+    /// The window as handed to `ClickStore::apply_aggregates`; the fold keeps everything
+    /// (to go on folding when the write fails).
+    pub fn pending(&self, clock: &TrendingClock) -> PendingWindow {
+        PendingWindow {
+            batch_ids: self.batch_ids.clone(),
+            aggregates: self.fold.batch(0, clock),
+            flagged: self.flagged.clone(),
+            clicks: self.clicks,
+        }
     }
 }
 
@@ -238,6 +365,82 @@ mod tests {
             now,
         );
         assert!((clock.score_at(t1.weight, t1.epoch, now) - expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_window_folded_batch_by_batch_sums_as_one_aggregate_of_all_its_clicks() {
+        let h = Timestamp::MILLIS_PER_HOUR;
+        let base = 1_800_000_000_000 / h * h;
+        // A one-second half-life: eras of 32 s, so the window spans three of them and the
+        // weights held are carried into later eras as batches come.
+        let clock = TrendingClock::new(1000);
+        let era = clock.era_ms();
+        let mut all = Vec::new();
+        let mut fold = WindowFold::default();
+        for b in 0..6_i64 {
+            let clicks: Vec<StoredClick> = (0..40_i64)
+                .map(|i| {
+                    let at = base + b * era / 2 + i * 7;
+                    let referrer = (i % 3 == 0).then_some("example.com");
+                    let mut c = click(
+                        1 + (i * b) % 5,
+                        at,
+                        (i % 11).cast_unsigned(),
+                        i % 9 == 0,
+                        referrer,
+                    );
+                    c.fraud_reasons = u32::from(i % 13 == 0);
+                    c
+                })
+                .collect();
+            all.extend(clicks.iter().cloned());
+            fold.add(u128::from(b.cast_unsigned()), clicks, &clock);
+        }
+        let window = fold.pending(&clock);
+        let refs: Vec<&StoredClick> = all.iter().collect();
+        let expected = aggregate(0, &refs, &clock);
+        assert_eq!(window.batch_ids, (0..6).collect::<Vec<u128>>());
+        assert_eq!(window.clicks, 240);
+        let flagged: Vec<_> = all
+            .iter()
+            .filter(|c| c.fraud_reasons != 0)
+            .cloned()
+            .collect();
+        assert_eq!(window.flagged, flagged);
+        let got = &window.aggregates;
+        assert_eq!(got.hourly, expected.hourly);
+        assert_eq!(got.breakdowns, expected.breakdowns);
+        assert_eq!(got.visitors, expected.visitors);
+        assert_eq!(got.link_totals, expected.link_totals);
+        assert_eq!(
+            fold.rows(),
+            got.hourly.len() + got.breakdowns.len() + got.visitors.len() + got.link_totals.len()
+        );
+        assert_eq!(got.trending.len(), expected.trending.len());
+        let now = Timestamp::from_millis(base + 3 * era);
+        for (g, e) in got.trending.iter().zip(&expected.trending) {
+            assert_eq!((g.link_id, g.epoch), (e.link_id, e.epoch));
+            let (g, e) = (
+                clock.score_at(g.weight, g.epoch, now),
+                clock.score_at(e.weight, e.epoch, now),
+            );
+            assert!((g - e).abs() <= 1e-9 * e.max(1.0), "{g} vs {e}");
+        }
+        // The same clicks weighed directly.
+        let link1: Vec<Timestamp> = all
+            .iter()
+            .filter(|c| c.link_id == LinkId(1) && is_human(c))
+            .map(|c| c.at)
+            .collect();
+        let t1 = got
+            .trending
+            .iter()
+            .find(|t| t.link_id == LinkId(1))
+            .unwrap();
+        let direct = clock.decayed_sum(link1, now);
+        assert!((clock.score_at(t1.weight, t1.epoch, now) - direct).abs() <= 1e-9 * direct);
+        // Nothing is lost by taking the window: it can be taken again.
+        assert_eq!(fold.pending(&clock), window);
     }
 
     #[test]

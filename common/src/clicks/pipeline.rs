@@ -11,13 +11,14 @@
 //! then replayed after a crash, is applied once.
 //!
 //! A batch's write is its raw clicks only (one segment value per UTC day) plus a
-//! `pending_aggregates` row. Its clicks then join this node's aggregation window, and every
+//! `pending_aggregates` row. Its clicks are then folded into this node's aggregation window
+//! ([`WindowFold`]: sums per key, and only the flagged clicks kept), and every
 //! `aggregate_interval` the window's aggregates (hourly counters, breakdowns, unique
 //! visitors, trending, link totals, flagged-click segments) are written in one transaction
 //! that claims the batches' pending rows. A link clicked in several batches of a window costs
 //! one row write per aggregate instead of one per batch. Under load the window stays open
-//! longer ([`aggregate_every`]), up to `aggregate_max_interval`, so the rows written per
-//! click fall as the click rate rises. A node that stops before writing
+//! longer ([`aggregate_every`]), up to `aggregate_max_interval` or [`WINDOW_MAX_ROWS`], so
+//! the rows written per click fall as the click rate rises. A node that stops before writing
 //! its window leaves the pending rows behind: any node aggregates those from the segments
 //! once they are stale, and the claim makes each batch's aggregates apply once. Journaled
 //! batches carry their aggregates and are applied whole on replay.
@@ -36,15 +37,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::FastMap;
-use super::batch::{build_batch_with_id, raw_batch};
+use super::batch::{WindowFold, build_batch_with_id, raw_batch};
 use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt, network_of, visitor_hash};
 use super::fraud::{Scorer, SharedCounts, reason};
 use super::journal::{Journal, JournalEntry, JournalError};
 use super::queue::ClickQueue;
 use super::trending::TrendingClock;
 use crate::domain::{
-    BatchOutcome, ClickBatch, ClickEvent, LinkId, PendingBatch, ReviewCandidate, ReviewThresholds,
-    StoredClick, Timestamp,
+    BatchOutcome, ClickBatch, ClickEvent, LinkId, ReviewCandidate, ReviewThresholds, StoredClick,
+    Timestamp,
 };
 use crate::store::Store;
 
@@ -58,8 +59,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Stale pending batches aggregated per transaction, and transactions per sweep.
 const SWEEP_BATCHES: u32 = 100;
 const SWEEP_ROUNDS: usize = 10;
-/// Clicks in the aggregation window that trigger its write before the interval is up.
-const WINDOW_MAX_CLICKS: usize = 100_000;
+/// Aggregate rows in the aggregation window that trigger its write before the interval is
+/// up: the window's memory (about 40 bytes a row) and its transaction grow with its rows.
+/// Clicks on a few hot links add visitor rows only; clicks on distinct links about seven
+/// rows each.
+const WINDOW_MAX_ROWS: usize = 500_000;
 /// Raw clicks deleted per purge statement.
 const PURGE_CHUNK: u32 = 10_000;
 
@@ -107,22 +111,6 @@ fn review_candidates<'a>(clicks: impl Iterator<Item = &'a StoredClick>) -> Vec<R
             burst_clicks,
         })
         .collect()
-}
-
-/// Clicks in the batches of a window.
-fn clicks_in(window: &[PendingBatch]) -> usize {
-    window.iter().map(|b| b.clicks.len()).sum()
-}
-
-/// Frees a written window click by click: up to 100,000 clicks are milliseconds of
-/// deallocation, which must give way to request threads like any other batcher work.
-fn release(window: Vec<PendingBatch>) {
-    for batch in window {
-        for click in batch.clicks {
-            drop(click);
-            crate::background::give_way();
-        }
-    }
 }
 
 /// How long an aggregation window stays open after one whose write took `last_write`:
@@ -320,7 +308,7 @@ pub fn spawn(
         entries,
         incoming: Vec::new(),
         pending: VecDeque::new(),
-        window: Vec::new(),
+        window: WindowFold::default(),
         last_aggregate: Instant::now(),
         aggregate_every: settings.aggregate_interval,
         last_sweep: None,
@@ -353,8 +341,8 @@ struct Worker {
     incoming: Vec<ClickEvent>,
     /// Batches in memory awaiting a write, oldest first.
     pending: VecDeque<ClickBatch>,
-    /// Written batches whose aggregates this node has yet to write, and their clicks.
-    window: Vec<PendingBatch>,
+    /// Written batches whose aggregates this node has yet to write, folded.
+    window: WindowFold,
     last_aggregate: Instant,
     /// How long the current window stays open (see [`aggregate_every`]).
     aggregate_every: Duration,
@@ -390,7 +378,7 @@ impl Worker {
                 self.write_pending(None).await;
             }
             if self.last_aggregate.elapsed() >= self.aggregate_every
-                || self.window_clicks() >= WINDOW_MAX_CLICKS
+                || self.window.rows() >= WINDOW_MAX_ROWS
             {
                 self.aggregate_window(None).await;
             }
@@ -636,10 +624,7 @@ impl Worker {
             self.stats
                 .buffered
                 .fetch_sub(batch.clicks.len() as u64, Ordering::Relaxed);
-            self.window.push(PendingBatch {
-                batch_id: batch.batch_id,
-                clicks: batch.clicks,
-            });
+            self.window.add(batch.batch_id, batch.clicks, &self.clock);
         }
     }
 
@@ -788,8 +773,8 @@ impl Worker {
         if self.window.is_empty() {
             return;
         }
-        let window = std::mem::take(&mut self.window);
         let clock = self.clock;
+        let window = self.window.pending(&clock);
         let store = Arc::clone(&self.store);
         let started = Instant::now();
         let result = self
@@ -806,30 +791,26 @@ impl Worker {
                     .aggregate_window_millis
                     .store(millis(self.aggregate_every), Ordering::Relaxed);
                 self.stats.aggregated.fetch_add(clicks, Ordering::Relaxed);
-                self.consider_reviews(window.iter().flat_map(|b| &b.clicks))
-                    .await;
-                release(window);
+                self.consider_reviews(window.flagged.iter()).await;
+                self.window = WindowFold::default();
             }
             Err(error) => {
                 self.stats.aggregate_errors.fetch_add(1, Ordering::Relaxed);
-                let clicks = clicks_in(&window);
-                if clicks > self.settings.buffer_max_clicks {
+                let clicks = self.window.clicks();
+                if clicks > self.settings.buffer_max_clicks as u64 {
                     tracing::warn!(
                         error,
                         clicks,
                         "cannot write click aggregates; left to the stale sweep"
                     );
+                    self.window = WindowFold::default();
                 } else {
+                    // The window stays and goes on folding: the next write claims what is
+                    // still pending of it.
                     tracing::warn!(error, "cannot write click aggregates; retried");
-                    self.window = window;
                 }
             }
         }
-    }
-
-    /// Clicks in the aggregation window.
-    fn window_clicks(&self) -> usize {
-        clicks_in(&self.window)
     }
 
     /// A store call bounded by the write timeout (and `deadline`), the queue kept drained

@@ -156,12 +156,18 @@ mod shared_str {
     }
 }
 
-/// The raw clicks of a batch written with `write_click_segments` whose aggregates the
-/// writing node still holds: what it hands to `apply_aggregates` with the rest of its window.
+/// Batches written with `write_click_segments` whose aggregates the writing node still
+/// holds, folded together (`clicks::batch::WindowFold`): what it hands to
+/// `apply_aggregates`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PendingBatch {
-    pub batch_id: u128,
-    pub clicks: Vec<StoredClick>,
+pub struct PendingWindow {
+    pub batch_ids: Vec<u128>,
+    /// The aggregates of all their clicks, rows sorted (no raw clicks; batch id 0).
+    pub aggregates: ClickBatch,
+    /// Their flagged clicks, for the links' flagged segments.
+    pub flagged: Vec<StoredClick>,
+    /// How many clicks the batches hold.
+    pub clicks: u64,
 }
 
 /// Everything one flush writes, applied atomically and at most once (by `batch_id`): a batch

@@ -11,8 +11,8 @@ mod user;
 
 pub use click::{
     BatchOutcome, BreakdownDelta, ClickBatch, ClickEvent, ClickMethod, Dimension, Granularity,
-    HourlyCounts, HourlyDelta, MAX_CAPTURED_HEADER_BYTES, PendingBatch, StoredClick, TrendingDelta,
-    VisitorHour, capture_header,
+    HourlyCounts, HourlyDelta, MAX_CAPTURED_HEADER_BYTES, PendingWindow, StoredClick,
+    TrendingDelta, VisitorHour, capture_header,
 };
 pub use ids::{ApiKeyId, ClickId, LinkId, UserId};
 pub use link::{

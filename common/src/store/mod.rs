@@ -21,7 +21,7 @@ use crate::clicks::TrendingClock;
 use crate::domain::{
     ApiKey, ApiKeyId, AuditEntry, BatchOutcome, BlockedDomain, ClickBatch, ClickId, Dimension,
     Email, FraudReview, Granularity, HourlyCounts, Link, LinkChange, LinkDomain, LinkId, LinkPatch,
-    NewApiKey, NewAuditEntry, NewLink, NewUser, PendingBatch, RefreshToken, ReviewCandidate,
+    NewApiKey, NewAuditEntry, NewLink, NewUser, PendingWindow, RefreshToken, ReviewCandidate,
     ReviewState, ReviewThresholds, RotateOutcome, ShortCode, StoredClick, Tag, Timestamp,
     TokenHash, User, UserId,
 };
@@ -166,12 +166,13 @@ pub trait ClickStore: Send + Sync {
     /// aggregates as pending: `apply_aggregates` (the writer, from memory) or
     /// `aggregate_stale` (any node, from the segments) applies them later, exactly once.
     async fn write_click_segments(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome>;
-    /// Applies, in one transaction, the aggregates of those `window` batches still pending
-    /// (claiming them, so a batch another node aggregated meanwhile is skipped). Returns the
-    /// clicks aggregated.
+    /// Applies, in one transaction, the aggregates of the `window`'s batches that are still
+    /// pending (claiming them, so a batch another node aggregated meanwhile is skipped):
+    /// the window's own sums when it claims every batch, else those of the claimed batches
+    /// read back from their segments. Returns the clicks aggregated.
     async fn apply_aggregates(
         &self,
-        window: &[PendingBatch],
+        window: &PendingWindow,
         clock: &TrendingClock,
     ) -> StoreResult<u64>;
     /// Aggregates, from their stored segments, at most `limit` batches pending since before

@@ -525,8 +525,8 @@ pub async fn trending_matches_brute_force_decayed_sums(store: &dyn Store) {
 /// a batch the writer never aggregated is aggregated from its segments by the stale sweep,
 /// and neither path counts a batch the other took.
 pub async fn pending_aggregates_apply_exactly_once_from_the_window_or_the_sweep(store: &dyn Store) {
-    use linkgate_common::clicks::batch::raw_batch;
-    use linkgate_common::domain::PendingBatch;
+    use linkgate_common::clicks::batch::{WindowFold, raw_batch};
+    use linkgate_common::domain::PendingWindow;
 
     let clock = TrendingClock::new(HOUR);
     let a = link_id(store, "window-a").await;
@@ -576,13 +576,16 @@ pub async fn pending_aggregates_apply_exactly_once_from_the_window_or_the_sweep(
     assert_eq!(store.link_by_id(a).await.unwrap().unwrap().clicks, 0);
     assert!(store.flagged_clicks(a, None, 10).await.unwrap().is_empty());
 
-    let window: Vec<PendingBatch> = batches[..2]
-        .iter()
-        .map(|b| PendingBatch {
-            batch_id: b.batch_id,
-            clicks: b.clicks.clone(),
-        })
-        .collect();
+    // What the writer's window hands over: its batches folded together.
+    let window_of = |batches: &[&ClickBatch]| -> PendingWindow {
+        let mut fold = WindowFold::default();
+        for b in batches {
+            fold.add(b.batch_id, b.clicks.clone(), &clock);
+        }
+        fold.pending(&clock)
+    };
+    let window = window_of(&[&batches[0], &batches[1]]);
+    assert_eq!((window.clicks, window.flagged.len()), (9, 1));
     assert_eq!(store.apply_aggregates(&window, &clock).await, Ok(9));
     assert_eq!((total(a).await, total(b).await), (7, 2));
     assert_eq!(store.link_by_id(a).await.unwrap().unwrap().clicks, 7);
@@ -609,12 +612,26 @@ pub async fn pending_aggregates_apply_exactly_once_from_the_window_or_the_sweep(
     assert_eq!(store.link_by_id(b).await.unwrap().unwrap().clicks, 3);
     assert_eq!(store.aggregate_stale(soon, 100, &clock).await, Ok(0));
     // Its writer coming back late finds it taken.
-    let late = [PendingBatch {
-        batch_id: batches[2].batch_id,
-        clicks: batches[2].clicks.clone(),
-    }];
+    let late = window_of(&[&batches[2]]);
     assert_eq!(store.apply_aggregates(&late, &clock).await, Ok(0));
     assert_eq!(total(b).await, 3);
+    // A window holding a batch the sweep took and one still pending applies the pending
+    // one's clicks only, read back from its segments.
+    let fresh = raw_batch(
+        vec![click(b, t0, 21, false), click(b, t0, 22, false)],
+        &clock,
+    );
+    store.write_click_segments(&fresh).await.unwrap();
+    let mixed = window_of(&[&batches[2], &fresh]);
+    assert_eq!(mixed.clicks, 3);
+    assert_eq!(store.apply_aggregates(&mixed, &clock).await, Ok(2));
+    assert_eq!(total(b).await, 5);
+    assert_eq!(store.link_by_id(b).await.unwrap().unwrap().clicks, 5);
+    assert_eq!(
+        store.unique_visitors(b, t0, t0.plus_millis(HOUR)).await,
+        Ok(4)
+    );
+    assert_eq!(store.apply_aggregates(&mixed, &clock).await, Ok(0));
 
     // A whole batch (a journal replay) leaves nothing pending.
     store
@@ -622,7 +639,7 @@ pub async fn pending_aggregates_apply_exactly_once_from_the_window_or_the_sweep(
         .await
         .unwrap();
     assert_eq!(store.aggregate_stale(soon, 100, &clock).await, Ok(0));
-    assert_eq!(total(b).await, 4);
+    assert_eq!(total(b).await, 6);
 }
 
 /// One node's windows: each has a new visitor of the node's own, and visitor 7, who comes

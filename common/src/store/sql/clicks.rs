@@ -14,7 +14,7 @@ use crate::clicks::fraud::reason;
 use crate::clicks::segment;
 use crate::clicks::sketch::VisitorSketch;
 use crate::domain::{
-    BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, HourlyCounts, LinkId, PendingBatch,
+    BatchOutcome, ClickBatch, ClickId, Dimension, Granularity, HourlyCounts, LinkId, PendingWindow,
     StoredClick, Timestamp,
 };
 use crate::store::{ClickStore, StoreError, StoreResult};
@@ -35,10 +35,10 @@ impl<B: Backend> ClickStore for SqlStore<B> {
 
     async fn apply_aggregates(
         &self,
-        window: &[PendingBatch],
+        window: &PendingWindow,
         clock: &TrendingClock,
     ) -> StoreResult<u64> {
-        if window.is_empty() {
+        if window.batch_ids.is_empty() {
             return Ok(0);
         }
         let mut conn = self.begin().await?;
@@ -691,21 +691,26 @@ async fn take_pending<B: Backend>(conn: &mut B::Conn, ids: &[[u8; 16]]) -> Store
     Ok(())
 }
 
-/// The window's batches that were still pending, aggregated.
+/// The window's batches that were still pending, aggregated: from the window's sums when
+/// all were (the usual case), else from the segments of those that were (another node's
+/// stale sweep took the others while this node's window was held up).
 async fn apply_window<B: Backend>(
     conn: &mut B::Conn,
-    window: &[PendingBatch],
+    window: &PendingWindow,
     clock: &TrendingClock,
     parts: &SketchParts,
 ) -> StoreResult<u64> {
-    let ids: Vec<u128> = window.iter().map(|b| b.batch_id).collect();
-    let claimed = claim_pending::<B>(conn, &ids).await?;
-    let clicks: Vec<&StoredClick> = window
-        .iter()
-        .filter(|b| claimed.contains(&b.batch_id))
-        .flat_map(|b| &b.clicks)
-        .collect();
-    apply_clicks::<B>(conn, &clicks, clock, parts).await
+    let claimed = claim_pending::<B>(conn, &window.batch_ids).await?;
+    if claimed.len() < window.batch_ids.len() {
+        let ids: Vec<[u8; 16]> = claimed.iter().map(|id| id.to_be_bytes()).collect();
+        return apply_segments::<B>(conn, &ids, clock, parts).await;
+    }
+    let mut phases = Phases::start();
+    write_flagged::<B>(conn, window.flagged.iter()).await?;
+    phases.mark("flagged");
+    write_aggregates::<B>(conn, &window.aggregates, &mut phases, parts).await?;
+    tracing::debug!(clicks = window.clicks, phases = %phases, "click aggregate statements");
+    Ok(window.clicks)
 }
 
 /// Aggregates up to `limit` stale pending batches from their segments.
@@ -731,19 +736,30 @@ async fn aggregate_stale_in_tx<B: Backend>(
         return Ok(0);
     }
     take_pending::<B>(conn, &ids).await?;
-    let claimed: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
-    let segments = conn
-        .query(
-            &format!(
-                "SELECT data FROM click_segments WHERE batch_id IN {}",
-                in_list(claimed.len())
-            ),
-            claimed,
-        )
-        .await?;
+    apply_segments::<B>(conn, &ids, clock, parts).await
+}
+
+/// Aggregates the batches `ids` (claimed by this transaction) from their stored segments.
+async fn apply_segments<B: Backend>(
+    conn: &mut B::Conn,
+    ids: &[[u8; 16]],
+    clock: &TrendingClock,
+    parts: &SketchParts,
+) -> StoreResult<u64> {
     let mut clicks = Vec::new();
-    for row in &segments {
-        clicks.extend(segment_of(row, 0)?);
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let segments = conn
+            .query(
+                &format!(
+                    "SELECT data FROM click_segments WHERE batch_id IN {}",
+                    in_list(chunk.len())
+                ),
+                chunk.iter().map(|id| Value::from(*id)).collect(),
+            )
+            .await?;
+        for row in &segments {
+            clicks.extend(segment_of(row, 0)?);
+        }
     }
     let refs: Vec<&StoredClick> = clicks.iter().collect();
     apply_clicks::<B>(conn, &refs, clock, parts).await
