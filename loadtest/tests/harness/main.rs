@@ -40,6 +40,57 @@ fn describe(r: &Report) -> String {
     linkgate_loadtest::report::table(&[r])
 }
 
+/// Keeps every core out of its idle state while alive: one spinning thread per core under
+/// `SCHED_IDLE`, which runs only when nothing else wants the core and gives way at once.
+///
+/// On a virtual machine an idle core can take hundreds of µs to wake (the hypervisor has
+/// descheduled it). An open loop at a few hundred requests a second leaves the cores idle
+/// between requests, so every request would pay that wake-up twice (generator and server)
+/// and a 1 ms service would read as 1.2-1.3 ms: the machine's idle latency, not the
+/// harness's accuracy, which is what these tests check. The spinners never delay the
+/// measured threads, which always win the core.
+struct KeepCoresAwake {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    spinners: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl KeepCoresAwake {
+    fn start() -> Self {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let spinners = (0..cores)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    set_thread_priority_and_policy(
+                        thread_native_id(),
+                        ThreadPriority::Min,
+                        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+                    )
+                    .expect("SCHED_IDLE for a spinner");
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Self { stop, spinners }
+    }
+}
+
+impl Drop for KeepCoresAwake {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for spinner in self.spinners.drain(..) {
+            let _ = spinner.join();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
     let server = FixedServer::start(
@@ -50,6 +101,7 @@ async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
         },
     )
     .unwrap();
+    let _awake = KeepCoresAwake::start();
     for mode in [Mode::Closed, Mode::Open { rate: 400.0 }] {
         let report = run(&spec(server.addr, mode, 2, 2.0), workload()).await;
         eprintln!("{}", describe(&report));
