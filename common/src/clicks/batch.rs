@@ -286,15 +286,28 @@ impl WindowFold {
         self.fold.rows()
     }
 
-    /// The window as handed to `ClickStore::apply_aggregates`; the fold keeps everything
-    /// (to go on folding when the write fails).
-    pub fn pending(&self, clock: &TrendingClock) -> PendingWindow {
+    /// Flagged clicks held.
+    pub fn flagged(&self) -> usize {
+        self.flagged.len()
+    }
+
+    /// The window as handed to `ClickStore::apply_aggregates`: the sums copied out, the
+    /// flagged clicks moved out. When the write fails, [`WindowFold::put_back`] returns
+    /// them, and the window goes on folding.
+    pub fn take_pending(&mut self, clock: &TrendingClock) -> PendingWindow {
         PendingWindow {
             batch_ids: self.batch_ids.clone(),
             aggregates: self.fold.batch(0, clock),
-            flagged: self.flagged.clone(),
+            flagged: std::mem::take(&mut self.flagged),
             clicks: self.clicks,
         }
+    }
+
+    /// Takes back the flagged clicks of a window whose write failed.
+    pub fn put_back(&mut self, window: PendingWindow) {
+        let mut flagged = window.flagged;
+        flagged.append(&mut self.flagged);
+        self.flagged = flagged;
     }
 }
 
@@ -396,7 +409,7 @@ mod tests {
             all.extend(clicks.iter().cloned());
             fold.add(u128::from(b.cast_unsigned()), clicks, &clock);
         }
-        let window = fold.pending(&clock);
+        let window = fold.take_pending(&clock);
         let refs: Vec<&StoredClick> = all.iter().collect();
         let expected = aggregate(0, &refs, &clock);
         assert_eq!(window.batch_ids, (0..6).collect::<Vec<u128>>());
@@ -439,8 +452,11 @@ mod tests {
             .unwrap();
         let direct = clock.decayed_sum(link1, now);
         assert!((clock.score_at(t1.weight, t1.epoch, now) - direct).abs() <= 1e-9 * direct);
-        // Nothing is lost by taking the window: it can be taken again.
-        assert_eq!(fold.pending(&clock), window);
+        // A window whose write failed is put back whole and can be taken again.
+        assert_eq!(fold.flagged(), 0);
+        fold.put_back(window.clone());
+        assert_eq!(fold.flagged(), flagged.len());
+        assert_eq!(fold.take_pending(&clock), window);
     }
 
     #[test]

@@ -192,6 +192,21 @@ async fn all_raw_clicks(store: &dyn Store, link: LinkId) -> Vec<StoredClick> {
     }
 }
 
+/// Every flagged click of `link` in its flagged segments, oldest first.
+async fn all_flagged_clicks(store: &dyn Store, link: LinkId) -> Vec<StoredClick> {
+    let mut out: Vec<StoredClick> = Vec::new();
+    loop {
+        let page = store
+            .flagged_clicks(link, out.last().map(|c| c.click_id), 1_000)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
 /// 100,000 generated clicks through the real pipeline: for every link, the hourly
 /// aggregates, every breakdown, the unique visitors, the click total and the trending score
 /// equal what the raw click rows say.
@@ -389,6 +404,7 @@ pub async fn an_unavailable_store_loses_nothing_and_duplicates_nothing(
     assert!(stats.replayed.load(Ordering::Relaxed) > 0);
     assert_eq!(queue.stats().dropped, 0);
     let mut persisted = 0;
+    let mut flagged_total = 0;
     for &link in &links {
         let (raw, hourly, counter) = linkgate_common::testing::click_counts(&**store, link).await;
         assert_eq!(
@@ -397,8 +413,26 @@ pub async fn an_unavailable_store_loses_nothing_and_duplicates_nothing(
             "{link:?}: every aggregate counted once"
         );
         persisted += raw;
+        // Flagged clicks (a window that failed keeps them for its retry) reach the
+        // flagged segments once each.
+        let mut flagged: Vec<ClickId> = all_raw_clicks(&**store, link)
+            .await
+            .iter()
+            .filter(|c| c.fraud_reasons != 0)
+            .map(|c| c.click_id)
+            .collect();
+        flagged.sort_unstable();
+        let mut segments: Vec<ClickId> = all_flagged_clicks(&**store, link)
+            .await
+            .iter()
+            .map(|c| c.click_id)
+            .collect();
+        segments.sort_unstable();
+        assert_eq!(segments, flagged, "{link:?}: flagged segments");
+        flagged_total += flagged.len();
     }
     assert_eq!(persisted, total, "every click persisted exactly once");
+    assert!(flagged_total > 0, "the stream has flagged clicks");
     assert!(
         journal.path().read_dir().unwrap().next().is_none(),
         "journal replayed and emptied"

@@ -582,7 +582,7 @@ pub async fn pending_aggregates_apply_exactly_once_from_the_window_or_the_sweep(
         for b in batches {
             fold.add(b.batch_id, b.clicks.clone(), &clock);
         }
-        fold.pending(&clock)
+        fold.take_pending(&clock)
     };
     let window = window_of(&[&batches[0], &batches[1]]);
     assert_eq!((window.clicks, window.flagged.len()), (9, 1));
