@@ -178,33 +178,27 @@ async fn wait_persisted(stats: &PipelineStats, want: u64, within: Duration) {
     }
 }
 
-async fn all_raw_clicks(store: &dyn Store, link: LinkId) -> Vec<StoredClick> {
+/// Every click of a listing read page by page (`page(after)`) until a page comes back empty.
+async fn all_pages(
+    mut page: impl AsyncFnMut(Option<ClickId>) -> Vec<StoredClick>,
+) -> Vec<StoredClick> {
     let mut out: Vec<StoredClick> = Vec::new();
     loop {
-        let page = store
-            .raw_clicks(link, out.last().map(|c| c.click_id), 10_000)
-            .await
-            .unwrap();
-        if page.is_empty() {
+        let next = page(out.last().map(|c| c.click_id)).await;
+        if next.is_empty() {
             return out;
         }
-        out.extend(page);
+        out.extend(next);
     }
+}
+
+async fn all_raw_clicks(store: &dyn Store, link: LinkId) -> Vec<StoredClick> {
+    all_pages(async |after| store.raw_clicks(link, after, 10_000).await.unwrap()).await
 }
 
 /// Every flagged click of `link` in its flagged segments, oldest first.
 async fn all_flagged_clicks(store: &dyn Store, link: LinkId) -> Vec<StoredClick> {
-    let mut out: Vec<StoredClick> = Vec::new();
-    loop {
-        let page = store
-            .flagged_clicks(link, out.last().map(|c| c.click_id), 1_000)
-            .await
-            .unwrap();
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page);
-    }
+    all_pages(async |after| store.flagged_clicks(link, after, 1_000).await.unwrap()).await
 }
 
 /// 100,000 generated clicks through the real pipeline: for every link, the hourly
