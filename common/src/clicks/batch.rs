@@ -3,6 +3,7 @@
 //! bucket, per link) however many clicks it holds. Rows come out sorted by key, so two nodes
 //! writing overlapping batches lock rows in the same order.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use super::enrich::{DIRECT, UNKNOWN};
@@ -64,18 +65,23 @@ pub fn build_batch_with_id(
     clicks: Vec<StoredClick>,
     clock: &TrendingClock,
 ) -> ClickBatch {
-    let refs: Vec<&StoredClick> = clicks.iter().collect();
-    let mut batch = aggregate(batch_id, &refs, clock);
-    drop(refs);
+    let mut batch = aggregate(batch_id, &clicks, clock);
     batch.clicks = clicks;
     batch
 }
 
 /// The aggregates of `clicks` as a batch under `batch_id` that holds no raw clicks.
-pub fn aggregate(batch_id: u128, clicks: &[&StoredClick], clock: &TrendingClock) -> ClickBatch {
+pub fn aggregate(batch_id: u128, clicks: &[StoredClick], clock: &TrendingClock) -> ClickBatch {
     let mut fold = Fold::default();
-    fold.add(clicks.iter().copied(), clock);
+    if let Some(newest) = newest(clicks) {
+        fold.add(clicks, newest, clock, |_| ());
+    }
     fold.batch(batch_id, clock)
+}
+
+/// The time of the newest of `clicks`.
+fn newest(clicks: &[StoredClick]) -> Option<Timestamp> {
+    clicks.iter().map(|c| c.at).max()
 }
 
 /// Aggregates summed click by click: hash maps while folding, rows sorted when taken out.
@@ -98,19 +104,20 @@ struct Fold {
 }
 
 impl Fold {
-    /// Folds in `clicks`, weighing them against the era of the newest click seen so far.
-    fn add<'a>(
+    /// Folds in `clicks`, whose newest is at `newest`, weighing them against the era of the
+    /// newest click seen so far; each click goes to `then` once counted.
+    fn add<C: Borrow<StoredClick>>(
         &mut self,
-        clicks: impl Iterator<Item = &'a StoredClick> + Clone,
+        clicks: impl IntoIterator<Item = C>,
+        newest: Timestamp,
         clock: &TrendingClock,
+        mut then: impl FnMut(C),
     ) {
-        let Some(newest) = clicks.clone().map(|c| c.at).max() else {
-            return;
-        };
         let epoch = self.advance(clock.epoch_of(newest), clock);
         for click in clicks {
             crate::background::give_way();
-            self.add_click(click, clock, epoch);
+            self.add_click(click.borrow(), clock, epoch);
+            then(click);
         }
     }
 
@@ -256,20 +263,20 @@ pub struct WindowFold {
 }
 
 impl WindowFold {
-    /// Folds in a written batch, consuming its clicks (all but the flagged ones are freed
-    /// here, click by click, giving way to request threads like any other batcher work).
+    /// Folds in a written batch, consuming its clicks in one pass: each is kept when
+    /// flagged and freed otherwise as soon as it is counted.
     pub fn add(&mut self, batch_id: u128, clicks: Vec<StoredClick>, clock: &TrendingClock) {
         self.batch_ids.push(batch_id);
         self.clicks += clicks.len() as u64;
-        self.fold.add(clicks.iter(), clock);
-        for click in clicks {
+        let Some(newest) = newest(&clicks) else {
+            return;
+        };
+        let flagged = &mut self.flagged;
+        self.fold.add(clicks, newest, clock, |click| {
             if click.fraud_reasons != 0 {
-                self.flagged.push(click);
-            } else {
-                drop(click);
-                crate::background::give_way();
+                flagged.push(click);
             }
-        }
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -410,8 +417,7 @@ mod tests {
             fold.add(u128::from(b.cast_unsigned()), clicks, &clock);
         }
         let window = fold.take_pending(&clock);
-        let refs: Vec<&StoredClick> = all.iter().collect();
-        let expected = aggregate(0, &refs, &clock);
+        let expected = aggregate(0, &all, &clock);
         assert_eq!(window.batch_ids, (0..6).collect::<Vec<u128>>());
         assert_eq!(window.clicks, 240);
         let flagged: Vec<_> = all

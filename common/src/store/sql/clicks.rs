@@ -1,6 +1,6 @@
 //! Click batches and the aggregates analytics read.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
@@ -643,11 +643,8 @@ async fn write_flagged<'a, B: Backend>(
 
 /// Claims those of `ids` whose aggregates are still pending (locking and deleting
 /// their `pending_aggregates` rows).
-async fn claim_pending<B: Backend>(
-    conn: &mut B::Conn,
-    ids: &[u128],
-) -> StoreResult<BTreeSet<u128>> {
-    let mut claimed = BTreeSet::new();
+async fn claim_pending<B: Backend>(conn: &mut B::Conn, ids: &[u128]) -> StoreResult<Vec<[u8; 16]>> {
+    let mut claimed = Vec::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let keys: Vec<Value> = chunk
             .iter()
@@ -665,7 +662,7 @@ async fn claim_pending<B: Backend>(
             .await?;
         let found = batch_ids(&rows)?;
         take_pending::<B>(conn, &found).await?;
-        claimed.extend(found.into_iter().map(u128::from_be_bytes));
+        claimed.extend(found);
     }
     Ok(claimed)
 }
@@ -702,15 +699,16 @@ async fn apply_window<B: Backend>(
 ) -> StoreResult<u64> {
     let claimed = claim_pending::<B>(conn, &window.batch_ids).await?;
     if claimed.len() < window.batch_ids.len() {
-        let ids: Vec<[u8; 16]> = claimed.iter().map(|id| id.to_be_bytes()).collect();
-        return apply_segments::<B>(conn, &ids, clock, parts).await;
+        return apply_segments::<B>(conn, &claimed, clock, parts).await;
     }
-    let mut phases = Phases::start();
-    write_flagged::<B>(conn, window.flagged.iter()).await?;
-    phases.mark("flagged");
-    write_aggregates::<B>(conn, &window.aggregates, &mut phases, parts).await?;
-    tracing::debug!(clicks = window.clicks, phases = %phases, "click aggregate statements");
-    Ok(window.clicks)
+    write_summed::<B>(
+        conn,
+        window.flagged.iter(),
+        &window.aggregates,
+        window.clicks,
+        parts,
+    )
+    .await
 }
 
 /// Aggregates up to `limit` stale pending batches from their segments.
@@ -761,27 +759,28 @@ async fn apply_segments<B: Backend>(
             clicks.extend(segment_of(row, 0)?);
         }
     }
-    let refs: Vec<&StoredClick> = clicks.iter().collect();
-    apply_clicks::<B>(conn, &refs, clock, parts).await
-}
-
-/// Writes the aggregates (and flagged segments) of `clicks`; returns how many there were.
-async fn apply_clicks<B: Backend>(
-    conn: &mut B::Conn,
-    clicks: &[&StoredClick],
-    clock: &TrendingClock,
-    parts: &SketchParts,
-) -> StoreResult<u64> {
     if clicks.is_empty() {
         return Ok(0);
     }
+    let batch = aggregate(0, &clicks, clock);
+    write_summed::<B>(conn, clicks.iter(), &batch, clicks.len() as u64, parts).await
+}
+
+/// Writes the summed aggregates of `clicks` clicks and the flagged segments of those of
+/// `flagged` that are flagged; returns `clicks`.
+async fn write_summed<'a, B: Backend>(
+    conn: &mut B::Conn,
+    flagged: impl Iterator<Item = &'a StoredClick>,
+    batch: &ClickBatch,
+    clicks: u64,
+    parts: &SketchParts,
+) -> StoreResult<u64> {
     let mut phases = Phases::start();
-    write_flagged::<B>(conn, clicks.iter().copied()).await?;
+    write_flagged::<B>(conn, flagged).await?;
     phases.mark("flagged");
-    let batch = aggregate(0, clicks, clock);
-    write_aggregates::<B>(conn, &batch, &mut phases, parts).await?;
-    tracing::debug!(clicks = clicks.len(), phases = %phases, "click aggregate statements");
-    Ok(clicks.len() as u64)
+    write_aggregates::<B>(conn, batch, &mut phases, parts).await?;
+    tracing::debug!(clicks, phases = %phases, "click aggregate statements");
+    Ok(clicks)
 }
 
 /// Hourly counters, breakdowns, visitor sketches, trending scores and link totals.
