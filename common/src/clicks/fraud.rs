@@ -169,6 +169,12 @@ pub struct Scorer {
     /// most links of a stream over many links, at 8 bytes each instead of a [`Rate`] and its
     /// key. A second click moves the link to `by_link` with exactly the rate it would have.
     first_clicks: FastMap<u32, u32>,
+    /// Links without a seasoned rate that became busy (see [`Scorer::take_unseasoned`]),
+    /// with the time of the click that made them so.
+    unseasoned: Vec<(LinkId, i64)>,
+    /// Links already put in `unseasoned`, with the minute they were: each is asked about
+    /// once while it stays tracked.
+    asked: FastMap<LinkId, u32>,
     /// Click time of the next housekeeping.
     next_sweep: i64,
 }
@@ -181,6 +187,8 @@ impl Scorer {
             by_visitor_link: FastMap::default(),
             by_link: FastMap::default(),
             first_clicks: FastMap::default(),
+            unseasoned: Vec::new(),
+            asked: FastMap::default(),
             next_sweep: i64::MIN,
         }
     }
@@ -417,10 +425,50 @@ impl Scorer {
         // A link needs a few minutes of history before its own baseline can judge it; a
         // brand-new link is judged by the absolute minimum alone.
         let count = f64::from(rate.count);
-        if rate.minutes < SEASONED_MINUTES {
+        let unseasoned = rate.minutes < SEASONED_MINUTES;
+        let burst = if unseasoned {
             count > f64::from(s.burst_min_per_minute) * f64::from(s.burst_factor)
         } else {
             count > threshold
+        };
+        // Half way to the minimum a burst needs, an unseasoned link is worth a look at
+        // its stored history: after a restart a popular link is not new.
+        if unseasoned
+            && rate.count >= (s.burst_min_per_minute / 2).max(1)
+            && let std::collections::hash_map::Entry::Vacant(asked) = self.asked.entry(link)
+        {
+            asked.insert(minute);
+            self.unseasoned.push((link, at));
+        }
+        burst
+    }
+
+    /// The links that became busy on this node (half of `burst_min_per_minute` clicks in a
+    /// minute) without a rate of their own yet, with the time of the click that made them
+    /// so: each once while it stays tracked. The caller looks up their recent clicks in the
+    /// store and passes them to [`Scorer::seed_rate`]; until then they are judged as new.
+    pub fn take_unseasoned(&mut self) -> Vec<(LinkId, i64)> {
+        std::mem::take(&mut self.unseasoned)
+    }
+
+    /// Seeds `link`'s baseline with `clicks` in the last `minutes` (the store's count, over
+    /// every node) when it has no seasoned rate of its own: from now on it is judged against
+    /// that history instead of as a new link. With several nodes the store's rate is
+    /// theirs together, so a seeded node is more lenient at first; its own minutes take
+    /// over as they pass (the baseline is an average over about ten minutes).
+    pub fn seed_rate(&mut self, link: LinkId, clicks: u64, minutes: u32) {
+        if clicks == 0 || minutes == 0 {
+            return;
+        }
+        if let Some(rate) = self.by_link.get_mut(&link)
+            && rate.minutes < SEASONED_MINUTES
+        {
+            #[allow(clippy::cast_precision_loss, reason = "a click rate")]
+            let per_minute = clicks as f64 / f64::from(minutes);
+            #[allow(clippy::cast_possible_truncation, reason = "a click rate")]
+            let per_minute = per_minute as f32;
+            rate.baseline = per_minute;
+            rate.minutes = SEASONED_MINUTES;
         }
     }
 
@@ -439,11 +487,15 @@ impl Scorer {
             r.minute >= idle || (r.minutes >= SEASONED_MINUTES && r.minute >= seasoned_idle)
         });
         self.first_clicks.retain(|_, minute| *minute >= idle);
+        let by_link = &self.by_link;
+        self.asked
+            .retain(|link, minute| *minute >= idle || by_link.contains_key(link));
         // Give back what a past peak grew the tables to.
         shrink_if_sparse(&mut self.by_ip);
         shrink_if_sparse(&mut self.by_visitor_link);
         shrink_if_sparse(&mut self.by_link);
         shrink_if_sparse(&mut self.first_clicks);
+        shrink_if_sparse(&mut self.asked);
     }
 
     /// Keys currently tracked (addresses, visitor+link pairs, links): for tests and metrics.
@@ -600,6 +652,60 @@ mod tests {
             .filter(|i| click_at(&mut scorer, T0 + 10 * MINUTE_MS + i * 100) & reason::BURST != 0)
             .count();
         assert!((150..=250).contains(&flagged), "{flagged}");
+    }
+
+    #[test]
+    fn a_busy_link_new_to_this_node_is_judged_by_its_stored_rate_once_seeded() {
+        let settings = FraudSettings {
+            burst_factor: 10,
+            burst_min_per_minute: 20,
+            ip_per_10s: 1_000_000,
+            ip_per_minute: 1_000_000,
+            repeat_max: 1000,
+            ..FraudSettings::default()
+        };
+        let burst_on = |scorer: &mut Scorer, link: i64, n: i64, at: i64| {
+            (0..n)
+                .filter(|&i| {
+                    let (e, mut c) = event("192.0.2.1", at + i * 10);
+                    c.link_id = LinkId(link);
+                    c.visitor = u64::try_from(i).unwrap();
+                    scorer.score(&e, &c) & reason::BURST != 0
+                })
+                .count()
+        };
+        // A restarted node: 15 clicks in its first minute on each of three links.
+        let mut scorer = Scorer::new(settings);
+        for link in [1, 2, 3] {
+            assert_eq!(burst_on(&mut scorer, link, 15, T0), 0, "link {link}");
+        }
+        // Each became a candidate once, at its 10th click (half the minimum a burst needs).
+        let wanted = scorer.take_unseasoned();
+        assert_eq!(
+            wanted,
+            [1, 2, 3].map(|l| (LinkId(l), T0 + 9 * 10)),
+            "each link once"
+        );
+        assert!(scorer.take_unseasoned().is_empty());
+        burst_on(&mut scorer, 1, 10, T0 + 5_000);
+        assert!(
+            scorer.take_unseasoned().is_empty(),
+            "a link is asked about once"
+        );
+        // The store's history: link 1 has 600 a minute, link 2 one a minute, link 3 none.
+        // With this node's first minute averaged in (15 clicks at 0.1), the thresholds of
+        // the next minute are 10 x 541.5 for link 1 and max(10 x 2.4, 20) = 24 for link 2;
+        // link 3 is still new (floor 20 x 10 = 200), as every link was before seeding.
+        scorer.seed_rate(LinkId(1), 60_000, 100);
+        scorer.seed_rate(LinkId(2), 100, 100);
+        scorer.seed_rate(LinkId(3), 0, 100);
+        let next = T0 + MINUTE_MS;
+        assert_eq!(burst_on(&mut scorer, 1, 1_000, next), 0);
+        assert_eq!(burst_on(&mut scorer, 2, 300, next), 276);
+        assert_eq!(burst_on(&mut scorer, 3, 300, next), 100);
+        // A seasoned link is not re-seeded: link 2 keeps its own baseline.
+        scorer.seed_rate(LinkId(2), 6_000_000, 100);
+        assert_eq!(burst_on(&mut scorer, 2, 300, next + 10_000), 300);
     }
 
     #[test]

@@ -84,6 +84,8 @@ async fn timed<T>(
     }
 }
 
+const HOUR_MS: i64 = 3_600_000;
+
 /// How long one chunk of shared fraud counters may take before the batch is scored with
 /// this node's own counts instead.
 const SHARED_COUNTS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -505,6 +507,7 @@ impl Worker {
                 click.ip = Some(network);
             }
         }
+        self.seed_link_rates().await;
         let batch = raw_batch(clicks, &self.clock);
         tracing::debug!(
             clicks = batch.clicks.len(),
@@ -512,6 +515,40 @@ impl Worker {
             "click batch built"
         );
         batch
+    }
+
+    /// Gives links that just became busy on this node without a rate of their own (after a
+    /// restart, say) their recent rate from the store, so a popular link is judged against
+    /// its history and not flagged as a burst the way a new link would be. The clicks of
+    /// the previous and the current hour count. Without an answer (store down or slow) they
+    /// stay judged as new links.
+    async fn seed_link_rates(&mut self) {
+        let wanted = self.scorer.take_unseasoned();
+        let Some(newest) = wanted.iter().map(|&(_, at)| at).max() else {
+            return;
+        };
+        if self.store_down() {
+            return;
+        }
+        let from = Timestamp::from_millis(newest)
+            .hour_start()
+            .plus_millis(-HOUR_MS);
+        let minutes = u32::try_from((newest - from.as_millis()) / 60_000).unwrap_or(u32::MAX);
+        let links: Vec<LinkId> = wanted.into_iter().map(|(link, _)| link).collect();
+        let limit = self.settings.write_timeout.min(Duration::from_secs(1));
+        match timed(limit, self.store.recent_clicks(&links, from)).await {
+            Ok(found) => {
+                for (link, clicks) in found {
+                    self.scorer.seed_rate(link, clicks, minutes);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(
+                    error,
+                    "cannot read links' recent clicks; judged as new links"
+                );
+            }
+        }
     }
 
     /// The visitor salt of a day: from the store (shared by every node), fetched once. When

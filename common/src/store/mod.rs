@@ -190,6 +190,14 @@ pub trait ClickStore: Send + Sync {
         from: Timestamp,
         to: Timestamp,
     ) -> StoreResult<Vec<HourlyCounts>>;
+    /// Each link's clicks (all of them: human, bot and suspicious) in the hours from the
+    /// one holding `from` on; links without any are absent. What the fraud scorer seeds a
+    /// link's rate from after a restart.
+    async fn recent_clicks(
+        &self,
+        links: &[LinkId],
+        from: Timestamp,
+    ) -> StoreResult<Vec<(LinkId, u64)>>;
     /// Top values of one dimension over the days in `[from, to)`, by count.
     async fn top_breakdown(
         &self,

@@ -55,6 +55,7 @@ both!(
     an_unavailable_store_loses_nothing_and_duplicates_nothing,
     a_store_down_from_the_start_delays_no_click,
     flagged_traffic_puts_its_link_in_the_review_queue,
+    a_popular_link_is_judged_by_its_history_after_a_restart,
 );
 
 const BROWSERS: &[&str] = &[
@@ -618,4 +619,80 @@ async fn flagged_traffic_puts_its_link_in_the_review_queue(store: &Arc<dyn Store
             .all(|c| c.fraud_reasons == 0 && c.ip.is_none()),
         "{normal:?}"
     );
+}
+
+/// A node that has just started knows no link's rate. A link with a stored history of
+/// about 50-100 clicks a minute is judged against it once it gets busy on the node, not as
+/// a new link: 300 clicks in a minute are no burst for it, while a link without history
+/// has the clicks past the new-link minimum (20 x 10) flagged. Without the seeding both
+/// would have 100 flagged.
+async fn a_popular_link_is_judged_by_its_history_after_a_restart(
+    store: &Arc<dyn Store>,
+    _url: &str,
+) {
+    use linkgate_common::clicks::batch::build_batch;
+    use linkgate_common::clicks::fraud::reason;
+    use linkgate_common::testing::stored_click;
+
+    let links = links(&**store, 2).await;
+    let (popular, new) = (links[0], links[1]);
+    let now = Timestamp::now().as_millis();
+    // The history: 6,000 clicks ten minutes ago (within the hours the node asks about).
+    let history: Vec<StoredClick> = (0..6_000)
+        .map(|i| StoredClick {
+            visitor: i,
+            ..stored_click(popular, Timestamp::from_millis(now - 600_000))
+        })
+        .collect();
+    store
+        .write_click_batch(&build_batch(history, &TrendingClock::new(HOUR)))
+        .await
+        .unwrap();
+
+    let journal = tempfile::tempdir().unwrap();
+    let queue = Arc::new(ClickQueue::new(10_000));
+    let mut settings = settings(journal.path());
+    settings.fraud.burst_min_per_minute = 20;
+    settings.fraud.burst_factor = 10;
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), settings).unwrap();
+    // All in one minute of click time, each from its own address.
+    let minute = (now - 300_000).div_euclid(60_000) * 60_000;
+    let event = |link: LinkId, i: u32, at: i64| {
+        let at = Timestamp::from_millis(at);
+        ClickEvent {
+            click_id: ClickId::at(at),
+            at,
+            link_id: link,
+            client_ip: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+            user_agent: Some(BROWSERS[0].into()),
+            referrer: None,
+            has_accept: true,
+            method: ClickMethod::Get,
+            country: None,
+            prefetch: false,
+        }
+    };
+    // First 15 clicks on each: past half the minimum, the node asks the store about them.
+    for link in [popular, new] {
+        for i in 0..15 {
+            assert!(queue.push(event(link, i, minute + i64::from(i) * 10)));
+        }
+    }
+    wait_persisted(handle.stats(), 30, Duration::from_secs(30)).await;
+    // Then 285 more each, within the same minute.
+    for link in [popular, new] {
+        for i in 15..300 {
+            assert!(queue.push(event(link, i, minute + 1_000 + i64::from(i) * 100)));
+        }
+    }
+    wait_persisted(handle.stats(), 600, Duration::from_secs(30)).await;
+    handle.shutdown(Duration::from_secs(2)).await;
+    let bursts = |clicks: Vec<StoredClick>| {
+        clicks
+            .iter()
+            .filter(|c| c.fraud_reasons & reason::BURST != 0)
+            .count()
+    };
+    assert_eq!(bursts(all_raw_clicks(&**store, popular).await), 0);
+    assert_eq!(bursts(all_raw_clicks(&**store, new).await), 100);
 }

@@ -98,6 +98,36 @@ pub async fn a_batch_writes_raw_clicks_and_aggregates(store: &dyn Store) {
     assert_eq!(store.link_by_id(link).await.unwrap().unwrap().clicks, 4);
 }
 
+pub async fn recent_clicks_sum_each_links_hours_from_the_one_given(store: &dyn Store) {
+    let busy = link_id(store, "recent-busy").await;
+    let quiet = link_id(store, "recent-quiet").await;
+    let idle = link_id(store, "recent-idle").await;
+    let t0 = Timestamp::parse_rfc3339("2026-11-27T10:15:00Z").unwrap();
+    let mut clicks: Vec<_> = (0..30).map(|i| click(busy, t0, i, false)).collect();
+    // An hour earlier (counted when asked from 09:xx) and two hours earlier (never).
+    clicks.extend((0..7).map(|i| click(busy, t0.plus_millis(-HOUR), 100 + i, true)));
+    clicks.extend((0..5).map(|i| click(busy, t0.plus_millis(-2 * HOUR), 200 + i, false)));
+    clicks.extend((0..2).map(|i| click(quiet, t0.plus_millis(HOUR), 300 + i, false)));
+    store.write_click_batch(&batch_of(clicks)).await.unwrap();
+
+    let from = t0.plus_millis(-HOUR + 30 * 60_000); // 09:45: from the hour of 09:00
+    let mut found = store
+        .recent_clicks(&[busy, quiet, idle], from)
+        .await
+        .unwrap();
+    found.sort_unstable_by_key(|&(link, _)| link.0);
+    assert_eq!(
+        found,
+        vec![(busy, 37), (quiet, 2)],
+        "bots count; no row for idle"
+    );
+    assert_eq!(store.recent_clicks(&[], from).await, Ok(Vec::new()));
+    // More links than one statement takes: the rest are asked in further statements.
+    let mut many: Vec<LinkId> = (0..1_200).map(|i| LinkId(1_000_000 + i)).collect();
+    many.push(quiet);
+    assert_eq!(store.recent_clicks(&many, from).await, Ok(vec![(quiet, 2)]));
+}
+
 pub async fn a_replayed_batch_changes_nothing(store: &dyn Store) {
     let link = link_id(store, "replay").await;
     let t0 = Timestamp::now();

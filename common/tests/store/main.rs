@@ -65,6 +65,7 @@ conformance!(
     links::a_bulk_create_with_a_taken_code_creates_nothing,
     clicks::a_batch_writes_raw_clicks_and_aggregates,
     clicks::a_replayed_batch_changes_nothing,
+    clicks::recent_clicks_sum_each_links_hours_from_the_one_given,
     clicks::raw_clicks_read_back_exactly_and_flagged_ones_by_link,
     clicks::a_ten_thousand_click_batch_is_written_completely,
     clicks::unique_visitors_are_exact_over_any_range,

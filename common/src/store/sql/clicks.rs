@@ -19,6 +19,9 @@ use crate::domain::{
 };
 use crate::store::{ClickStore, StoreError, StoreResult};
 
+/// Links per statement of `recent_clicks` (one `IN` list).
+const RECENT_CLICKS_PER_STATEMENT: usize = 500;
+
 #[async_trait]
 impl<B: Backend> ClickStore for SqlStore<B> {
     async fn write_click_batch(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome> {
@@ -82,6 +85,27 @@ impl<B: Backend> ClickStore for SqlStore<B> {
                 })
             })
             .collect()
+    }
+
+    async fn recent_clicks(
+        &self,
+        links: &[LinkId],
+        from: Timestamp,
+    ) -> StoreResult<Vec<(LinkId, u64)>> {
+        let mut found = Vec::new();
+        for chunk in links.chunks(RECENT_CLICKS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT link_id, SUM(total) FROM click_hourly WHERE hour >= ? AND link_id IN {} \
+                 GROUP BY link_id",
+                in_list(chunk.len())
+            );
+            let mut params = params![from.hour_start()];
+            params.extend(chunk.iter().map(|&l| Value::from(l)));
+            for r in self.query(&sql, params).await? {
+                found.push((LinkId(r.i64(0)?), r.u64(1)?));
+            }
+        }
+        Ok(found)
     }
 
     async fn top_breakdown(
