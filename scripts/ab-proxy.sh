@@ -9,6 +9,8 @@
 # CLIENTS=N sends the redirects as from N clients behind a load balancer (--clients).
 # Each BIN is started alone (one worker thread, SQLite) on 127.0.0.1:18087, loaded, and
 # stopped before the next. The store (100,000 links, 10,000 hot) is seeded once into $WORK.
+# A BIN may be a wrapper script: `exec ./target/release/examples/bare_redirect
+# 127.0.0.1:18087 1` puts the bare baseline in the same alternation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -30,7 +32,10 @@ for BIN in "$@"; do
     LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19097 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
     LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal" "$BIN" >/dev/null 2>&1 &
   PID=$!
-  for _ in $(seq 100); do metrics >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 100); do
+    metrics >/dev/null 2>&1 || curl -s -o /dev/null http://127.0.0.1:18087/healthz && break
+    sleep 0.1
+  done
   if [ "$MODE" = cpu ]; then
     load --rate "$RATE" --duration 3 --warmup 0 >/dev/null
     cpu_of $PID > "$WORK/cpu-a.txt"
@@ -46,7 +51,8 @@ for BIN in "$@"; do
     sleep 3
     echo "== $BIN: peak $(awk '$1 == "throughput" {print $2}' "$WORK/peak.txt") /s;" \
       "open loop at $RATE/s: $(grep -E '^(p50|p90|p99) ' "$WORK/open.txt" | awk '{printf "%s %s %s  ", $1, $2, $3}')"
-    metrics | grep -E '^linkgate_clicks_(dropped|persisted)_total |^linkgate_click_aggregate_window_milliseconds ' | sed 's/^/  /'
+    # A BIN without a metrics listener (the bare baseline through a wrapper) prints none.
+    metrics | grep -E '^linkgate_clicks_(dropped|persisted)_total |^linkgate_click_aggregate_window_milliseconds ' | sed 's/^/  /' || true
   fi
   kill $PID
   wait $PID 2>/dev/null || true
