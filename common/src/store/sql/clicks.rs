@@ -1070,16 +1070,22 @@ async fn compact_visitor_sketches<B: Backend>(
 ) -> StoreResult<()> {
     for chunk in keys.chunks(COMPACT_KEYS_PER_ROUND) {
         let links: Vec<LinkId> = dedup_sorted(chunk.iter().map(|(l, _, _)| *l));
+        let tags: Vec<&'static str> = dedup_sorted(chunk.iter().map(|(_, g, _)| g.tag()));
         let stamps: Vec<Timestamp> = dedup_sorted(chunk.iter().map(|(_, _, b)| *b));
+        // Every column of the key is constrained, so each (link, granularity, bucket) is a
+        // seek in the primary key rather than a scan of all of a link's sketch rows (a link
+        // keeps one per past hour and day for as long as they are retained).
         let select = format!(
             "SELECT link_id, granularity, bucket, part, sketch FROM visitor_sketches \
-             WHERE link_id IN {} AND bucket IN {}",
+             WHERE link_id IN {} AND granularity IN {} AND bucket IN {}",
             in_list(links.len()),
+            in_list(tags.len()),
             in_list(stamps.len()),
         );
         let mut params: Vec<Value> = links.iter().map(|l| Value::from(*l)).collect();
+        params.extend(tags.iter().map(|&t| Value::from(t)));
         params.extend(stamps.iter().map(|t| Value::from(*t)));
-        // The IN lists select a superset (every link x every bucket); only the chunk's own
+        // The IN lists select a superset (every link x granularity x bucket); only the chunk's own
         // keys are merged.
         let mut merged: BTreeMap<SketchKey, (VisitorSketch, Vec<i64>)> = BTreeMap::new();
         for row in conn.query(&select, params).await? {
