@@ -623,17 +623,21 @@ mod tests {
         assert_eq!(reasons[5], reason::REPEAT_VISITOR);
     }
 
-    #[test]
-    fn a_burst_is_judged_against_the_links_own_baseline() {
-        let settings = FraudSettings {
+    /// Burst minimum 20 a minute, factor 10, and no address or repeat limit in reach.
+    fn burst_only() -> FraudSettings {
+        FraudSettings {
             burst_factor: 10,
             burst_min_per_minute: 20,
             ip_per_10s: 1_000_000,
             ip_per_minute: 1_000_000,
             repeat_max: 1000,
             ..FraudSettings::default()
-        };
-        let mut scorer = Scorer::new(settings);
+        }
+    }
+
+    #[test]
+    fn a_burst_is_judged_against_the_links_own_baseline() {
+        let mut scorer = Scorer::new(burst_only());
         let mut visitor = 0;
         let mut click_at = |scorer: &mut Scorer, at: i64| {
             visitor += 1;
@@ -656,14 +660,6 @@ mod tests {
 
     #[test]
     fn a_busy_link_new_to_this_node_is_judged_by_its_stored_rate_once_seeded() {
-        let settings = FraudSettings {
-            burst_factor: 10,
-            burst_min_per_minute: 20,
-            ip_per_10s: 1_000_000,
-            ip_per_minute: 1_000_000,
-            repeat_max: 1000,
-            ..FraudSettings::default()
-        };
         let burst_on = |scorer: &mut Scorer, link: i64, n: i64, at: i64| {
             (0..n)
                 .filter(|&i| {
@@ -675,7 +671,7 @@ mod tests {
                 .count()
         };
         // A restarted node: 15 clicks in its first minute on each of three links.
-        let mut scorer = Scorer::new(settings);
+        let mut scorer = Scorer::new(burst_only());
         for link in [1, 2, 3] {
             assert_eq!(burst_on(&mut scorer, link, 15, T0), 0, "link {link}");
         }
