@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use super::FastMap;
 
-use crate::domain::{ClickEvent, ClickMethod, LinkId, StoredClick};
+use crate::domain::{ClickEvent, ClickMethod, LinkId, StoredClick, Timestamp};
 
 /// The reasons, one bit each. Stored with the click; names are what the API shows.
 pub mod reason {
@@ -451,6 +451,17 @@ impl Scorer {
         std::mem::take(&mut self.unseasoned)
     }
 
+    /// The stored history a candidate taken at `newest` (ms, the latest of their click
+    /// times) is seeded from: the clicks from the start of the previous hour on, and the
+    /// minutes that span (60 to 120).
+    pub fn seed_history(newest: i64) -> (Timestamp, u32) {
+        let from = Timestamp::from_millis(newest)
+            .hour_start()
+            .plus_millis(-Timestamp::MILLIS_PER_HOUR);
+        let minutes = (newest - from.as_millis()) / MINUTE_MS;
+        (from, u32::try_from(minutes).unwrap_or(u32::MAX))
+    }
+
     /// Seeds `link`'s baseline with `clicks` in the last `minutes` (the store's count, over
     /// every node) when it has no seasoned rate of its own: from now on it is judged against
     /// that history instead of as a new link. With several nodes the store's rate is
@@ -464,9 +475,7 @@ impl Scorer {
             && rate.minutes < SEASONED_MINUTES
         {
             #[allow(clippy::cast_precision_loss, reason = "a click rate")]
-            let per_minute = clicks as f64 / f64::from(minutes);
-            #[allow(clippy::cast_possible_truncation, reason = "a click rate")]
-            let per_minute = per_minute as f32;
+            let per_minute = clicks as f32 / minutes as f32;
             rate.baseline = per_minute;
             rate.minutes = SEASONED_MINUTES;
         }

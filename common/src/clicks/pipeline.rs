@@ -84,8 +84,6 @@ async fn timed<T>(
     }
 }
 
-const HOUR_MS: i64 = 3_600_000;
-
 /// How long one chunk of shared fraud counters may take before the batch is scored with
 /// this node's own counts instead.
 const SHARED_COUNTS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -517,6 +515,12 @@ impl Worker {
         batch
     }
 
+    /// How long a read the batcher needs before it can go on (a salt, a link's history)
+    /// may take: the write timeout, at most a second.
+    fn read_limit(&self) -> Duration {
+        self.settings.write_timeout.min(Duration::from_secs(1))
+    }
+
     /// Gives links that just became busy on this node without a rate of their own (after a
     /// restart, say) their recent rate from the store, so a popular link is judged against
     /// its history and not flagged as a burst the way a new link would be. The clicks of
@@ -530,13 +534,9 @@ impl Worker {
         if self.store_down() {
             return;
         }
-        let from = Timestamp::from_millis(newest)
-            .hour_start()
-            .plus_millis(-HOUR_MS);
-        let minutes = u32::try_from((newest - from.as_millis()) / 60_000).unwrap_or(u32::MAX);
+        let (from, minutes) = Scorer::seed_history(newest);
         let links: Vec<LinkId> = wanted.into_iter().map(|(link, _)| link).collect();
-        let limit = self.settings.write_timeout.min(Duration::from_secs(1));
-        match timed(limit, self.store.recent_clicks(&links, from)).await {
+        match timed(self.read_limit(), self.store.recent_clicks(&links, from)).await {
             Ok(found) => {
                 for (link, clicks) in found {
                     self.scorer.seed_rate(link, clicks, minutes);
@@ -569,8 +569,7 @@ impl Worker {
         let shared = if self.store_down() {
             None
         } else {
-            let limit = self.settings.write_timeout.min(Duration::from_secs(1));
-            timed(limit, self.store.visitor_salt(day))
+            timed(self.read_limit(), self.store.visitor_salt(day))
                 .await
                 .inspect_err(|error| {
                     tracing::warn!(error, "cannot read the visitor salt; using a local one");

@@ -551,6 +551,23 @@ impl Outage {
     }
 }
 
+/// A GET from a desktop browser at `at` (ms), without a referrer.
+fn browser_click(link: LinkId, at: i64, ip: IpAddr, accept: bool) -> ClickEvent {
+    let at = Timestamp::from_millis(at);
+    ClickEvent {
+        click_id: ClickId::at(at),
+        at,
+        link_id: link,
+        client_ip: ip,
+        user_agent: Some(BROWSERS[0].into()),
+        referrer: None,
+        has_accept: accept,
+        method: ClickMethod::Get,
+        country: None,
+        prefetch: false,
+    }
+}
+
 /// A script hammering one link (no Accept header, one address) is flagged click by click,
 /// its link enters the review queue after the batch is written, and its network is kept as
 /// evidence; a normal visitor's address is not kept.
@@ -567,23 +584,8 @@ async fn flagged_traffic_puts_its_link_in_the_review_queue(store: &Arc<dyn Store
     )
     .unwrap();
     let now = Timestamp::now().as_millis();
-    let event = |link: LinkId, at: i64, ip: IpAddr, accept: bool| {
-        let at = Timestamp::from_millis(at);
-        ClickEvent {
-            click_id: ClickId::at(at),
-            at,
-            link_id: link,
-            client_ip: ip,
-            user_agent: Some(BROWSERS[0].into()),
-            referrer: None,
-            has_accept: accept,
-            method: ClickMethod::Get,
-            country: None,
-            prefetch: false,
-        }
-    };
     for i in 0..60 {
-        assert!(queue.push(event(
+        assert!(queue.push(browser_click(
             links[0],
             now - 60_000 + i * 500,
             IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
@@ -591,7 +593,7 @@ async fn flagged_traffic_puts_its_link_in_the_review_queue(store: &Arc<dyn Store
         )));
     }
     for i in 0..40u8 {
-        assert!(queue.push(event(
+        assert!(queue.push(browser_click(
             links[1],
             now - 60_000 + i64::from(i) * 1000,
             IpAddr::V4(Ipv4Addr::new(100, 64, 0, i)),
@@ -658,19 +660,7 @@ async fn a_popular_link_is_judged_by_its_history_after_a_restart(
     // All in one minute of click time, each from its own address.
     let minute = (now - 300_000).div_euclid(60_000) * 60_000;
     let event = |link: LinkId, i: u32, at: i64| {
-        let at = Timestamp::from_millis(at);
-        ClickEvent {
-            click_id: ClickId::at(at),
-            at,
-            link_id: link,
-            client_ip: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
-            user_agent: Some(BROWSERS[0].into()),
-            referrer: None,
-            has_accept: true,
-            method: ClickMethod::Get,
-            country: None,
-            prefetch: false,
-        }
+        browser_click(link, at, IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), true)
     };
     // First 15 clicks on each: past half the minimum, the node asks the store about them.
     for link in [popular, new] {

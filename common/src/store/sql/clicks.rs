@@ -19,9 +19,6 @@ use crate::domain::{
 };
 use crate::store::{ClickStore, StoreError, StoreResult};
 
-/// Links per statement of `recent_clicks` (one `IN` list).
-const RECENT_CLICKS_PER_STATEMENT: usize = 500;
-
 #[async_trait]
 impl<B: Backend> ClickStore for SqlStore<B> {
     async fn write_click_batch(&self, batch: &ClickBatch) -> StoreResult<BatchOutcome> {
@@ -93,7 +90,7 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         from: Timestamp,
     ) -> StoreResult<Vec<(LinkId, u64)>> {
         let mut found = Vec::new();
-        for chunk in links.chunks(RECENT_CLICKS_PER_STATEMENT) {
+        for chunk in links.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT link_id, SUM(total) FROM click_hourly WHERE hour >= ? AND link_id IN {} \
                  GROUP BY link_id",
