@@ -14,9 +14,8 @@ pub mod trending;
 
 pub use pipeline::{PipelineHandle, PipelineSettings, PipelineStats};
 
-/// Hash maps and sets of the batcher's folds and windows, with foldhash: several times
+/// Hash maps of the batcher's folds and windows, with foldhash: several times
 /// cheaper than the standard library's default hasher on small keys.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 pub use queue::{ClickQueue, QueueStats};
 pub use trending::TrendingClock;
