@@ -6,9 +6,9 @@
 use std::borrow::Borrow;
 use std::sync::Arc;
 
+use super::FastMap;
 use super::enrich::{DIRECT, UNKNOWN};
 use super::trending::TrendingClock;
-use super::FastMap;
 use crate::domain::{
     BreakdownDelta, ClickBatch, Dimension, HourlyDelta, LinkId, PendingWindow, StoredClick,
     Timestamp, TrendingDelta, VisitorHour,
@@ -519,7 +519,11 @@ mod tests {
         let mut repeat = WindowFold::default();
         let mut distinct = WindowFold::default();
         for b in 0..10_i64 {
-            repeat.add(b.cast_unsigned().into(), batch_of(&|i| (i % 3).cast_unsigned()), &clock);
+            repeat.add(
+                b.cast_unsigned().into(),
+                batch_of(&|i| (i % 3).cast_unsigned()),
+                &clock,
+            );
             distinct.add(
                 b.cast_unsigned().into(),
                 batch_of(&|i| (b * 10_000 + i).cast_unsigned()),
