@@ -95,9 +95,12 @@ struct Fold {
     /// Each distinct breakdown value once, numbered in `names`: the rows share one copy.
     values: FastMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
-    /// Visitors per link-hour (see [`VisitorList`]), and how many hashes those lists hold.
+    /// Visitors per link-hour (see [`VisitorList`]), how many hashes those lists hold and
+    /// how many they have room for (kept as they change: `bytes` is read every few
+    /// milliseconds, and a window may hold a million lists).
     visitors: FastMap<(LinkId, Timestamp), VisitorList>,
     visitor_hashes: usize,
+    visitor_room: usize,
     totals: FastMap<LinkId, u64>,
     /// Trending weights against `epoch`.
     trending: FastMap<LinkId, f64>,
@@ -168,9 +171,10 @@ impl Fold {
         *self.totals.entry(click.link_id).or_default() += 1;
         if human {
             let list = self.visitors.entry((click.link_id, hour)).or_default();
-            let before = list.0.len();
+            let (len, room) = (list.0.len(), list.0.capacity());
             list.push(click.visitor);
-            self.visitor_hashes = self.visitor_hashes + list.0.len() - before;
+            self.visitor_hashes = self.visitor_hashes + list.0.len() - len;
+            self.visitor_room += list.0.capacity() - room;
             *self.trending.entry(click.link_id).or_default() += trend.weight(click.at, epoch);
         }
     }
@@ -198,11 +202,7 @@ impl Fold {
             + slots(&self.values)
             + self.names.capacity() * size_of::<Arc<str>>()
             + slots(&self.visitors)
-            + self
-                .visitors
-                .values()
-                .map(|l| l.0.capacity() * size_of::<u64>())
-                .sum::<usize>()
+            + self.visitor_room * size_of::<u64>()
             + slots(&self.totals)
             + slots(&self.trending)
     }
