@@ -95,11 +95,10 @@ struct Fold {
     /// Each distinct breakdown value once, numbered in `names`: the rows share one copy.
     values: FastMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
-    /// Visitors per link-hour (see [`VisitorList`]), how many hashes those lists hold and
-    /// how many they have room for (kept as they change: `bytes` is read every few
-    /// milliseconds, and a window may hold a million lists).
+    /// Visitors per link-hour (see [`VisitorList`]), and how many hashes those lists have
+    /// room for (kept as they grow: `bytes` is read every few milliseconds, and a window
+    /// may hold a million lists).
     visitors: FastMap<(LinkId, Timestamp), VisitorList>,
-    visitor_hashes: usize,
     visitor_room: usize,
     totals: FastMap<LinkId, u64>,
     /// Trending weights against `epoch`.
@@ -170,11 +169,11 @@ impl Fold {
         }
         *self.totals.entry(click.link_id).or_default() += 1;
         if human {
-            let list = self.visitors.entry((click.link_id, hour)).or_default();
-            let (len, room) = (list.0.len(), list.0.capacity());
-            list.push(click.visitor);
-            self.visitor_hashes = self.visitor_hashes + list.0.len() - len;
-            self.visitor_room += list.0.capacity() - room;
+            self.visitor_room += self
+                .visitors
+                .entry((click.link_id, hour))
+                .or_default()
+                .push(click.visitor);
             *self.trending.entry(click.link_id).or_default() += trend.weight(click.at, epoch);
         }
     }
@@ -233,16 +232,17 @@ impl Fold {
                 &*b.value,
             ))
         });
-        let mut keys: Vec<&(LinkId, Timestamp)> = self.visitors.keys().collect();
-        keys.sort_unstable();
-        let mut visitors: Vec<VisitorHour> = Vec::with_capacity(self.visitor_hashes);
-        for key in keys {
-            let mut hashes = self.visitors[key].0.clone();
+        let mut lists: Vec<_> = self.visitors.iter().collect();
+        lists.sort_unstable_by_key(|&(key, _)| *key);
+        let mut visitors: Vec<VisitorHour> =
+            Vec::with_capacity(lists.iter().map(|(_, list)| list.0.len()).sum());
+        for (&(link_id, hour), list) in lists {
+            let mut hashes = list.0.clone();
             hashes.sort_unstable();
             hashes.dedup();
             visitors.extend(hashes.into_iter().map(|visitor| VisitorHour {
-                link_id: key.0,
-                hour: key.1,
+                link_id,
+                hour,
                 visitor,
             }));
         }
@@ -287,8 +287,10 @@ impl Fold {
 struct VisitorList(Vec<u64>);
 
 impl VisitorList {
-    fn push(&mut self, visitor: u64) {
+    /// Adds a visitor; returns how many hashes of room the list grew by.
+    fn push(&mut self, visitor: u64) -> usize {
         let list = &mut self.0;
+        let room = list.capacity();
         if list.len() == list.capacity() && list.len() >= 8 {
             list.sort_unstable();
             list.dedup();
@@ -297,6 +299,7 @@ impl VisitorList {
             }
         }
         list.push(visitor);
+        list.capacity() - room
     }
 }
 

@@ -1082,8 +1082,8 @@ async fn compact_visitor_sketches<B: Backend>(
         let mut params: Vec<Value> = links.iter().map(|l| Value::from(*l)).collect();
         params.extend(tags.iter().map(|&t| Value::from(t)));
         params.extend(stamps.iter().map(|t| Value::from(*t)));
-        // The IN lists select a superset (every link x granularity x bucket); only the chunk's own
-        // keys are merged.
+        // The IN lists select a superset (every link x granularity x bucket); only the
+        // chunk's own keys are merged.
         let mut merged: BTreeMap<SketchKey, (VisitorSketch, Vec<i64>)> = BTreeMap::new();
         for row in conn.query(&select, params).await? {
             let Some(granularity) = Granularity::from_tag(&row.str(1)?) else {
