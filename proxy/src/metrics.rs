@@ -104,7 +104,7 @@ pub struct Metrics {
     pipeline: PipelineMetrics,
     /// Last totals copied into the counters (monotonic sources are copied as deltas).
     /// A mutex: scrapes are rare and must not interleave.
-    copied: Mutex<[u64; 12]>,
+    copied: Mutex<[u64; 13]>,
 }
 
 /// The click pipeline's series.
@@ -113,6 +113,7 @@ struct PipelineMetrics {
     aggregated: IntCounter,
     aggregate_errors: IntCounter,
     replayed: IntCounter,
+    overflow_journaled: IntCounter,
     corrupt: IntCounter,
     batches: IntCounter,
     write_errors: IntCounter,
@@ -158,6 +159,11 @@ impl PipelineMetrics {
             replayed: counter(
                 "linkgate_clicks_replayed_total",
                 "Clicks written from the local journal",
+            ),
+            overflow_journaled: counter(
+                "linkgate_clicks_overflow_journaled_total",
+                "Clicks journaled because the buffer was full during a store write \
+                 (instead of dropped at a full queue)",
             ),
             corrupt: counter(
                 "linkgate_clicks_journal_corrupt_total",
@@ -311,7 +317,7 @@ impl Metrics {
             l1_entries,
             pipeline,
             registry,
-            copied: Mutex::new([0; 12]),
+            copied: Mutex::new([0; 13]),
         }
     }
 
@@ -370,6 +376,7 @@ impl Metrics {
                 (&p.aggregated, load(|s| &s.aggregated)),
                 (&p.aggregate_errors, load(|s| &s.aggregate_errors)),
                 (&p.replayed, load(|s| &s.replayed)),
+                (&p.overflow_journaled, load(|s| &s.overflow_journaled)),
                 (&p.corrupt, load(|s| &s.corrupt)),
                 (&p.batches, load(|s| &s.batches_written)),
                 (&p.write_errors, load(|s| &s.write_errors)),

@@ -6,7 +6,9 @@
 //! until the store takes them, oldest first. A failed write is retried with exponential
 //! backoff; after `spill_after_failures` failures in a row (the store is down) or when the
 //! buffer is full, batches go to the local [`Journal`] instead, and the journal is replayed,
-//! oldest first, as soon as a write succeeds again (and at start-up). Writes are idempotent
+//! oldest first, as soon as a write succeeds again (and at start-up). A write that takes
+//! long with the buffer full does not let the queue fill either: the queue's events are
+//! made batches and journaled while the write runs (`journal_overflow`). Writes are idempotent
 //! by batch id, so a batch whose commit was acknowledged too late, or that was journaled and
 //! then replayed after a crash, is applied once.
 //!
@@ -218,6 +220,9 @@ pub struct PipelineStats {
     pub journaled: AtomicU64,
     /// Clicks that were in the journal when the pipeline started.
     pub journaled_at_start: AtomicU64,
+    /// Clicks journaled because the buffer was full while a store call held the batcher
+    /// (instead of being dropped at the full queue).
+    pub overflow_journaled: AtomicU64,
     /// Clicks in journal files that could not be read (set aside as `.corrupt`).
     pub corrupt: AtomicU64,
     pub batches_written: AtomicU64,
@@ -331,6 +336,27 @@ pub fn spawn(
     let task = tokio::spawn(worker.run(stop_rx));
     Ok(PipelineHandle { stats, stop, task })
 }
+
+/// The visitor salts of the days of a batch's events (almost always one day).
+#[derive(Debug, Default)]
+struct Salts(Vec<(Timestamp, VisitorSalt)>);
+
+impl Salts {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, day: Timestamp) -> Option<&VisitorSalt> {
+        self.0.iter().find(|(d, _)| *d == day).map(|(_, salt)| salt)
+    }
+
+    fn push(&mut self, entry: (Timestamp, VisitorSalt)) {
+        self.0.push(entry);
+    }
+}
+
+/// Never used: every event's day has a salt before it is enriched (see [`Salts`]).
+const NO_SALT: VisitorSalt = [0; 32];
 
 struct Worker {
     settings: PipelineSettings,
@@ -464,9 +490,7 @@ impl Worker {
     /// room while a write is in flight. Stops at `buffer_max_clicks` held in memory: beyond
     /// that the queue fills and drops are counted there.
     fn drain_queue(&mut self) {
-        let held = self.stats.buffered.load(Ordering::Relaxed);
-        let room = (self.settings.buffer_max_clicks as u64).saturating_sub(held);
-        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        let room = self.buffer_room();
         if room == 0 {
             return;
         }
@@ -474,23 +498,70 @@ impl Worker {
         self.stats.buffered.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// How many more clicks the in-memory buffer takes.
+    fn buffer_room(&self) -> usize {
+        let held = self.stats.buffered.load(Ordering::Relaxed);
+        let room = (self.settings.buffer_max_clicks as u64).saturating_sub(held);
+        usize::try_from(room).unwrap_or(usize::MAX)
+    }
+
     async fn build(&mut self, events: &[ClickEvent]) -> ClickBatch {
         let started = Instant::now();
-        let mut clicks = Vec::with_capacity(events.len());
-        // The address as a keyed hash under the day's salt: what shared counters are keyed
-        // by (Redis never sees an address); computed only when the counters are shared.
-        let shared_counters =
-            self.settings.shared_counters.is_some() && self.settings.fraud.enabled;
-        let mut ip_keys = Vec::with_capacity(if shared_counters { events.len() } else { 0 });
+        let mut salts = Salts::new();
         for event in events {
-            crate::background::give_way();
-            let salt = self.salt(event.at.day_start()).await;
-            clicks.push(self.enricher.enrich(event, &salt));
-            if shared_counters {
-                ip_keys.push(visitor_hash(&salt, event.client_ip, ""));
+            let day = event.at.day_start();
+            if salts.get(day).is_none() {
+                let salt = self.salt(day).await;
+                salts.push((day, salt));
             }
         }
-        let mut shared = self.shared_counts(&ip_keys, &clicks).await;
+        let mut clicks = self.enrich(events, &salts);
+        // The address as a keyed hash under the day's salt: what shared counters are keyed
+        // by (Redis never sees an address); computed only when the counters are shared.
+        let shared = if self.settings.shared_counters.is_some() && self.settings.fraud.enabled {
+            let ip_keys: Vec<u64> = events
+                .iter()
+                .filter_map(|event| {
+                    let salt = salts.get(event.at.day_start())?;
+                    Some(visitor_hash(salt, event.client_ip, ""))
+                })
+                .collect();
+            self.shared_counts(&ip_keys, &clicks).await
+        } else {
+            None
+        };
+        self.score(events, &mut clicks, shared);
+        self.seed_link_rates().await;
+        let batch = raw_batch(clicks, &self.clock);
+        tracing::debug!(
+            clicks = batch.clicks.len(),
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "click batch built"
+        );
+        batch
+    }
+
+    /// The events as clicks, each under its day's visitor salt (`salts` has every day of
+    /// `events`).
+    fn enrich(&mut self, events: &[ClickEvent], salts: &Salts) -> Vec<StoredClick> {
+        let mut clicks = Vec::with_capacity(events.len());
+        for event in events {
+            crate::background::give_way();
+            let salt = salts.get(event.at.day_start());
+            debug_assert!(salt.is_some(), "an event's day has no salt");
+            let salt = salt.unwrap_or(&NO_SALT);
+            clicks.push(self.enricher.enrich(event, salt));
+        }
+        clicks
+    }
+
+    /// Fraud reasons for each click, with the counts shared through Redis when given.
+    fn score(
+        &mut self,
+        events: &[ClickEvent],
+        clicks: &mut [StoredClick],
+        mut shared: Option<SharedCounts>,
+    ) {
         let mut last_network: Option<(std::net::IpAddr, String)> = None;
         for (i, (event, click)) in events.iter().zip(clicks.iter_mut()).enumerate() {
             crate::background::give_way();
@@ -507,14 +578,14 @@ impl Worker {
                 click.ip = Some(network);
             }
         }
-        self.seed_link_rates().await;
-        let batch = raw_batch(clicks, &self.clock);
-        tracing::debug!(
-            clicks = batch.clicks.len(),
-            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "click batch built"
-        );
-        batch
+    }
+
+    /// The salt [`Self::salt`] last settled on for `day`, shared or local.
+    fn cached_salt(&self, day: Timestamp) -> Option<VisitorSalt> {
+        self.salts
+            .get(&day)
+            .or_else(|| self.local_salts.get(&day).map(|(salt, _)| salt))
+            .copied()
     }
 
     /// How long a read the batcher needs before it can go on (a salt, a link's history)
@@ -873,7 +944,61 @@ impl Worker {
         loop {
             tokio::select! {
                 result = &mut call => break result,
-                () = tokio::time::sleep(POLL) => self.drain_queue(),
+                () = tokio::time::sleep(POLL) => {
+                    self.drain_queue();
+                    self.journal_overflow();
+                }
+            }
+        }
+    }
+
+    /// While a store call holds the batcher with the buffer full, the queue would fill and
+    /// drop clicks: once it is half full (or holds a batch), its events are made a batch
+    /// here and journaled, to be written whole once the store catches up. What needs an
+    /// answer from elsewhere is left out: fraud counts are this node's own (as when Redis is
+    /// down), a new link's history is read with a later batch, and events of a day whose
+    /// salt is not at hand yet (a day that just began) wait in memory instead.
+    fn journal_overflow(&mut self) {
+        let threshold = self
+            .settings
+            .batch_max_events
+            .min(self.queue.capacity() / 2)
+            .max(1);
+        while self.buffer_room() == 0 && self.queue.len() >= threshold {
+            let mut events = Vec::with_capacity(threshold);
+            let n = self
+                .queue
+                .drain_into(&mut events, self.settings.batch_max_events.max(1));
+            self.stats.buffered.fetch_add(n as u64, Ordering::Relaxed);
+            let mut salts = Salts::new();
+            let (ready, later): (Vec<ClickEvent>, Vec<ClickEvent>) =
+                events.into_iter().partition(|event| {
+                    let day = event.at.day_start();
+                    if salts.get(day).is_some() {
+                        return true;
+                    }
+                    let Some(salt) = self.cached_salt(day) else {
+                        return false;
+                    };
+                    salts.push((day, salt));
+                    true
+                });
+            self.incoming.extend(later);
+            if ready.is_empty() {
+                return;
+            }
+            let mut clicks = self.enrich(&ready, &salts);
+            self.score(&ready, &mut clicks, None);
+            let batch = raw_batch(clicks, &self.clock);
+            tracing::debug!(
+                clicks = batch.clicks.len(),
+                "buffer full during a store call: batch journaled"
+            );
+            self.stats
+                .overflow_journaled
+                .fetch_add(batch.clicks.len() as u64, Ordering::Relaxed);
+            if !self.spill(batch) {
+                return;
             }
         }
     }

@@ -94,6 +94,10 @@ impl ClickQueue {
         self.queue.len()
     }
 
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

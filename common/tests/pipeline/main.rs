@@ -54,6 +54,7 @@ both!(
     aggregates_equal_the_raw_clicks_they_came_from,
     an_unavailable_store_loses_nothing_and_duplicates_nothing,
     a_store_down_from_the_start_delays_no_click,
+    a_slow_store_write_loses_no_click_to_a_full_queue,
     flagged_traffic_puts_its_link_in_the_review_queue,
     a_popular_link_is_judged_by_its_history_after_a_restart,
 );
@@ -476,6 +477,164 @@ pub async fn a_store_down_from_the_start_delays_no_click(store: &Arc<dyn Store>,
     assert_eq!(total, 2_000);
 }
 
+/// A store write that hangs for 2 s (another session holds a lock; nothing fails) while
+/// clicks arrive at 10,000/s, far more than the buffer (2,000) and the queue (4,000) hold:
+/// the batcher journals the overflow during the write instead of letting the queue drop it,
+/// and every click is persisted once.
+pub async fn a_slow_store_write_loses_no_click_to_a_full_queue(store: &Arc<dyn Store>, url: &str) {
+    let links = links(&**store, 3).await;
+    let journal = tempfile::tempdir().unwrap();
+    let queue = Arc::new(ClickQueue::new(4_000));
+    let mut config = settings(journal.path());
+    config.buffer_max_clicks = 2_000;
+    config.batch_max_events = 1_000;
+    // Longer than the stall: the write is slow, not failed.
+    config.write_timeout = Duration::from_secs(8);
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
+    let stats = Arc::clone(handle.stats());
+    let stream = events(&links, 30_000, 17);
+    let total = stream.len() as u64;
+    let mut stream = stream.into_iter();
+    let stall = Stall::new(url).await;
+    let start = Instant::now();
+    let mut stalled = false;
+    loop {
+        let elapsed = start.elapsed();
+        if !stalled && elapsed >= Duration::from_millis(500) {
+            stall.begin().await;
+            stalled = true;
+        }
+        if stalled && elapsed >= Duration::from_millis(2_500) {
+            stall.end().await;
+        }
+        let due = usize::try_from(elapsed.as_millis() * 10).unwrap();
+        let offered = usize::try_from(queue.stats().offered).unwrap();
+        let mut pushed = 0;
+        for e in stream.by_ref().take(due.saturating_sub(offered)) {
+            assert!(
+                queue.push(e),
+                "the queue dropped a click during a slow write"
+            );
+            pushed += 1;
+        }
+        if pushed == 0 && queue.stats().offered == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stall.end().await;
+    wait_persisted(&stats, total, Duration::from_secs(60)).await;
+    handle.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(queue.stats().dropped, 0);
+    assert_eq!(
+        stats.write_errors.load(Ordering::Relaxed),
+        0,
+        "slow, never failed"
+    );
+    assert!(
+        stats.overflow_journaled.load(Ordering::Relaxed) > 0,
+        "the overflow went to the journal"
+    );
+    assert_eq!(
+        stats.replayed.load(Ordering::Relaxed),
+        stats.overflow_journaled.load(Ordering::Relaxed),
+        "every journaled click was written from the journal"
+    );
+    let mut persisted = 0;
+    for &link in &links {
+        let (raw, hourly, counter) = linkgate_common::testing::click_counts(&**store, link).await;
+        assert_eq!(
+            (hourly, counter),
+            (raw, raw),
+            "{link:?}: aggregates counted once"
+        );
+        persisted += raw;
+    }
+    assert_eq!(persisted, total, "every click persisted exactly once");
+    assert!(
+        journal.path().read_dir().unwrap().next().is_none(),
+        "journal replayed and emptied"
+    );
+}
+
+/// Makes the store's writes hang (not fail) on demand: another session holds a lock the
+/// batch write needs. SQLite: an exclusive transaction (writers wait up to the busy
+/// timeout). MariaDB: `LOCK TABLES click_batches WRITE` in the test's database.
+enum Stall {
+    Sqlite {
+        path: std::path::PathBuf,
+        holder:
+            std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    },
+    Mysql(tokio::sync::Mutex<(mysql_async::Conn, bool)>),
+}
+
+impl Stall {
+    async fn new(url: &str) -> Self {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Self::Sqlite {
+                path: path.into(),
+                holder: std::sync::Mutex::new(None),
+            };
+        }
+        let conn = mysql_async::Conn::from_url(url).await.unwrap();
+        Self::Mysql(tokio::sync::Mutex::new((conn, false)))
+    }
+
+    async fn begin(&self) {
+        match self {
+            Self::Sqlite { path, holder } => *holder.lock().unwrap() = Some(hold_sqlite_lock(path)),
+            Self::Mysql(conn) => {
+                use mysql_async::prelude::Queryable as _;
+                let mut conn = conn.lock().await;
+                conn.0
+                    .query_drop("LOCK TABLES click_batches WRITE")
+                    .await
+                    .unwrap();
+                conn.1 = true;
+            }
+        }
+    }
+
+    async fn end(&self) {
+        match self {
+            Self::Sqlite { holder, .. } => release_sqlite_lock(holder.lock().unwrap().take()),
+            Self::Mysql(conn) => {
+                use mysql_async::prelude::Queryable as _;
+                let mut conn = conn.lock().await;
+                if conn.1 {
+                    conn.0.query_drop("UNLOCK TABLES").await.unwrap();
+                    conn.1 = false;
+                }
+            }
+        }
+    }
+}
+
+/// Another connection to the SQLite file takes the write lock and holds it until told.
+fn hold_sqlite_lock(path: &Path) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel::<()>();
+    let path = path.to_owned();
+    let thread = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = rx.recv();
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    (tx, thread)
+}
+
+fn release_sqlite_lock(holder: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>) {
+    if let Some((tx, thread)) = holder {
+        tx.send(()).unwrap();
+        thread.join().unwrap();
+    }
+}
+
 /// Makes the store unavailable on demand. MariaDB: the pipeline's store connects through a
 /// TCP forwarder that is cut. SQLite: another connection holds the write lock (writes fail
 /// after the busy timeout, or time out first).
@@ -521,19 +680,7 @@ impl Outage {
         match &self.kind {
             OutageKind::Mysql(f) => f.cut(),
             OutageKind::Sqlite { path, holder } => {
-                let (tx, rx) = std::sync::mpsc::channel::<()>();
-                let (locked_tx, locked_rx) = std::sync::mpsc::channel::<()>();
-                let path = path.clone();
-                let thread = std::thread::spawn(move || {
-                    let conn = rusqlite::Connection::open(&path).unwrap();
-                    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-                    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-                    locked_tx.send(()).unwrap();
-                    let _ = rx.recv();
-                    conn.execute_batch("ROLLBACK").unwrap();
-                });
-                locked_rx.recv().unwrap();
-                *holder.lock().unwrap() = Some((tx, thread));
+                *holder.lock().unwrap() = Some(hold_sqlite_lock(path));
             }
         }
     }
@@ -541,12 +688,7 @@ impl Outage {
     fn end(&self) {
         match &self.kind {
             OutageKind::Mysql(f) => f.resume(),
-            OutageKind::Sqlite { holder, .. } => {
-                if let Some((tx, thread)) = holder.lock().unwrap().take() {
-                    tx.send(()).unwrap();
-                    thread.join().unwrap();
-                }
-            }
+            OutageKind::Sqlite { holder, .. } => release_sqlite_lock(holder.lock().unwrap().take()),
         }
     }
 }
