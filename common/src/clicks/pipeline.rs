@@ -23,7 +23,8 @@
 //! the rows written per click fall as the click rate rises. A node that stops before writing
 //! its window leaves the pending rows behind: any node aggregates those from the segments
 //! once they are stale, and the claim makes each batch's aggregates apply once. Journaled
-//! batches carry their aggregates and are applied whole on replay.
+//! batches are replayed the same way (raw clicks, then the window); the aggregates their
+//! files also carry are for older versions, which apply replays whole.
 //!
 //! Conservation, exported as metrics: `accepted + journaled at start = persisted + queued +
 //! buffered + journaled`.
@@ -706,7 +707,7 @@ impl Worker {
                     return;
                 }
             };
-            if !self.write(&batch, deadline, true).await {
+            if !self.write(&batch, deadline).await {
                 return;
             }
             if let Err(error) = self.journal.remove(&entry) {
@@ -720,12 +721,15 @@ impl Worker {
             self.stats
                 .replayed
                 .fetch_add(entry.clicks, Ordering::Relaxed);
+            // Like a buffered batch: its aggregates go with the window's (the ones the
+            // journal file carries are for older versions, which write replays whole).
+            self.window.add(batch.batch_id, batch.clicks, &self.clock);
         }
         while !out_of_time() {
             let Some(batch) = self.pending.pop_front() else {
                 return;
             };
-            if !self.write(&batch, deadline, false).await {
+            if !self.write(&batch, deadline).await {
                 // Back to the front (or, when the store just went down, into the journal
                 // with the rest: `failed` spilled the others already).
                 if self.store_down() {
@@ -742,19 +746,13 @@ impl Worker {
         }
     }
 
-    /// One write attempt; true when the store has the batch. `whole`: the batch's
-    /// aggregates too (a journaled batch), else its raw clicks, aggregates pending.
-    async fn write(&mut self, batch: &ClickBatch, deadline: Option<Instant>, whole: bool) -> bool {
+    /// One write attempt of a batch's raw clicks (its aggregates pending, for the window);
+    /// true when the store has the batch.
+    async fn write(&mut self, batch: &ClickBatch, deadline: Option<Instant>) -> bool {
         let started = Instant::now();
         let store = Arc::clone(&self.store);
         let result = self
-            .store_call(deadline, async {
-                if whole {
-                    store.write_click_batch(batch).await
-                } else {
-                    store.write_click_segments(batch).await
-                }
-            })
+            .store_call(deadline, store.write_click_segments(batch))
             .await;
         match result {
             Ok(outcome) => {
@@ -767,11 +765,6 @@ impl Worker {
                     .fetch_add(batch.clicks.len() as u64, Ordering::Relaxed);
                 if outcome == BatchOutcome::AlreadyApplied {
                     tracing::debug!("click batch was already applied; skipped");
-                } else if whole {
-                    self.stats
-                        .aggregated
-                        .fetch_add(batch.clicks.len() as u64, Ordering::Relaxed);
-                    self.consider_reviews(batch.clicks.iter()).await;
                 }
                 if self.failures > 0 {
                     tracing::info!(

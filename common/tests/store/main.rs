@@ -212,28 +212,41 @@ mod backend_specific {
     const MAX_LATE_PARTS_PER_KEY: u64 = 2;
 
     /// The visitor test for the current hour, then for an hour long gone; the sketch rows
-    /// of each link, counted by `rows`.
+    /// of each link by granularity tag, counted by `rows`.
     async fn visitor_parts<F, Fut>(
         a: &dyn linkgate_common::store::Store,
         b: &dyn linkgate_common::store::Store,
         rows: F,
     ) where
-        F: Fn(i64) -> Fut,
+        F: Fn(i64, &'static str) -> Fut,
         Fut: std::future::Future<Output = u64>,
     {
         use crate::clicks::visitors_from_two_nodes_in_many_windows_stay_exact as run;
         use linkgate_common::domain::Timestamp;
         let now = run(a, b, "parts-now", Timestamp::now(), WINDOWS).await;
-        let n = rows(now.0).await;
-        // Two keys: the hour and the day.
-        assert!((2..=2 * MAX_PARTS_PER_KEY).contains(&n), "{n} sketch rows");
+        // One key: the hour, as parts not yet in the day (`u`). Nothing is in the hour's
+        // `h` row or the day until the hour has ended.
+        let open = rows(now.0, "u").await;
+        assert!(
+            (1..=MAX_PARTS_PER_KEY).contains(&open),
+            "{open} open-hour parts"
+        );
+        assert_eq!((rows(now.0, "h").await, rows(now.0, "d").await), (0, 0));
         let old = Timestamp::parse_rfc3339("2026-11-27T10:00:00Z").unwrap();
         let late = run(a, b, "parts-late", old, LATE_WINDOWS).await;
-        let n = rows(late.0).await;
-        assert!(
-            (2..=2 * MAX_LATE_PARTS_PER_KEY).contains(&n),
-            "{n} sketch rows of an ended hour"
+        // An ended hour is folded at once: into its `h` row and a part of its day.
+        assert_eq!(
+            rows(late.0, "u").await,
+            0,
+            "open-hour parts of an ended hour"
         );
+        for tag in ["h", "d"] {
+            let n = rows(late.0, tag).await;
+            assert!(
+                (1..=MAX_LATE_PARTS_PER_KEY).contains(&n),
+                "{n} '{tag}' rows of an ended hour"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -242,12 +255,12 @@ mod backend_specific {
         let url = db.url();
         let path = url.strip_prefix("sqlite://").unwrap().to_owned();
         let b = linkgate_common::store::sqlite::SqliteStore::open(path.as_ref(), 4).unwrap();
-        visitor_parts(&*db.store(), &b, |link| {
+        visitor_parts(&*db.store(), &b, |link, tag| {
             let conn = rusqlite::Connection::open(&path).unwrap();
             let rows: i64 = conn
                 .query_row(
-                    "SELECT COUNT(*) FROM visitor_sketches WHERE link_id = ?1",
-                    [link],
+                    "SELECT COUNT(*) FROM visitor_sketches WHERE link_id = ?1 AND granularity = ?2",
+                    rusqlite::params![link, tag],
                     |r| r.get(0),
                 )
                 .unwrap();
@@ -264,14 +277,15 @@ mod backend_specific {
         let db = TestDb::mysql().await;
         let url = db.url();
         let b = linkgate_common::store::mysql::MysqlStore::open(&url, 4).unwrap();
-        visitor_parts(&*db.store(), &b, |link| {
+        visitor_parts(&*db.store(), &b, |link, tag| {
             let url = url.clone();
             async move {
                 let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
                 let rows: Option<u64> = conn
                     .exec_first(
-                        "SELECT COUNT(*) FROM visitor_sketches WHERE link_id = ?",
-                        (link,),
+                        "SELECT COUNT(*) FROM visitor_sketches \
+                         WHERE link_id = ? AND granularity = ?",
+                        (link, tag),
                     )
                     .await
                     .unwrap();
@@ -281,6 +295,87 @@ mod backend_specific {
         })
         .await;
         drop(b);
+        db.cleanup().await;
+    }
+
+    /// An hour still open that an older version wrote (its visitors as an `h` part and a `d`
+    /// part at once) and this version goes on writing (as `u` parts): every reader counts
+    /// each visitor once, and so does the fold once the hour has ended.
+    #[tokio::test]
+    async fn sqlite_an_open_hour_written_in_the_old_layout_counts_once() {
+        use linkgate_common::clicks::TrendingClock;
+        use linkgate_common::clicks::batch::build_batch;
+        use linkgate_common::clicks::sketch::VisitorSketch;
+        use linkgate_common::domain::{Granularity, LinkId, StoredClick, Timestamp};
+        use linkgate_common::store::ClickStore as _;
+
+        let db = TestDb::sqlite().await;
+        let url = db.url();
+        let conn = rusqlite::Connection::open(url.strip_prefix("sqlite://").unwrap()).unwrap();
+        let hour = Timestamp::now().hour_start();
+        let day = hour.day_start();
+        let old = VisitorSketch::from_visitors([1, 2, 3]).to_bytes();
+        for (tag, bucket) in [("h", hour), ("d", day)] {
+            conn.execute(
+                "INSERT INTO visitor_sketches VALUES (7, ?1, ?2, 11, ?3)",
+                rusqlite::params![tag, bucket.as_millis(), old],
+            )
+            .unwrap();
+        }
+        let store = db.store();
+        let clicks: Vec<StoredClick> = [3, 4]
+            .map(|visitor| StoredClick {
+                visitor,
+                ..linkgate_common::testing::stored_click(LinkId(7), hour)
+            })
+            .to_vec();
+        let batch = build_batch(clicks, &TrendingClock::new(Timestamp::MILLIS_PER_HOUR));
+        store.write_click_batch(&batch).await.unwrap();
+        let open: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM visitor_sketches WHERE link_id = 7 AND granularity = 'u'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(open, 1, "the new visitors are an open-hour part");
+        let (hour_end, day_end) = (
+            hour.plus_millis(Timestamp::MILLIS_PER_HOUR),
+            day.plus_millis(Timestamp::MILLIS_PER_DAY),
+        );
+        let link = LinkId(7);
+        assert_eq!(store.unique_visitors(link, hour, hour_end).await, Ok(4));
+        assert_eq!(store.unique_visitors(link, day, day_end).await, Ok(4));
+        assert_eq!(
+            store
+                .unique_visitors(link, day.plus_millis(-Timestamp::MILLIS_PER_DAY), day_end)
+                .await,
+            Ok(4)
+        );
+        assert_eq!(
+            store
+                .visitor_series(link, day, day_end, Granularity::Hour)
+                .await,
+            Ok(vec![(hour, 4)])
+        );
+        assert_eq!(
+            store
+                .visitor_series(link, day, day_end, Granularity::Day)
+                .await,
+            Ok(vec![(day, 4)])
+        );
+        assert_eq!(
+            store
+                .visitor_series(link, day, hour_end, Granularity::Day)
+                .await,
+            Ok(vec![(day, 4)]),
+            "a day that starts in the range counts whole"
+        );
+        assert_eq!(
+            store.visitor_buckets(link, &[hour, hour_end]).await,
+            Ok(vec![4])
+        );
+        drop(conn);
         db.cleanup().await;
     }
 

@@ -1,6 +1,6 @@
 //! Click batches and the aggregates analytics read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
@@ -141,22 +141,26 @@ impl<B: Backend> ClickStore for SqlStore<B> {
             return Ok(0);
         }
         // Whole UTC days inside the range come from daily sketches, the ragged ends from
-        // hourly ones.
+        // hourly ones; the parts of hours not yet in their day (`u`) count wherever they
+        // fall.
         let first_day = from.plus_millis(Timestamp::MILLIS_PER_DAY - 1).day_start();
         let end_day = to.day_start();
         let rows = if first_day < end_day {
             self.query(
                 "SELECT sketch FROM visitor_sketches WHERE link_id = ? AND \
                  ((granularity = 'd' AND bucket >= ? AND bucket < ?) OR \
+                  (granularity = 'u' AND bucket >= ? AND bucket < ?) OR \
                   (granularity = 'h' AND ((bucket >= ? AND bucket < ?) OR \
                                           (bucket >= ? AND bucket < ?))))",
-                params![link, first_day, end_day, from, first_day, end_day, to],
+                params![
+                    link, first_day, end_day, from, to, from, first_day, end_day, to
+                ],
             )
             .await?
         } else {
             self.query(
-                "SELECT sketch FROM visitor_sketches \
-                 WHERE link_id = ? AND granularity = 'h' AND bucket >= ? AND bucket < ?",
+                "SELECT sketch FROM visitor_sketches WHERE link_id = ? \
+                 AND granularity IN ('h', 'u') AND bucket >= ? AND bucket < ?",
                 params![link, from, to],
             )
             .await?
@@ -175,8 +179,8 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         let rows = self
             .query(
                 "SELECT bucket, sketch FROM visitor_sketches \
-                 WHERE link_id = ? AND granularity = 'h' AND bucket >= ? AND bucket < ? \
-                 ORDER BY bucket",
+                 WHERE link_id = ? AND granularity IN ('h', 'u') AND bucket >= ? \
+                 AND bucket < ? ORDER BY bucket",
                 params![link, *first, *last],
             )
             .await?;
@@ -198,18 +202,29 @@ impl<B: Backend> ClickStore for SqlStore<B> {
         to: Timestamp,
         granularity: Granularity,
     ) -> StoreResult<Vec<(Timestamp, u64)>> {
+        let from = granularity.bucket(from);
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        // The hours not yet in their day (`u` parts) count in their day. A day bucket
+        // that starts before `to` counts whole, so do its hours.
+        let open_to = granularity
+            .bucket(to.plus_millis(-1))
+            .plus_millis(granularity.millis());
         let rows = self
             .query(
-                "SELECT bucket, sketch FROM visitor_sketches \
-                 WHERE link_id = ? AND granularity = ? AND bucket >= ? AND bucket < ? \
+                "SELECT bucket, sketch FROM visitor_sketches WHERE link_id = ? AND \
+                 ((granularity = ? AND bucket >= ? AND bucket < ?) OR \
+                  (granularity = 'u' AND bucket >= ? AND bucket < ?)) \
                  ORDER BY bucket",
-                params![link, granularity.tag(), granularity.bucket(from), to],
+                params![link, granularity.tag(), from, to, from, open_to],
             )
             .await?;
-        // A bucket may be several part rows (see `SketchParts`); rows come bucket by bucket.
+        // A bucket may be several part rows (see `SketchParts`); rows come in bucket order,
+        // so an hour's `u` rows come after its day's `d` rows and before the next day's.
         let mut series: Vec<(Timestamp, VisitorSketch)> = Vec::new();
         for row in &rows {
-            let (bucket, sketch) = (row.ts(0)?, sketch_of(row, 1)?);
+            let (bucket, sketch) = (granularity.bucket(row.ts(0)?), sketch_of(row, 1)?);
             match series.last_mut() {
                 Some((last, union)) if *last == bucket => union.merge(&sketch),
                 _ => series.push((bucket, sketch)),
@@ -916,7 +931,8 @@ const COMPACT_DENSE_AFTER_PARTS: u32 = 128;
 /// How long after its hour or day ends a bucket is compacted one last time by each process
 /// that wrote parts to it (clicks arrive up to a window late, more when the store was down).
 const CLOSE_AFTER_MILLIS: i64 = 5 * 60 * 1000;
-/// Keys [`SketchParts`] tracks: the hour and day keys of 16,384 links, in a map of about
+/// Keys [`SketchParts`] tracks: the hour keys windows write and the day keys ended hours
+/// are folded into, of 16,384 links at two keys each, in a map of about
 /// 3 MiB (65,536 slots of 48 bytes; a cleared map keeps its slots). Past that it forgets
 /// them all; keys then come due from their random start, about once per
 /// [`COMPACT_AFTER_PARTS`] parts, and finished buckets of forgotten keys keep their parts.
@@ -937,14 +953,15 @@ struct KeyParts {
 /// How many visitor sketch parts this process has written per key since it last compacted
 /// the key.
 ///
-/// A window adds its visitors as a new part row (a small exact set) instead of reading,
-/// merging and rewriting the key's sketch, which grows to 16 KiB and would be rewritten
-/// whole for every window that touches it. Every [`COMPACT_AFTER_PARTS`] parts
-/// ([`COMPACT_DENSE_AFTER_PARTS`] once the sketch is a HyperLogLog) the process folds all of
-/// the key's parts into one, and once more when the bucket has ended, so a finished hour
-/// or day is read as one row (plus a few from processes that stopped). A key this process
-/// has not seen starts at a random count, so keys first written together come due in
-/// different windows.
+/// A window adds its visitors as a new part row (a small exact set) of each link-hour
+/// instead of reading, merging and rewriting the key's sketch, which grows to 16 KiB and
+/// would be rewritten whole for every window that touches it. Every [`COMPACT_AFTER_PARTS`]
+/// parts ([`COMPACT_DENSE_AFTER_PARTS`] once the sketch is a HyperLogLog) the process folds
+/// all of the key's parts into one, and once more when the bucket has ended, so a finished
+/// hour or day is read as one row (plus a few from processes that stopped). An ended hour's
+/// fold also adds a part to its day (see [`compact_visitor_sketches`]); those parts count
+/// toward the day key's compaction here the same way. A key this process has not seen
+/// starts at a random count, so keys first written together come due in different windows.
 #[derive(Debug, Default)]
 pub(crate) struct SketchParts(std::sync::Mutex<std::collections::HashMap<SketchKey, KeyParts>>);
 
@@ -1018,8 +1035,22 @@ fn new_part() -> i64 {
 const SKETCH_INSERT: &str =
     "INSERT INTO visitor_sketches (link_id, granularity, bucket, part, sketch)";
 
-/// Adds the batch's visitors to the per-hour and per-day sketches of their links: one new
-/// part row per key (nothing is read), then the keys due for compaction are compacted.
+/// The tag of an hour's parts that are not yet in its day's sketch. Windows write only
+/// these; when the hour has ended they are folded into the hour's `h` row and a `d` part of
+/// the day (see [`compact_visitor_sketches`]), so each window inserts one part per
+/// link-hour instead of two. Readers of a day union its `d` rows with its hours' `u` rows.
+pub(crate) const OPEN_HOUR_TAG: &str = "u";
+
+/// The stored tags that hold a key's parts.
+fn part_tags(granularity: Granularity) -> &'static [&'static str] {
+    match granularity {
+        Granularity::Hour => &[OPEN_HOUR_TAG, "h"],
+        Granularity::Day => &["d"],
+    }
+}
+
+/// Adds the batch's visitors to the sketches of their links' hours: one new part row per
+/// link-hour (nothing is read), then the keys due for compaction are compacted.
 async fn write_visitor_sketches<B: Backend>(
     conn: &mut B::Conn,
     batch: &ClickBatch,
@@ -1027,23 +1058,25 @@ async fn write_visitor_sketches<B: Backend>(
 ) -> StoreResult<()> {
     let mut buckets: BTreeMap<SketchKey, Vec<u64>> = BTreeMap::new();
     for v in &batch.visitors {
-        for granularity in [Granularity::Hour, Granularity::Day] {
-            buckets
-                .entry((v.link_id, granularity, granularity.bucket(v.hour)))
-                .or_default()
-                .push(v.visitor);
-        }
+        buckets
+            .entry((
+                v.link_id,
+                Granularity::Hour,
+                Granularity::Hour.bucket(v.hour),
+            ))
+            .or_default()
+            .push(v.visitor);
     }
     let due = parts.written(buckets.keys(), Timestamp::now());
     let keys: Vec<_> = buckets.into_iter().collect();
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         let sql = multi_row_insert(SKETCH_INSERT, 5, chunk.len());
         let mut params = Vec::with_capacity(chunk.len() * 5);
-        for ((link, g, bucket), visitors) in chunk {
+        for ((link, _, bucket), visitors) in chunk {
             let sketch = VisitorSketch::from_visitors(visitors.iter().copied());
             params.extend(params![
                 *link,
-                g.tag(),
+                OPEN_HOUR_TAG,
                 *bucket,
                 new_part(),
                 sketch.to_bytes()
@@ -1051,10 +1084,25 @@ async fn write_visitor_sketches<B: Backend>(
         }
         conn.exec(&sql, params).await?;
     }
-    compact_visitor_sketches::<B>(conn, &due, parts).await
+    compact_visitor_sketches::<B>(conn, due, parts).await
 }
 
-/// Folds all parts of each of `keys` (sorted) into one row.
+/// The parts of one key read for a compaction: their union, and each part's tag and id.
+#[derive(Debug, Default)]
+struct KeyUnion {
+    sketch: VisitorSketch,
+    parts: Vec<(&'static str, i64)>,
+    /// Whether any part is an open hour's (`u`).
+    open: bool,
+}
+
+/// Compacts each of `keys` (sorted), the keys its writes made due after it, and so on.
+///
+/// An hour that has not ended: its `u` parts become one `u` part. An hour that has ended
+/// (by [`CLOSE_AFTER_MILLIS`]): its `u` parts and its `h` row become one `h` row, and their
+/// union is added to the day as a `d` part (visitors already in the day are in it again,
+/// which a union ignores), all in the caller's transaction, so a reader sees the visitors
+/// once either way. A day: its `d` parts become one.
 ///
 /// Exactly the parts read are deleted, by their ids, and their union inserted as a new
 /// part; a part another node adds meanwhile is left for a later compaction. Nothing is
@@ -1062,58 +1110,98 @@ async fn write_visitor_sketches<B: Backend>(
 /// visitors, and a union of sketches is unchanged by repeats, so no count changes.
 async fn compact_visitor_sketches<B: Backend>(
     conn: &mut B::Conn,
-    keys: &[SketchKey],
+    mut keys: Vec<SketchKey>,
     parts: &SketchParts,
 ) -> StoreResult<()> {
-    for chunk in keys.chunks(COMPACT_KEYS_PER_ROUND) {
-        let links: Vec<LinkId> = dedup_sorted(chunk.iter().map(|(l, _, _)| *l));
-        let tags: Vec<&'static str> = dedup_sorted(chunk.iter().map(|(_, g, _)| g.tag()));
-        let stamps: Vec<Timestamp> = dedup_sorted(chunk.iter().map(|(_, _, b)| *b));
-        // Every column of the key is constrained, so each (link, granularity, bucket) is a
-        // seek in the primary key rather than a scan of all of a link's sketch rows (a link
-        // keeps one per past hour and day for as long as they are retained).
-        let select = format!(
-            "SELECT link_id, granularity, bucket, part, sketch FROM visitor_sketches \
-             WHERE link_id IN {} AND granularity IN {} AND bucket IN {}",
-            in_list(links.len()),
-            in_list(tags.len()),
-            in_list(stamps.len()),
-        );
-        let mut params: Vec<Value> = links.iter().map(|l| Value::from(*l)).collect();
-        params.extend(tags.iter().map(|&t| Value::from(t)));
-        params.extend(stamps.iter().map(|t| Value::from(*t)));
-        // The IN lists select a superset (every link x granularity x bucket); only the
-        // chunk's own keys are merged.
-        let mut merged: BTreeMap<SketchKey, (VisitorSketch, Vec<i64>)> = BTreeMap::new();
-        for row in conn.query(&select, params).await? {
-            let Some(granularity) = Granularity::from_tag(&row.str(1)?) else {
-                continue;
-            };
-            let key = (LinkId(row.i64(0)?), granularity, row.ts(2)?);
-            if chunk.binary_search(&key).is_ok() {
-                let (sketch, ids) = merged.entry(key).or_default();
-                sketch.merge(&sketch_of(&row, 4)?);
-                ids.push(row.i64(3)?);
-            }
+    while !keys.is_empty() {
+        let now = Timestamp::now();
+        let mut days: BTreeSet<SketchKey> = BTreeSet::new();
+        for chunk in keys.chunks(COMPACT_KEYS_PER_ROUND) {
+            compact_chunk::<B>(conn, chunk, parts, now, &mut days).await?;
         }
-        for (key, (sketch, _)) in &merged {
-            parts.compacted(key, !sketch.is_exact());
-        }
-        merged.retain(|_, (_, ids)| ids.len() > 1);
-        if merged.is_empty() {
+        // Day parts the folds added count like a window's parts toward the day's
+        // compaction (and a day that has ended is compacted now).
+        keys = parts.written(days.iter(), now);
+        keys.retain(|(_, g, _)| *g == Granularity::Day);
+    }
+    Ok(())
+}
+
+async fn compact_chunk<B: Backend>(
+    conn: &mut B::Conn,
+    chunk: &[SketchKey],
+    parts: &SketchParts,
+    now: Timestamp,
+    days: &mut BTreeSet<SketchKey>,
+) -> StoreResult<()> {
+    let links: Vec<LinkId> = dedup_sorted(chunk.iter().map(|(l, _, _)| *l));
+    let tags: Vec<&'static str> = dedup_sorted(
+        chunk
+            .iter()
+            .flat_map(|(_, g, _)| part_tags(*g).iter().copied()),
+    );
+    let stamps: Vec<Timestamp> = dedup_sorted(chunk.iter().map(|(_, _, b)| *b));
+    // Every column of the key is constrained, so each (link, granularity, bucket) is a
+    // seek in the primary key rather than a scan of all of a link's sketch rows (a link
+    // keeps one per past hour and day for as long as they are retained).
+    let select = format!(
+        "SELECT link_id, granularity, bucket, part, sketch FROM visitor_sketches          WHERE link_id IN {} AND granularity IN {} AND bucket IN {}",
+        in_list(links.len()),
+        in_list(tags.len()),
+        in_list(stamps.len()),
+    );
+    let mut params: Vec<Value> = links.iter().map(|l| Value::from(*l)).collect();
+    params.extend(tags.iter().map(|&t| Value::from(t)));
+    params.extend(stamps.iter().map(|t| Value::from(*t)));
+    // The IN lists select a superset (every link x granularity x bucket); only the
+    // chunk's own keys are merged, and of an hour that has not ended only its `u` parts.
+    let mut merged: BTreeMap<SketchKey, KeyUnion> = BTreeMap::new();
+    for row in conn.query(&select, params).await? {
+        let (granularity, tag) = match row.str(1)?.as_str() {
+            OPEN_HOUR_TAG => (Granularity::Hour, OPEN_HOUR_TAG),
+            "h" => (Granularity::Hour, "h"),
+            "d" => (Granularity::Day, "d"),
+            _ => continue,
+        };
+        let key = (LinkId(row.i64(0)?), granularity, row.ts(2)?);
+        if chunk.binary_search(&key).is_err() {
             continue;
         }
-        delete_sketch_parts::<B>(conn, &merged).await?;
-        let sql = multi_row_insert(SKETCH_INSERT, 5, merged.len());
-        let mut params = Vec::with_capacity(merged.len() * 5);
-        for ((link, g, bucket), (sketch, _)) in merged {
-            params.extend(params![
-                link,
-                g.tag(),
-                bucket,
-                new_part(),
-                sketch.to_bytes()
-            ]);
+        let open = tag == OPEN_HOUR_TAG;
+        if tag == "h" && !bucket_closed(&key, now) {
+            continue;
+        }
+        let union = merged.entry(key).or_default();
+        union.sketch.merge(&sketch_of(&row, 4)?);
+        union.parts.push((tag, row.i64(3)?));
+        union.open |= open;
+    }
+    for (key, union) in &merged {
+        parts.compacted(key, !union.sketch.is_exact());
+    }
+    merged.retain(|key, union| union.parts.len() > 1 || (union.open && bucket_closed(key, now)));
+    if merged.is_empty() {
+        return Ok(());
+    }
+    delete_sketch_parts::<B>(conn, &merged).await?;
+    let mut rows: Vec<(LinkId, &'static str, Timestamp, &VisitorSketch)> = Vec::new();
+    for (key @ (link, granularity, bucket), union) in &merged {
+        match granularity {
+            Granularity::Day => rows.push((*link, "d", *bucket, &union.sketch)),
+            Granularity::Hour if bucket_closed(key, now) => {
+                let day = Granularity::Day.bucket(*bucket);
+                rows.push((*link, "h", *bucket, &union.sketch));
+                rows.push((*link, "d", day, &union.sketch));
+                days.insert((*link, Granularity::Day, day));
+            }
+            Granularity::Hour => rows.push((*link, OPEN_HOUR_TAG, *bucket, &union.sketch)),
+        }
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = multi_row_insert(SKETCH_INSERT, 5, chunk.len());
+        let mut params = Vec::with_capacity(chunk.len() * 5);
+        for (link, tag, bucket, sketch) in chunk {
+            params.extend(params![*link, *tag, *bucket, new_part(), sketch.to_bytes()]);
         }
         conn.exec(&sql, params).await?;
     }
@@ -1123,25 +1211,33 @@ async fn compact_visitor_sketches<B: Backend>(
 /// Deletes the listed parts of each key, a few thousand placeholders per statement.
 async fn delete_sketch_parts<B: Backend>(
     conn: &mut B::Conn,
-    merged: &BTreeMap<SketchKey, (VisitorSketch, Vec<i64>)>,
+    merged: &BTreeMap<SketchKey, KeyUnion>,
 ) -> StoreResult<()> {
     let mut sql = String::new();
     let mut params: Vec<Value> = Vec::new();
-    for ((link, g, bucket), (_, ids)) in merged {
-        for ids in ids.chunks(1000) {
-            sql.push_str(if sql.is_empty() {
-                "DELETE FROM visitor_sketches WHERE "
-            } else {
-                " OR "
-            });
-            sql.push_str("(link_id = ? AND granularity = ? AND bucket = ? AND part IN ");
-            sql.push_str(&in_list(ids.len()));
-            sql.push(')');
-            params.extend(params![*link, g.tag(), *bucket]);
-            params.extend(ids.iter().map(|id| Value::from(*id)));
-            if params.len() >= COMPACT_DELETE_PARAMS {
-                conn.exec(&std::mem::take(&mut sql), std::mem::take(&mut params))
-                    .await?;
+    for ((link, _, bucket), union) in merged {
+        for tag in [OPEN_HOUR_TAG, "h", "d"] {
+            let ids: Vec<i64> = union
+                .parts
+                .iter()
+                .filter(|(t, _)| *t == tag)
+                .map(|(_, id)| *id)
+                .collect();
+            for ids in ids.chunks(1000) {
+                sql.push_str(if sql.is_empty() {
+                    "DELETE FROM visitor_sketches WHERE "
+                } else {
+                    " OR "
+                });
+                sql.push_str("(link_id = ? AND granularity = ? AND bucket = ? AND part IN ");
+                sql.push_str(&in_list(ids.len()));
+                sql.push(')');
+                params.extend(params![*link, tag, *bucket]);
+                params.extend(ids.iter().map(|id| Value::from(*id)));
+                if params.len() >= COMPACT_DELETE_PARAMS {
+                    conn.exec(&std::mem::take(&mut sql), std::mem::take(&mut params))
+                        .await?;
+                }
             }
         }
     }
