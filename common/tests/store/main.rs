@@ -307,7 +307,6 @@ mod backend_specific {
         use linkgate_common::clicks::batch::build_batch;
         use linkgate_common::clicks::sketch::VisitorSketch;
         use linkgate_common::domain::{Granularity, LinkId, StoredClick, Timestamp};
-        use linkgate_common::store::ClickStore as _;
 
         let db = TestDb::sqlite().await;
         let url = db.url();
