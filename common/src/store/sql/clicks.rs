@@ -868,8 +868,7 @@ async fn write_aggregates<B: Backend>(
     }
 
     phases.mark("breakdowns");
-    write_visitor_sketches::<B>(conn, batch, parts).await?;
-    phases.mark("sketches");
+    write_visitor_sketches::<B>(conn, batch, parts, phases).await?;
     write_trending::<B>(conn, batch).await?;
     phases.mark("trending");
 
@@ -890,6 +889,8 @@ async fn write_aggregates<B: Backend>(
 struct Phases {
     last: std::time::Instant,
     done: Vec<(&'static str, u128)>,
+    /// A count shown with the phases (the sketch keys compacted).
+    count: Option<usize>,
 }
 
 impl Phases {
@@ -897,7 +898,12 @@ impl Phases {
         Self {
             last: std::time::Instant::now(),
             done: Vec::new(),
+            count: None,
         }
+    }
+
+    fn count(&mut self, n: usize) {
+        self.count = Some(n);
     }
 
     fn mark(&mut self, name: &'static str) {
@@ -911,6 +917,9 @@ impl std::fmt::Display for Phases {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (name, micros) in &self.done {
             write!(f, "{name}={micros}us ")?;
+        }
+        if let Some(n) = self.count {
+            write!(f, "keys_compacted={n}")?;
         }
         Ok(())
     }
@@ -1055,6 +1064,7 @@ async fn write_visitor_sketches<B: Backend>(
     conn: &mut B::Conn,
     batch: &ClickBatch,
     parts: &SketchParts,
+    phases: &mut Phases,
 ) -> StoreResult<()> {
     let mut buckets: BTreeMap<SketchKey, Vec<u64>> = BTreeMap::new();
     for v in &batch.visitors {
@@ -1084,7 +1094,16 @@ async fn write_visitor_sketches<B: Backend>(
         }
         conn.exec(&sql, params).await?;
     }
-    compact_visitor_sketches::<B>(conn, due, parts).await
+    phases.mark("sketch_parts");
+    let compacted = due.len();
+    compact_visitor_sketches::<B>(conn, due, parts).await?;
+    phases.mark(if compacted == 0 {
+        "compaction"
+    } else {
+        "compaction_of_keys_due"
+    });
+    phases.count(compacted);
+    Ok(())
 }
 
 /// The parts of one key read for a compaction: their union, and each part's tag and id.
