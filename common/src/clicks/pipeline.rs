@@ -610,7 +610,12 @@ impl Worker {
         }
         let (from, minutes) = Scorer::seed_history(newest);
         let links: Vec<LinkId> = wanted.into_iter().map(|(link, _)| link).collect();
-        match timed(self.read_limit(), self.store.recent_clicks(&links, from)).await {
+        let store = Arc::clone(&self.store);
+        let limit = self.read_limit();
+        match self
+            .keep_draining(limit, store.recent_clicks(&links, from))
+            .await
+        {
             Ok(found) => {
                 for (link, clicks) in found {
                     self.scorer.seed_rate(link, clicks, minutes);
@@ -643,7 +648,9 @@ impl Worker {
         let shared = if self.store_down() {
             None
         } else {
-            timed(self.read_limit(), self.store.visitor_salt(day))
+            let store = Arc::clone(&self.store);
+            let limit = self.read_limit();
+            self.keep_draining(limit, store.visitor_salt(day))
                 .await
                 .inspect_err(|error| {
                     tracing::warn!(error, "cannot read the visitor salt; using a local one");
@@ -824,7 +831,7 @@ impl Worker {
     /// Puts links whose traffic in this batch's hour crossed a review threshold into the
     /// fraud review queue. Best effort: a failure here is logged, never retried (the next
     /// flagged batch of the link asks again).
-    async fn consider_reviews<'a>(&self, clicks: impl Iterator<Item = &'a StoredClick>) {
+    async fn consider_reviews<'a>(&mut self, clicks: impl Iterator<Item = &'a StoredClick>) {
         let candidates = review_candidates(clicks);
         if candidates.is_empty() || !self.settings.fraud.enabled {
             return;
@@ -833,10 +840,9 @@ impl Worker {
             min_clicks: u64::from(self.settings.fraud.review_min_clicks),
             suspicious_percent: u64::from(self.settings.fraud.review_suspicious_percent),
         };
-        let call = self
-            .store
-            .open_reviews(&candidates, thresholds, Timestamp::now());
-        match timed(self.settings.write_timeout, call).await {
+        let store = Arc::clone(&self.store);
+        let call = store.open_reviews(&candidates, thresholds, Timestamp::now());
+        match self.store_call(None, call).await {
             Ok(0) => {}
             Ok(opened) => tracing::info!(opened, "links entered the fraud review queue"),
             Err(error) => tracing::warn!(%error, "could not update the fraud review queue"),
@@ -932,6 +938,17 @@ impl Worker {
             d.saturating_duration_since(Instant::now())
                 .min(self.settings.write_timeout)
         });
+        self.keep_draining(limit, call).await
+    }
+
+    /// A store call bounded by `limit`, the queue kept drained while it runs (and its
+    /// overflow journaled: [`Self::journal_overflow`]). Every store call of the batcher
+    /// goes through here, so none of them lets the queue fill.
+    async fn keep_draining<T>(
+        &mut self,
+        limit: Duration,
+        call: impl std::future::Future<Output = crate::store::StoreResult<T>>,
+    ) -> Result<T, String> {
         let call = timed(limit, call);
         tokio::pin!(call);
         loop {
@@ -1003,11 +1020,10 @@ impl Worker {
         let age = self.settings.aggregate_max_interval * 3 + self.settings.write_timeout * 2;
         let before =
             Timestamp::now().plus_millis(-i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+        let (store, clock) = (Arc::clone(&self.store), self.clock);
         for _ in 0..SWEEP_ROUNDS {
-            let call = self
-                .store
-                .aggregate_stale(before, SWEEP_BATCHES, &self.clock);
-            match timed(self.settings.write_timeout, call).await {
+            let call = store.aggregate_stale(before, SWEEP_BATCHES, &clock);
+            match self.store_call(None, call).await {
                 Ok(0) => return,
                 Ok(clicks) => {
                     tracing::info!(clicks, "aggregated clicks a stopped node left pending");
@@ -1069,19 +1085,25 @@ impl Worker {
         let limit = self.settings.write_timeout;
         // Tomorrow's salt now, so an outage across midnight still has the shared one.
         let tomorrow = now.day_start().plus_millis(Timestamp::MILLIS_PER_DAY);
-        let salt = timed(limit, store.visitor_salt(tomorrow)).await?;
+        let salt = self
+            .keep_draining(limit, store.visitor_salt(tomorrow))
+            .await?;
         self.salts.insert(tomorrow, salt);
         let salts_before = now.day_start().plus_millis(-2 * Timestamp::MILLIS_PER_DAY);
-        timed(limit, store.purge_visitor_salts(salts_before)).await?;
+        self.keep_draining(limit, store.purge_visitor_salts(salts_before))
+            .await?;
         let stale = self.clock.epoch_of(now).plus_millis(-self.clock.era_ms());
-        timed(limit, store.purge_trending(stale)).await?;
+        self.keep_draining(limit, store.purge_trending(stale))
+            .await?;
         if self.settings.raw_click_retention_days > 0 {
             let before = now.plus_millis(
                 -i64::from(self.settings.raw_click_retention_days) * Timestamp::MILLIS_PER_DAY,
             );
             // Bounded per round so housekeeping never holds up batch writes for long.
             for _ in 0..10 {
-                if timed(limit, store.purge_raw_clicks(before, PURGE_CHUNK)).await?
+                if self
+                    .keep_draining(limit, store.purge_raw_clicks(before, PURGE_CHUNK))
+                    .await?
                     < u64::from(PURGE_CHUNK)
                 {
                     break;
