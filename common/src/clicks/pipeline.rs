@@ -489,7 +489,8 @@ impl Worker {
 
     /// Moves queued events into memory (counted as buffered), so the lock-free queue keeps
     /// room while a write is in flight. Stops at `buffer_max_clicks` held in memory: beyond
-    /// that the queue fills and drops are counted there.
+    /// that the queue fills, and while a store call runs its overflow is journaled
+    /// ([`Self::journal_overflow`]); a drop is counted only when the queue is full anyway.
     fn drain_queue(&mut self) {
         let room = self.buffer_room();
         if room == 0 {
@@ -964,7 +965,7 @@ impl Worker {
 
     /// While a store call holds the batcher with the buffer full, the queue would fill and
     /// drop clicks: once it is half full (or holds a batch), its events are made a batch
-    /// here and journaled, to be written whole once the store catches up. What needs an
+    /// here and journaled, to be replayed once the store catches up. What needs an
     /// answer from elsewhere is left out: fraud counts are this node's own (as when Redis is
     /// down), a new link's history is read with a later batch, and events of a day whose
     /// salt is not at hand yet (a day that just began) wait in memory instead.
