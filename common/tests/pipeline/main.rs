@@ -166,6 +166,17 @@ async fn links(store: &dyn Store, n: usize) -> Vec<LinkId> {
     out
 }
 
+/// The link's raw clicks, checked to be counted once by its hourly counters and its total.
+async fn counted_once(store: &dyn Store, link: LinkId) -> u64 {
+    let (raw, hourly, counter) = linkgate_common::testing::click_counts(store, link).await;
+    assert_eq!(
+        (hourly, counter),
+        (raw, raw),
+        "{link:?}: every aggregate counted once"
+    );
+    raw
+}
+
 async fn wait_persisted(stats: &PipelineStats, want: u64, within: Duration) {
     let start = Instant::now();
     while stats.persisted.load(Ordering::Relaxed) < want {
@@ -402,13 +413,7 @@ pub async fn an_unavailable_store_loses_nothing_and_duplicates_nothing(
     let mut persisted = 0;
     let mut flagged_total = 0;
     for &link in &links {
-        let (raw, hourly, counter) = linkgate_common::testing::click_counts(&**store, link).await;
-        assert_eq!(
-            (hourly, counter),
-            (raw, raw),
-            "{link:?}: every aggregate counted once"
-        );
-        persisted += raw;
+        persisted += counted_once(&**store, link).await;
         // Flagged clicks (a window that failed keeps them for its retry) reach the
         // flagged segments once each.
         let mut flagged: Vec<ClickId> = all_raw_clicks(&**store, link)
@@ -470,9 +475,7 @@ pub async fn a_store_down_from_the_start_delays_no_click(store: &Arc<dyn Store>,
     handle.shutdown(Duration::from_secs(2)).await;
     let mut total = 0;
     for &link in &links {
-        let (raw, hourly, counter) = linkgate_common::testing::click_counts(&**store, link).await;
-        assert_eq!((hourly, counter), (raw, raw));
-        total += raw;
+        total += counted_once(&**store, link).await;
     }
     assert_eq!(total, 2_000);
 }
@@ -542,13 +545,7 @@ pub async fn a_slow_store_write_loses_no_click_to_a_full_queue(store: &Arc<dyn S
     );
     let mut persisted = 0;
     for &link in &links {
-        let (raw, hourly, counter) = linkgate_common::testing::click_counts(&**store, link).await;
-        assert_eq!(
-            (hourly, counter),
-            (raw, raw),
-            "{link:?}: aggregates counted once"
-        );
-        persisted += raw;
+        persisted += counted_once(&**store, link).await;
     }
     assert_eq!(persisted, total, "every click persisted exactly once");
     assert!(
