@@ -249,6 +249,7 @@ impl Resolver {
     }
 
     async fn load(&self, host: &str, code: &str) -> Result<(Entry, Tier), StoreError> {
+        let epoch = self.epoch.load(Ordering::Acquire);
         if let Some(l2) = &self.l2
             && let Ok(Some(link)) = l2.get_link(host, code).await
         {
@@ -268,7 +269,10 @@ impl Resolver {
             self.store.link_by_code(&domain, &code_parsed).await?
         };
         let entry = link.as_ref().map(|l| Arc::new(CachedLink::from(l)));
-        if let (Some(l2), Some(link)) = (&self.l2, &entry) {
+        // A link read before an invalidation this node has since received may be the old
+        // version: it is answered, not put in L2.
+        let unchanged = self.epoch.load(Ordering::Acquire) == epoch;
+        if let (Some(l2), Some(link), true) = (&self.l2, &entry, unchanged) {
             // Filling L2 is best effort and must not delay this response.
             let l2 = Arc::clone(l2);
             let (host, code, link) = (host.to_owned(), code.to_owned(), Arc::clone(link));
@@ -279,10 +283,18 @@ impl Resolver {
         Ok((entry, Tier::Store))
     }
 
-    /// Drops the L1 entry for (host, code), positive or negative.
+    /// Drops the L1 entry for (host, code), positive or negative, and retires a load of it
+    /// in flight: what that load read may predate the change, so it is answered to the
+    /// requests already waiting for it but not published to L1 (the next request loads
+    /// afresh).
     pub fn invalidate_local(&self, host: &str, code: &str) {
         let mut buf = [0u8; KEY_BUF];
         if let Some(key) = key_into(&mut buf, host, code) {
+            // Before the L1 removal: a load that published already is removed from L1
+            // below; one that has not finds its flight retired and does not publish.
+            if let Ok(mut in_flight) = self.in_flight.lock() {
+                in_flight.remove(key);
+            }
             self.l1.invalidate(key);
             self.negative.invalidate(key);
             // After the L1 removal (see `cached`): every thread's memo is now stale.
@@ -444,6 +456,68 @@ mod tests {
             .unwrap();
         resolver.invalidate_local("sho.rt", "later");
         assert!(resolver.cached("sho.rt", "later").is_none());
+        db.cleanup().await;
+    }
+
+    /// A load that read the link before a change, and finishes after the change's
+    /// invalidation, must not put the old version in L1: it would be served until L1's TTL.
+    #[tokio::test]
+    async fn a_load_in_flight_when_its_link_changes_does_not_fill_l1() {
+        use crate::domain::{LinkPatch, TargetPolicy, TargetUrl};
+        use crate::testing::{TestDb, new_link, user};
+
+        let db = TestDb::sqlite().await;
+        let store = db.store();
+        let owner = user(&*store, "b@example.com", crate::domain::Role::User).await;
+        let link = store
+            .create_link(&new_link(&owner, "race", "https://example.com/old"))
+            .await
+            .unwrap();
+        let resolver = Resolver::new(
+            ResolverSettings {
+                l1_max_bytes: 1 << 20,
+                l1_ttl: Duration::from_secs(300),
+                negative_ttl: Duration::from_secs(300),
+                store_concurrency: 2,
+            },
+            Arc::clone(&store),
+            None,
+        );
+        // A load begins: its flight is registered and it reads the link as it is now.
+        let mut buf = [0u8; KEY_BUF];
+        let key = key_into(&mut buf, "sho.rt", "race").unwrap().to_vec();
+        let flight: Flight = Arc::clone(
+            resolver
+                .in_flight
+                .lock()
+                .unwrap()
+                .entry(key.into_boxed_slice())
+                .or_insert_with(|| Arc::new(OnceCell::new())),
+        );
+        let old = resolver.load("sho.rt", "race").await;
+        // The link changes and this node hears of it while the load is still in flight.
+        let patch = LinkPatch {
+            target: Some(
+                TargetUrl::parse("https://example.com/new", &TargetPolicy::default()).unwrap(),
+            ),
+            ..LinkPatch::default()
+        };
+        store.update_link(link.id, &patch).await.unwrap();
+        resolver.invalidate_local("sho.rt", "race");
+        // The load finishes with what it read; requests that waited for it get that.
+        flight.set(old).unwrap();
+        let target =
+            |r: Option<Resolved>| r.and_then(|r| r.link).map(|l| l.target.as_str().to_owned());
+        assert_eq!(
+            target(resolver.resolve("sho.rt", "race").await.ok()),
+            Some("https://example.com/new".into()),
+            "a request after the invalidation loads afresh"
+        );
+        assert_eq!(
+            target(resolver.cached("sho.rt", "race")),
+            Some("https://example.com/new".into()),
+            "L1 holds the new version"
+        );
         db.cleanup().await;
     }
 
