@@ -14,6 +14,11 @@ use super::breaker::Breaker;
 use super::link::{CachedLink, Wire};
 use crate::domain::LinkId;
 
+/// How long a forgotten link's key refuses refills (see [`RedisTier::forget_link`]): longer
+/// than a node takes to hear of a change (its change-log poll, 500 ms) and finish a put
+/// it began before.
+const TOMBSTONE_SECS: u64 = 5;
+
 /// Why Redis was not used for a call. Callers fall back; the reason is for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RedisUnavailable {
@@ -190,6 +195,7 @@ impl RedisTier {
         let key = self.link_key(domain, code);
         let raw: Option<Vec<u8>> = self.call(|mut c| async move { c.get(key).await }).await?;
         Ok(raw
+            .filter(|bytes| !bytes.is_empty()) // a tombstone (see `forget_link`)
             .and_then(|bytes| serde_json::from_slice::<Wire>(&bytes).ok())
             .and_then(CachedLink::from_wire))
     }
@@ -205,13 +211,29 @@ impl RedisTier {
             return Ok(());
         };
         let ttl = self.ttl_secs;
-        self.call(|mut c| async move { c.set_ex::<_, _, ()>(key, json, ttl).await })
-            .await
+        // Only where the key is absent: never over a tombstone (nor over a copy another
+        // node put meanwhile, which is as new as this one).
+        self.call(|mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(json)
+                .arg("EX")
+                .arg(ttl)
+                .arg("NX")
+                .query_async::<redis::Value>(&mut c)
+                .await
+        })
+        .await
+        .map(|_| ())
     }
 
+    /// Drops the cached copy of a link after a change, leaving a tombstone (an empty value)
+    /// for [`TOMBSTONE_SECS`] that `put_link` does not overwrite: a node that read the link
+    /// just before the change and puts it just after the drop cannot bring the old version
+    /// back for the copy's whole TTL.
     pub async fn forget_link(&self, domain: &str, code: &str) -> Result<(), RedisUnavailable> {
         let key = self.link_key(domain, code);
-        self.call(|mut c| async move { c.del::<_, ()>(key).await })
+        self.call(|mut c| async move { c.set_ex::<_, _, ()>(key, "", TOMBSTONE_SECS).await })
             .await
     }
 
@@ -317,6 +339,62 @@ pub fn parse_invalidation(message: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node that read a link before a change puts it after the change dropped the cached
+    /// copy: the old version must not come back (real Redis).
+    #[tokio::test]
+    async fn a_put_after_a_forget_does_not_bring_the_old_version_back() {
+        use crate::domain::{TargetPolicy, TargetUrl};
+        let settings = RedisSettings {
+            key_prefix: crate::testing::redis_prefix(),
+            ..RedisSettings::default()
+        };
+        let tier = RedisTier::new(
+            &crate::testing::redis_url(),
+            &settings,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        tier.connect().await.unwrap();
+        let version = |target: &str| {
+            CachedLink::new(
+                LinkId(9),
+                TargetUrl::parse(target, &TargetPolicy::default()).unwrap(),
+            )
+        };
+        let target = |found: Option<Arc<CachedLink>>| found.map(|l| l.target.as_str().to_owned());
+        tier.put_link("sho.rt", "t", &version("https://example.com/old"))
+            .await
+            .unwrap();
+        assert_eq!(
+            target(tier.get_link("sho.rt", "t").await.unwrap()),
+            Some("https://example.com/old".into())
+        );
+        tier.forget_link("sho.rt", "t").await.unwrap();
+        assert_eq!(
+            tier.get_link("sho.rt", "t").await.unwrap().map(|_| ()),
+            None
+        );
+        // The late put of what a load read before the change.
+        tier.put_link("sho.rt", "t", &version("https://example.com/old"))
+            .await
+            .unwrap();
+        assert_eq!(
+            tier.get_link("sho.rt", "t").await.unwrap().map(|_| ()),
+            None,
+            "the tombstone refuses the old version"
+        );
+        // Once the tombstone has expired, copies are cached again.
+        tokio::time::sleep(Duration::from_secs(TOMBSTONE_SECS + 1)).await;
+        tier.put_link("sho.rt", "t", &version("https://example.com/new"))
+            .await
+            .unwrap();
+        assert_eq!(
+            target(tier.get_link("sho.rt", "t").await.unwrap()),
+            Some("https://example.com/new".into())
+        );
+        tier.forget_link("sho.rt", "t").await.unwrap();
+    }
 
     #[test]
     fn invalidation_messages_are_parsed_strictly() {
