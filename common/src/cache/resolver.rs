@@ -393,28 +393,56 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_invalidation_reaches_the_per_thread_memo() {
-        use crate::domain::{LinkPatch, TargetPolicy, TargetUrl};
-        use crate::testing::{TestDb, new_link, user};
-
-        let db = TestDb::sqlite().await;
+    /// A migrated SQLite store with one user and one link of `code` to `target`.
+    async fn sqlite_with_link(
+        code: &str,
+        target: &str,
+    ) -> (
+        crate::testing::TestDb,
+        Arc<dyn Store>,
+        crate::domain::User,
+        crate::domain::Link,
+    ) {
+        let db = crate::testing::TestDb::sqlite().await;
         let store = db.store();
-        let owner = user(&*store, "a@example.com", crate::domain::Role::User).await;
+        let owner = crate::testing::user(&*store, "a@example.com", crate::domain::Role::User).await;
         let link = store
-            .create_link(&new_link(&owner, "memo", "https://example.com/1"))
+            .create_link(&crate::testing::new_link(&owner, code, target))
             .await
             .unwrap();
-        let resolver = Resolver::new(
+        (db, store, owner, link)
+    }
+
+    /// Points `link` at `target` in the store (as an edit through the admin API does).
+    async fn retarget(store: &dyn Store, link: &crate::domain::Link, target: &str) {
+        use crate::domain::{LinkPatch, TargetPolicy, TargetUrl};
+        let patch = LinkPatch {
+            target: Some(TargetUrl::parse(target, &TargetPolicy::default()).unwrap()),
+            ..LinkPatch::default()
+        };
+        store.update_link(link.id, &patch).await.unwrap();
+    }
+
+    /// A resolver with room for every test link and long TTLs, over `store` alone.
+    fn resolver_over(store: &Arc<dyn Store>) -> Resolver {
+        Resolver::new(
             ResolverSettings {
                 l1_max_bytes: 1 << 20,
                 l1_ttl: Duration::from_secs(300),
                 negative_ttl: Duration::from_secs(300),
                 store_concurrency: 2,
             },
-            Arc::clone(&store),
+            Arc::clone(store),
             None,
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_reaches_the_per_thread_memo() {
+        use crate::testing::new_link;
+
+        let (db, store, owner, link) = sqlite_with_link("memo", "https://example.com/1").await;
+        let resolver = resolver_over(&store);
         let target =
             |r: Option<Resolved>| r.and_then(|r| r.link).map(|l| l.target.as_str().to_owned());
         assert_eq!(
@@ -424,13 +452,7 @@ mod tests {
         // Twice: the second answer comes from this thread's memo.
         assert!(resolver.cached("sho.rt", "memo").is_some());
         assert!(resolver.cached("sho.rt", "memo").is_some());
-        let patch = LinkPatch {
-            target: Some(
-                TargetUrl::parse("https://example.com/2", &TargetPolicy::default()).unwrap(),
-            ),
-            ..LinkPatch::default()
-        };
-        store.update_link(link.id, &patch).await.unwrap();
+        retarget(&*store, &link, "https://example.com/2").await;
         resolver.invalidate_local("sho.rt", "memo");
         assert!(
             resolver.cached("sho.rt", "memo").is_none(),
@@ -463,26 +485,8 @@ mod tests {
     /// invalidation, must not put the old version in L1: it would be served until L1's TTL.
     #[tokio::test]
     async fn a_load_in_flight_when_its_link_changes_does_not_fill_l1() {
-        use crate::domain::{LinkPatch, TargetPolicy, TargetUrl};
-        use crate::testing::{TestDb, new_link, user};
-
-        let db = TestDb::sqlite().await;
-        let store = db.store();
-        let owner = user(&*store, "b@example.com", crate::domain::Role::User).await;
-        let link = store
-            .create_link(&new_link(&owner, "race", "https://example.com/old"))
-            .await
-            .unwrap();
-        let resolver = Resolver::new(
-            ResolverSettings {
-                l1_max_bytes: 1 << 20,
-                l1_ttl: Duration::from_secs(300),
-                negative_ttl: Duration::from_secs(300),
-                store_concurrency: 2,
-            },
-            Arc::clone(&store),
-            None,
-        );
+        let (db, store, _, link) = sqlite_with_link("race", "https://example.com/old").await;
+        let resolver = resolver_over(&store);
         // A load begins: its flight is registered and it reads the link as it is now.
         let mut buf = [0u8; KEY_BUF];
         let key = key_into(&mut buf, "sho.rt", "race").unwrap().to_vec();
@@ -496,13 +500,7 @@ mod tests {
         );
         let old = resolver.load("sho.rt", "race").await;
         // The link changes and this node hears of it while the load is still in flight.
-        let patch = LinkPatch {
-            target: Some(
-                TargetUrl::parse("https://example.com/new", &TargetPolicy::default()).unwrap(),
-            ),
-            ..LinkPatch::default()
-        };
-        store.update_link(link.id, &patch).await.unwrap();
+        retarget(&*store, &link, "https://example.com/new").await;
         resolver.invalidate_local("sho.rt", "race");
         // The load finishes with what it read; requests that waited for it get that.
         flight.set(old).unwrap();
