@@ -213,18 +213,11 @@ impl RedisTier {
         let ttl = self.ttl_secs;
         // Only where the key is absent: never over a tombstone (nor over a copy another
         // node put meanwhile, which is as new as this one).
-        self.call(|mut c| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(json)
-                .arg("EX")
-                .arg(ttl)
-                .arg("NX")
-                .query_async::<redis::Value>(&mut c)
-                .await
-        })
-        .await
-        .map(|_| ())
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::EX(ttl));
+        self.call(|mut c| async move { c.set_options::<_, _, ()>(key, json, options).await })
+            .await
     }
 
     /// Drops the cached copy of a link after a change, leaving a tombstone (an empty value)

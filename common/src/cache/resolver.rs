@@ -249,7 +249,6 @@ impl Resolver {
     }
 
     async fn load(&self, host: &str, code: &str) -> Result<(Entry, Tier), StoreError> {
-        let epoch = self.epoch.load(Ordering::Acquire);
         if let Some(l2) = &self.l2
             && let Ok(Some(link)) = l2.get_link(host, code).await
         {
@@ -269,11 +268,10 @@ impl Resolver {
             self.store.link_by_code(&domain, &code_parsed).await?
         };
         let entry = link.as_ref().map(|l| Arc::new(CachedLink::from(l)));
-        // A link read before an invalidation this node has since received may be the old
-        // version: it is answered, not put in L2.
-        let unchanged = self.epoch.load(Ordering::Acquire) == epoch;
-        if let (Some(l2), Some(link), true) = (&self.l2, &entry, unchanged) {
-            // Filling L2 is best effort and must not delay this response.
+        if let (Some(l2), Some(link)) = (&self.l2, &entry) {
+            // Filling L2 is best effort and must not delay this response. A copy read
+            // before a change never lands over the change's tombstone (see
+            // `RedisTier::forget_link`).
             let l2 = Arc::clone(l2);
             let (host, code, link) = (host.to_owned(), code.to_owned(), Arc::clone(link));
             tokio::spawn(async move {

@@ -351,6 +351,13 @@ impl Salts {
         self.0.iter().find(|(d, _)| *d == day).map(|(_, salt)| salt)
     }
 
+    /// The salt of an event's day, which every batch holds before it is enriched.
+    fn of(&self, event: &ClickEvent) -> &VisitorSalt {
+        let salt = self.get(event.at.day_start());
+        debug_assert!(salt.is_some(), "an event's day has no salt");
+        salt.unwrap_or(&NO_SALT)
+    }
+
     fn push(&mut self, entry: (Timestamp, VisitorSalt)) {
         self.0.push(entry);
     }
@@ -523,10 +530,7 @@ impl Worker {
         let shared = if self.settings.shared_counters.is_some() && self.settings.fraud.enabled {
             let ip_keys: Vec<u64> = events
                 .iter()
-                .filter_map(|event| {
-                    let salt = salts.get(event.at.day_start())?;
-                    Some(visitor_hash(salt, event.client_ip, ""))
-                })
+                .map(|event| visitor_hash(salts.of(event), event.client_ip, ""))
                 .collect();
             self.shared_counts(&ip_keys, &clicks).await
         } else {
@@ -549,10 +553,7 @@ impl Worker {
         let mut clicks = Vec::with_capacity(events.len());
         for event in events {
             crate::background::give_way();
-            let salt = salts.get(event.at.day_start());
-            debug_assert!(salt.is_some(), "an event's day has no salt");
-            let salt = salt.unwrap_or(&NO_SALT);
-            clicks.push(self.enricher.enrich(event, salt));
+            clicks.push(self.enricher.enrich(event, salts.of(event)));
         }
         clicks
     }

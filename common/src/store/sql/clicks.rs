@@ -1095,14 +1095,9 @@ async fn write_visitor_sketches<B: Backend>(
         conn.exec(&sql, params).await?;
     }
     phases.mark("sketch_parts");
-    let compacted = due.len();
+    phases.count(due.len());
     compact_visitor_sketches::<B>(conn, due, parts).await?;
-    phases.mark(if compacted == 0 {
-        "compaction"
-    } else {
-        "compaction_of_keys_due"
-    });
-    phases.count(compacted);
+    phases.mark("compaction");
     Ok(())
 }
 
@@ -1111,8 +1106,13 @@ async fn write_visitor_sketches<B: Backend>(
 struct KeyUnion {
     sketch: VisitorSketch,
     parts: Vec<(&'static str, i64)>,
+}
+
+impl KeyUnion {
     /// Whether any part is an open hour's (`u`).
-    open: bool,
+    fn has_open_parts(&self) -> bool {
+        self.parts.iter().any(|(tag, _)| *tag == OPEN_HOUR_TAG)
+    }
 }
 
 /// Compacts each of `keys` (sorted), the keys its writes made due after it, and so on.
@@ -1164,7 +1164,8 @@ async fn compact_chunk<B: Backend>(
     // seek in the primary key rather than a scan of all of a link's sketch rows (a link
     // keeps one per past hour and day for as long as they are retained).
     let select = format!(
-        "SELECT link_id, granularity, bucket, part, sketch FROM visitor_sketches          WHERE link_id IN {} AND granularity IN {} AND bucket IN {}",
+        "SELECT link_id, granularity, bucket, part, sketch FROM visitor_sketches \
+         WHERE link_id IN {} AND granularity IN {} AND bucket IN {}",
         in_list(links.len()),
         in_list(tags.len()),
         in_list(stamps.len()),
@@ -1186,19 +1187,19 @@ async fn compact_chunk<B: Backend>(
         if chunk.binary_search(&key).is_err() {
             continue;
         }
-        let open = tag == OPEN_HOUR_TAG;
         if tag == "h" && !bucket_closed(&key, now) {
             continue;
         }
         let union = merged.entry(key).or_default();
         union.sketch.merge(&sketch_of(&row, 4)?);
         union.parts.push((tag, row.i64(3)?));
-        union.open |= open;
     }
     for (key, union) in &merged {
         parts.compacted(key, !union.sketch.is_exact());
     }
-    merged.retain(|key, union| union.parts.len() > 1 || (union.open && bucket_closed(key, now)));
+    merged.retain(|key, union| {
+        union.parts.len() > 1 || (union.has_open_parts() && bucket_closed(key, now))
+    });
     if merged.is_empty() {
         return Ok(());
     }
