@@ -155,6 +155,12 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
         10_000_000,
     );
     p.range(
+        "clicks.defer_max_clicks",
+        s.clicks.defer_max_clicks,
+        0,
+        1_000_000_000,
+    );
+    p.range(
         "clicks.retry_initial_ms",
         s.clicks.retry_initial_ms,
         1,

@@ -193,19 +193,20 @@ impl Proxy {
             pipeline,
         } = self;
         // The batcher's CPU policy follows its backlog (`click_backlog`): nice 10 past half
-        // of what the queue and the memory buffer hold, idle CPU again under an eighth.
+        // of what the queue and the memory buffer hold (or past `defer_max_clicks`
+        // deferred), idle CPU again under an eighth (a quarter of that).
         let queue_capacity = settings.clicks.queue_capacity;
         let capacity = queue_capacity + settings.clicks.buffer_max_clicks;
+        let defer_max = settings.clicks.defer_max_clicks;
         let governor = {
             let state = Arc::clone(&state);
             let backlog = move || {
-                let buffered = state
-                    .pipeline
-                    .buffered
-                    .load(std::sync::atomic::Ordering::Relaxed);
+                let load =
+                    |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
                 click_backlog(
                     state.clicks.len(),
-                    usize::try_from(buffered).unwrap_or(usize::MAX),
+                    usize::try_from(load(&state.pipeline.buffered)).unwrap_or(usize::MAX),
+                    (load(&state.pipeline.deferred), defer_max),
                     queue_capacity,
                     capacity,
                 )
@@ -327,14 +328,33 @@ impl ScrapeSource for Scrape {
 }
 
 /// The click backlog the batcher's priority governor compares with half and an eighth of
-/// `capacity` (the queue's plus the memory buffer's): queued + buffered clicks, or the
-/// queue's fill scaled to `capacity`, whichever is larger. Buffered clicks alone can pass
-/// half (a window write at idle priority on a busy machine lets a second or more gather),
-/// and so can the queue alone: a batcher starved of CPU does not move the queue into
-/// memory, and a full queue drops clicks.
-fn click_backlog(queued: usize, buffered: usize, queue_capacity: usize, capacity: usize) -> usize {
+/// `capacity` (the queue's plus the memory buffer's): queued + buffered clicks, the queue's
+/// fill scaled to `capacity`, or the deferred clicks scaled so that `defer_max` of them
+/// reach half, whichever is largest. Buffered clicks alone can pass half (a window write at
+/// idle priority on a busy machine lets a second or more gather), and so can the queue
+/// alone: a batcher starved of CPU does not move the queue into memory, and a full queue
+/// drops clicks. A batcher that falls behind defers new clicks to disk instead of holding
+/// them (see `linkgate_common::clicks::deferred`), so at a peak it is the deferred count
+/// that grows: the batcher stays on idle CPU, leaving the cores to redirects, until
+/// `defer_max` are deferred (0: deferral is off).
+fn click_backlog(
+    queued: usize,
+    buffered: usize,
+    (deferred, defer_max): (u64, u64),
+    queue_capacity: usize,
+    capacity: usize,
+) -> usize {
     let queue_fill = queued.saturating_mul(capacity) / queue_capacity.max(1);
-    queued.saturating_add(buffered).max(queue_fill)
+    let deferred_fill = if defer_max == 0 {
+        0
+    } else {
+        let scaled = u128::from(deferred) * (capacity / 2) as u128 / u128::from(defer_max);
+        usize::try_from(scaled).unwrap_or(usize::MAX)
+    };
+    queued
+        .saturating_add(buffered)
+        .max(queue_fill)
+        .max(deferred_fill)
 }
 
 #[cfg(test)]
@@ -346,14 +366,30 @@ mod tests {
         let (queue, buffer) = (65_536, 100_000);
         let capacity = queue + buffer;
         let (high, low) = (capacity / 2, capacity / 8);
+        let none = (0, 4_000_000);
         // Starved: nothing buffered, the queue half full.
-        assert!(click_backlog(queue / 2, 0, queue, capacity) >= high);
-        assert!(click_backlog(queue / 2 - 100, 0, queue, capacity) < high);
+        assert!(click_backlog(queue / 2, 0, none, queue, capacity) >= high);
+        assert!(click_backlog(queue / 2 - 100, 0, none, queue, capacity) < high);
         // Keeping up with the queue, but a window's worth of clicks buffered.
-        assert!(click_backlog(1_000, high, queue, capacity) > high);
-        assert!(click_backlog(1_000, 30_000, queue, capacity) < high);
+        assert!(click_backlog(1_000, high, none, queue, capacity) > high);
+        assert!(click_backlog(1_000, 30_000, none, queue, capacity) < high);
         // Back to idle only when both are low.
-        assert!(click_backlog(queue / 8 + 10, 0, queue, capacity) > low);
-        assert!(click_backlog(100, 1_000, queue, capacity) < low);
+        assert!(click_backlog(queue / 8 + 10, 0, none, queue, capacity) > low);
+        assert!(click_backlog(100, 1_000, none, queue, capacity) < low);
+    }
+
+    #[test]
+    fn deferred_clicks_reach_the_high_mark_at_defer_max() {
+        let (queue, buffer) = (65_536, 100_000);
+        let capacity = queue + buffer;
+        let (high, low) = (capacity / 2, capacity / 8);
+        let max = 4_000_000;
+        assert!(click_backlog(100, 1_000, (max - 10_000, max), queue, capacity) < high);
+        assert!(click_backlog(100, 1_000, (max, max), queue, capacity) >= high);
+        // Back to idle under a quarter of `defer_max`.
+        assert!(click_backlog(100, 1_000, (max / 4 + 10_000, max), queue, capacity) > low);
+        assert!(click_backlog(100, 1_000, (max / 4 - 10_000, max), queue, capacity) < low);
+        // Deferral off: deferred clicks (from an earlier run) do not count.
+        assert!(click_backlog(100, 1_000, (max, 0), queue, capacity) < low);
     }
 }

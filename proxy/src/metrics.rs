@@ -104,7 +104,7 @@ pub struct Metrics {
     pipeline: PipelineMetrics,
     /// Last totals copied into the counters (monotonic sources are copied as deltas).
     /// A mutex: scrapes are rare and must not interleave.
-    copied: Mutex<[u64; 13]>,
+    copied: Mutex<[u64; 14]>,
 }
 
 /// The click pipeline's series.
@@ -114,6 +114,7 @@ struct PipelineMetrics {
     aggregate_errors: IntCounter,
     replayed: IntCounter,
     overflow_journaled: IntCounter,
+    deferred_total: IntCounter,
     corrupt: IntCounter,
     batches: IntCounter,
     write_errors: IntCounter,
@@ -122,6 +123,7 @@ struct PipelineMetrics {
     buffered: IntGauge,
     journaled: IntGauge,
     journaled_at_start: IntGauge,
+    deferred: IntGauge,
     in_flight: IntGauge,
     store_up: IntGauge,
     aggregate_window: IntGauge,
@@ -165,9 +167,14 @@ impl PipelineMetrics {
                 "Clicks journaled because the buffer was full during a store write \
                  (instead of dropped at a full queue)",
             ),
+            deferred_total: counter(
+                "linkgate_clicks_deferred_total",
+                "Clicks deferred to local files because the batcher was behind",
+            ),
             corrupt: counter(
                 "linkgate_clicks_journal_corrupt_total",
-                "Clicks in journal files that could not be read (set aside as .corrupt)",
+                "Clicks in journal or deferred files that could not be read (set aside as \
+                 .corrupt)",
             ),
             batches: counter(
                 "linkgate_click_batches_written_total",
@@ -197,9 +204,14 @@ impl PipelineMetrics {
                 "linkgate_clicks_journaled_at_start",
                 "Clicks found in the journal at start-up",
             ),
+            deferred: gauge(
+                "linkgate_clicks_deferred",
+                "Clicks deferred while the batcher was behind, not yet processed: how far \
+                 analytics trail redirects",
+            ),
             in_flight: gauge(
                 "linkgate_clicks_in_flight",
-                "Accepted clicks not yet persisted: queued + buffered + journaled",
+                "Accepted clicks not yet persisted: queued + buffered + deferred + journaled",
             ),
             store_up: gauge(
                 "linkgate_click_store_up",
@@ -317,7 +329,7 @@ impl Metrics {
             l1_entries,
             pipeline,
             registry,
-            copied: Mutex::new([0; 13]),
+            copied: Mutex::new([0; 14]),
         }
     }
 
@@ -357,10 +369,11 @@ impl Metrics {
         gauge(&p.buffered, load(|s| &s.buffered));
         gauge(&p.journaled, load(|s| &s.journaled));
         gauge(&p.journaled_at_start, load(|s| &s.journaled_at_start));
+        gauge(&p.deferred, load(|s| &s.deferred));
         gauge(&p.aggregate_window, load(|s| &s.aggregate_window_millis));
         gauge(
             &p.in_flight,
-            source.queue_depth() as u64 + load(|s| &s.buffered) + load(|s| &s.journaled),
+            source.queue_depth() as u64 + stats.as_deref().map_or(0, PipelineStats::pending),
         );
         p.store_up.set(i64::from(
             stats
@@ -377,6 +390,7 @@ impl Metrics {
                 (&p.aggregate_errors, load(|s| &s.aggregate_errors)),
                 (&p.replayed, load(|s| &s.replayed)),
                 (&p.overflow_journaled, load(|s| &s.overflow_journaled)),
+                (&p.deferred_total, load(|s| &s.deferred_total)),
                 (&p.corrupt, load(|s| &s.corrupt)),
                 (&p.batches, load(|s| &s.batches_written)),
                 (&p.write_errors, load(|s| &s.write_errors)),

@@ -3,6 +3,7 @@
 //! batcher that ties them together.
 
 pub mod batch;
+pub mod deferred;
 pub mod enrich;
 pub mod fraud;
 pub mod journal;

@@ -41,6 +41,7 @@ use tokio::task::JoinHandle;
 
 use super::FastMap;
 use super::batch::{WindowFold, build_batch_with_id, raw_batch};
+use super::deferred::{Deferred, TakeError};
 use super::enrich::{EnrichSettings, Enricher, GeoIpError, VisitorSalt, network_of, visitor_hash};
 use super::fraud::{Scorer, SharedCounts, reason};
 use super::journal::{Journal, JournalEntry, JournalError};
@@ -54,6 +55,9 @@ use crate::store::Store;
 
 /// How often the pipeline looks at the queue between flushes.
 const POLL: Duration = Duration::from_millis(5);
+/// Events enriched and scored at a time (about 8 ms of CPU); chunks are joined into
+/// batches of up to `batch_max_events`, and the queue is drained between them.
+const BUILD_CHUNK: usize = 2_048;
 /// How often retention and housekeeping run.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 /// How often pending aggregates left by stopped nodes are looked for (one indexed read of
@@ -157,6 +161,11 @@ pub struct PipelineSettings {
     pub journal_dir: PathBuf,
     /// Clicks held in memory awaiting a write before new batches go to the journal.
     pub buffer_max_clicks: usize,
+    /// When the batcher falls behind (queued + buffered clicks past half of what the queue
+    /// and the buffer hold), new events are deferred to disk and processed in order once
+    /// the CPU allows; the proxy gives the batcher CPU of its own only past this many
+    /// deferred clicks. 0: never defer.
+    pub defer_max_clicks: u64,
     pub retry_initial: Duration,
     pub retry_max: Duration,
     /// Consecutive failed writes after which the store counts as down and batches are
@@ -187,6 +196,7 @@ impl PipelineSettings {
             aggregate_max_interval: Duration::from_millis(c.aggregate_max_interval_ms),
             journal_dir: c.journal_dir.clone(),
             buffer_max_clicks: c.buffer_max_clicks,
+            defer_max_clicks: c.defer_max_clicks,
             retry_initial: Duration::from_millis(c.retry_initial_ms),
             retry_max: Duration::from_millis(c.retry_max_ms),
             spill_after_failures: c.spill_after_failures,
@@ -224,7 +234,11 @@ pub struct PipelineStats {
     /// Clicks journaled because the buffer was full while a store call held the batcher
     /// (instead of being dropped at the full queue).
     pub overflow_journaled: AtomicU64,
-    /// Clicks in journal files that could not be read (set aside as `.corrupt`).
+    /// Clicks deferred while the batcher was behind, not yet processed (see `deferred`).
+    pub deferred: AtomicU64,
+    /// Clicks ever deferred.
+    pub deferred_total: AtomicU64,
+    /// Clicks in journal or deferred files that could not be read (set aside as `.corrupt`).
     pub corrupt: AtomicU64,
     pub batches_written: AtomicU64,
     pub write_errors: AtomicU64,
@@ -239,9 +253,11 @@ pub struct PipelineStats {
 }
 
 impl PipelineStats {
-    /// Clicks in memory or in the journal.
+    /// Clicks in memory, deferred or in the journal.
     pub fn pending(&self) -> u64 {
-        self.buffered.load(Ordering::Relaxed) + self.journaled.load(Ordering::Relaxed)
+        self.buffered.load(Ordering::Relaxed)
+            + self.deferred.load(Ordering::Relaxed)
+            + self.journaled.load(Ordering::Relaxed)
     }
 }
 
@@ -293,7 +309,19 @@ pub fn spawn(
     stats
         .aggregate_window_millis
         .store(millis(settings.aggregate_interval), Ordering::Relaxed);
+    // A file of deferred events is taken back whole into the memory buffer: half of it.
+    let deferred = Deferred::open(
+        settings.journal_dir.join("deferred"),
+        settings.buffer_max_clicks / 2,
+    )?;
     let at_start: u64 = entries.iter().map(|e| e.clicks).sum();
+    stats.deferred.store(deferred.len(), Ordering::Relaxed);
+    if !deferred.is_empty() {
+        tracing::info!(
+            clicks = deferred.len(),
+            "processing clicks deferred before the last stop"
+        );
+    }
     stats.journaled.store(at_start, Ordering::Relaxed);
     stats.journaled_at_start.store(at_start, Ordering::Relaxed);
     stats.store_up.store(true, Ordering::Relaxed);
@@ -318,6 +346,7 @@ pub fn spawn(
         scorer,
         journal,
         entries,
+        deferred,
         incoming: Vec::new(),
         pending: VecDeque::new(),
         window: WindowFold::default(),
@@ -377,7 +406,9 @@ struct Worker {
     journal: Journal,
     /// Journal files not yet replayed, oldest first.
     entries: VecDeque<JournalEntry>,
-    /// Events taken off the queue, not yet in a batch.
+    /// Events deferred while the batcher was behind, older than any in the queue.
+    deferred: Deferred,
+    /// Events taken off the queue (or the deferred ones), not yet in a batch.
     incoming: Vec<ClickEvent>,
     /// Batches in memory awaiting a write, oldest first.
     pending: VecDeque<ClickBatch>,
@@ -410,6 +441,7 @@ impl Worker {
             self.drain_queue();
             if last_flush.elapsed() >= self.settings.flush_interval
                 || self.incoming.len() >= self.settings.batch_max_events
+                || (self.incoming.is_empty() && !self.deferred.is_empty())
             {
                 last_flush = Instant::now();
                 self.collect().await;
@@ -466,31 +498,71 @@ impl Worker {
         }
         let left = self.pending.len();
         self.spill_pending();
+        if let Err(error) = self.deferred.write_all() {
+            tracing::error!(%error, "cannot write deferred clicks at shutdown");
+            self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::info!(
             persisted = self.stats.persisted.load(Ordering::Relaxed),
             journaled_batches = self.entries.len(),
             spilled_now = left,
+            deferred = self.deferred.len(),
             "click pipeline stopped"
         );
     }
 
-    /// Drains the queue into batches.
+    /// Drains the queue into batches (or, while clicks are deferred, takes the oldest
+    /// deferred ones back and makes them batches).
     async fn collect(&mut self) {
         self.drain_queue();
-        while !self.incoming.is_empty() {
-            let take = self
-                .incoming
-                .len()
-                .min(self.settings.batch_max_events.max(1));
-            let events: Vec<ClickEvent> = self.incoming.drain(..take).collect();
-            let batch = self.build(&events).await;
-            let over = self.stats.buffered.load(Ordering::Relaxed)
-                > self.settings.buffer_max_clicks as u64;
-            if self.store_down() || over {
-                self.spill(batch);
-            } else {
-                self.pending.push_back(batch);
+        if self.incoming.is_empty() {
+            self.take_deferred();
+        }
+        // What is here now; what the drains below bring waits for the next round.
+        let mut left = self.incoming.len();
+        let mut open: Option<ClickBatch> = None;
+        loop {
+            // A drain that finds the batcher behind defers the tail of `incoming`.
+            left = left.min(self.incoming.len());
+            if left == 0 {
+                break;
             }
+            let take = left.min(BUILD_CHUNK);
+            left -= take;
+            let events: Vec<ClickEvent> = self.incoming.drain(..take).collect();
+            let built = self.build(&events).await;
+            open = match open {
+                Some(mut batch)
+                    if batch.clicks.len() + built.clicks.len()
+                        <= self.settings.batch_max_events.max(1) =>
+                {
+                    batch.clicks.extend(built.clicks);
+                    Some(batch)
+                }
+                Some(full) => {
+                    self.hold(full);
+                    Some(built)
+                }
+                None => Some(built),
+            };
+            // Building takes a while on a busy machine (the batcher runs on idle CPU): the
+            // queue is drained after every chunk so it never fills meanwhile.
+            self.drain_queue();
+        }
+        if let Some(batch) = open {
+            self.hold(batch);
+        }
+    }
+
+    /// A built batch awaits its write in memory, or in the journal when the store is down
+    /// or the buffer over its bound.
+    fn hold(&mut self, batch: ClickBatch) {
+        let over =
+            self.stats.buffered.load(Ordering::Relaxed) > self.settings.buffer_max_clicks as u64;
+        if self.store_down() || over {
+            self.spill(batch);
+        } else {
+            self.pending.push_back(batch);
         }
     }
 
@@ -498,13 +570,92 @@ impl Worker {
     /// room while a write is in flight. Stops at `buffer_max_clicks` held in memory: beyond
     /// that the queue fills, and while a store call runs its overflow is journaled
     /// ([`Self::journal_overflow`]); a drop is counted only when the queue is full anyway.
+    /// While the batcher is behind (see [`Self::behind`]) or clicks are deferred, the queue
+    /// is drained into the deferred files instead.
     fn drain_queue(&mut self) {
-        let room = self.buffer_room();
-        if room == 0 {
+        if !self.deferred.is_empty() {
+            self.defer_queue();
             return;
         }
-        let n = self.queue.drain_into(&mut self.incoming, room);
-        self.stats.buffered.fetch_add(n as u64, Ordering::Relaxed);
+        let room = self.buffer_room();
+        if room > 0 {
+            let n = self.queue.drain_into(&mut self.incoming, room);
+            self.stats.buffered.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if self.behind() {
+            // The oldest batch's worth stays to be processed next; the newer events and
+            // all that follow them are deferred, in order.
+            let keep = self.deferred.file_events().min(self.incoming.len());
+            let newer = self.incoming.split_off(keep);
+            let n = newer.len() as u64;
+            self.stats.buffered.fetch_sub(n, Ordering::Relaxed);
+            self.stats.deferred.fetch_add(n, Ordering::Relaxed);
+            self.stats.deferred_total.fetch_add(n, Ordering::Relaxed);
+            tracing::debug!(
+                clicks = n,
+                queued = self.queue.len(),
+                "click batcher behind: deferring new clicks"
+            );
+            self.deferred.unwritten_mut().extend(newer);
+            self.defer_queue();
+        }
+    }
+
+    /// Whether the batcher is behind: what is queued and held in memory has passed half of
+    /// what the queue and the buffer hold (when the proxy's governor would otherwise give
+    /// it CPU taken from redirects).
+    fn behind(&self) -> bool {
+        if self.settings.defer_max_clicks == 0 {
+            return false;
+        }
+        let held = usize::try_from(self.stats.buffered.load(Ordering::Relaxed))
+            .unwrap_or(usize::MAX)
+            .saturating_add(self.queue.len());
+        held >= usize::midpoint(self.settings.buffer_max_clicks, self.queue.capacity())
+    }
+
+    /// Moves queued events to the deferred files.
+    fn defer_queue(&mut self) {
+        let room = self.deferred.room();
+        let n = self.queue.drain_into(self.deferred.unwritten_mut(), room) as u64;
+        self.stats.deferred.fetch_add(n, Ordering::Relaxed);
+        self.stats.deferred_total.fetch_add(n, Ordering::Relaxed);
+        if let Err(error) = self.deferred.write_full() {
+            // They stay in memory, up to a bound; then the queue fills (see `deferred`).
+            self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, "cannot write deferred clicks; holding them in memory");
+        }
+    }
+
+    /// Takes the oldest deferred events back into `incoming` when the buffer has room for
+    /// a file of them.
+    fn take_deferred(&mut self) {
+        while self.buffer_room() >= self.deferred.file_events() {
+            match self.deferred.take_oldest() {
+                Ok(None) => return,
+                Ok(Some(events)) => {
+                    let n = events.len() as u64;
+                    self.stats.deferred.fetch_sub(n, Ordering::Relaxed);
+                    self.stats.buffered.fetch_add(n, Ordering::Relaxed);
+                    self.incoming = events;
+                    return;
+                }
+                Err(TakeError::Corrupt {
+                    path,
+                    reason,
+                    events,
+                }) => {
+                    tracing::error!(%path, %reason, "deferred clicks file is damaged; set aside");
+                    self.stats.deferred.fetch_sub(events, Ordering::Relaxed);
+                    self.stats.corrupt.fetch_add(events, Ordering::Relaxed);
+                }
+                Err(TakeError::Io(error)) => {
+                    self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, "cannot read deferred clicks; retried");
+                    return;
+                }
+            }
+        }
     }
 
     /// How many more clicks the in-memory buffer takes.

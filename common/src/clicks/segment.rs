@@ -17,11 +17,12 @@
 //! device, browser, os (varint string index) | flags (1 byte: bit 0 = bot) | fraud reasons (varint)
 //! ```
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::FastMap;
 
-use crate::domain::{ClickId, LinkId, StoredClick, Timestamp};
+use crate::domain::{ClickEvent, ClickId, ClickMethod, LinkId, StoredClick, Timestamp};
 
 const MAGIC: &[u8; 3] = b"LGS";
 const VERSION: u8 = 1;
@@ -171,6 +172,167 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<StoredClick>, SegmentError> {
     Ok(clicks)
 }
 
+const EVENTS_MAGIC: &[u8; 3] = b"LGE";
+const EVENTS_VERSION: u8 = 1;
+
+/// Flag bits of an event in [`encode_events`].
+const HAS_ACCEPT: u8 = 1;
+const PREFETCH: u8 = 1 << 1;
+const HAS_COUNTRY: u8 = 1 << 2;
+const IPV6: u8 = 1 << 3;
+const METHOD_SHIFT: u32 = 4;
+
+/// Encodes click events as they came off the queue, for the deferred backlog: the same
+/// varints as a segment, User-Agents and referrers stored once per file.
+///
+/// ```text
+/// magic "LGE" | version 1 | events: varint | strings: varint | strings × (len: varint, utf-8)
+/// then per event: click id (16 bytes) | link id (zigzag delta) | at (zigzag delta from the
+/// click id's millisecond) | flags (1 byte: accept, prefetch, country, IPv6, method << 4) |
+/// address (4 or 16 bytes) | country (2 bytes, when flagged) | user agent, referrer
+/// (varint: 0 = none, else string index + 1)
+/// ```
+pub fn encode_events(events: &[ClickEvent]) -> Vec<u8> {
+    let mut strings: Vec<&str> = Vec::new();
+    let mut index: FastMap<&str, u64> = FastMap::default();
+    let mut body = Vec::with_capacity(events.len() * 32);
+    let mut prev_link = 0i64;
+    for e in events {
+        crate::background::give_way();
+        body.extend_from_slice(&e.click_id.to_bytes());
+        put_varint(&mut body, zigzag(e.link_id.0.wrapping_sub(prev_link)));
+        prev_link = e.link_id.0;
+        put_varint(
+            &mut body,
+            zigzag(e.at.as_millis().wrapping_sub(e.click_id.millis())),
+        );
+        let method = match e.method {
+            ClickMethod::Get => 0u8,
+            ClickMethod::Head => 1,
+            ClickMethod::Post => 2,
+        };
+        let mut flags = method << METHOD_SHIFT;
+        for (set, bit) in [
+            (e.has_accept, HAS_ACCEPT),
+            (e.prefetch, PREFETCH),
+            (e.country.is_some(), HAS_COUNTRY),
+            (e.client_ip.is_ipv6(), IPV6),
+        ] {
+            if set {
+                flags |= bit;
+            }
+        }
+        body.push(flags);
+        match e.client_ip {
+            IpAddr::V4(ip) => body.extend_from_slice(&ip.octets()),
+            IpAddr::V6(ip) => body.extend_from_slice(&ip.octets()),
+        }
+        if let Some(country) = e.country {
+            body.extend_from_slice(&country);
+        }
+        for s in [&e.user_agent, &e.referrer] {
+            let i = s.as_deref().map_or(0, |s| {
+                *index.entry(s).or_insert_with(|| {
+                    strings.push(s);
+                    strings.len() as u64 - 1
+                }) + 1
+            });
+            put_varint(&mut body, i);
+        }
+    }
+    let strings_len: usize = strings.iter().map(|s| s.len() + 2).sum();
+    let mut out = Vec::with_capacity(16 + strings_len + body.len());
+    out.extend_from_slice(EVENTS_MAGIC);
+    out.push(EVENTS_VERSION);
+    put_varint(&mut out, events.len() as u64);
+    put_varint(&mut out, strings.len() as u64);
+    for s in &strings {
+        put_varint(&mut out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes events written by [`encode_events`]; never panics on damaged input.
+pub fn decode_events(bytes: &[u8]) -> Result<Vec<ClickEvent>, SegmentError> {
+    let mut r = Reader { bytes, pos: 0 };
+    if r.take(3)? != EVENTS_MAGIC || r.byte()? != EVENTS_VERSION {
+        return Err(SegmentError::Header);
+    }
+    let count = r.len()?;
+    let string_count = r.len()?;
+    // Every string takes at least one byte and every event at least 23.
+    if string_count > r.remaining() || count > r.remaining() / 23 {
+        return Err(SegmentError::Truncated);
+    }
+    let mut strings: Vec<Box<str>> = Vec::with_capacity(string_count);
+    for _ in 0..string_count {
+        let len = r.len()?;
+        let s = std::str::from_utf8(r.take(len)?).map_err(|_| SegmentError::Invalid("string"))?;
+        strings.push(s.into());
+    }
+    let optional = |i: u64| -> Result<Option<Box<str>>, SegmentError> {
+        if i == 0 {
+            return Ok(None);
+        }
+        usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| strings.get(i))
+            .map(|s| Some(s.clone()))
+            .ok_or(SegmentError::Invalid("string index"))
+    };
+    let mut events = Vec::with_capacity(count);
+    let mut prev_link = 0i64;
+    for _ in 0..count {
+        crate::background::give_way();
+        let click_id = ClickId::from_bytes(r.take(16)?).ok_or(SegmentError::Truncated)?;
+        let link = prev_link.wrapping_add(unzigzag(r.varint()?));
+        prev_link = link;
+        let at = click_id.millis().wrapping_add(unzigzag(r.varint()?));
+        let flags = r.byte()?;
+        let method = match flags >> METHOD_SHIFT {
+            0 => ClickMethod::Get,
+            1 => ClickMethod::Head,
+            2 => ClickMethod::Post,
+            _ => return Err(SegmentError::Invalid("method")),
+        };
+        let client_ip = if flags & IPV6 == 0 {
+            let octets: [u8; 4] = r.take(4)?.try_into().map_err(|_| SegmentError::Truncated)?;
+            IpAddr::from(octets)
+        } else {
+            let octets: [u8; 16] = r
+                .take(16)?
+                .try_into()
+                .map_err(|_| SegmentError::Truncated)?;
+            IpAddr::from(octets)
+        };
+        let country = if flags & HAS_COUNTRY == 0 {
+            None
+        } else {
+            Some(r.take(2)?.try_into().map_err(|_| SegmentError::Truncated)?)
+        };
+        let user_agent = optional(r.varint()?)?;
+        let referrer = optional(r.varint()?)?;
+        events.push(ClickEvent {
+            click_id,
+            at: Timestamp::from_millis(at),
+            link_id: LinkId(link),
+            client_ip,
+            user_agent,
+            referrer,
+            has_accept: flags & HAS_ACCEPT != 0,
+            method,
+            country,
+            prefetch: flags & PREFETCH != 0,
+        });
+    }
+    if r.remaining() != 0 {
+        return Err(SegmentError::Invalid("trailing bytes"));
+    }
+    Ok(events)
+}
+
 /// Splits `clicks` into the segments they are stored as: grouped by UTC day (so retention
 /// can drop whole days), at most [`MAX_CLICKS`] each, in the order given within a day.
 pub fn by_day(clicks: &[StoredClick]) -> Vec<(Timestamp, Vec<&StoredClick>)> {
@@ -280,6 +442,61 @@ mod tests {
                 c
             })
             .collect()
+    }
+
+    fn varied_events() -> Vec<ClickEvent> {
+        let t0 = Timestamp::parse_rfc3339("2026-11-27T23:59:59.990Z").unwrap();
+        (0..40i64)
+            .map(|i| {
+                let at = t0.plus_millis(i);
+                ClickEvent {
+                    click_id: ClickId::at(at),
+                    at: if i == 9 {
+                        at.plus_millis(-86_400_000)
+                    } else {
+                        at
+                    },
+                    link_id: LinkId(if i % 3 == 0 { 7 } else { 1_000_000 - i }),
+                    client_ip: if i % 2 == 0 {
+                        IpAddr::from([198, 51, 100, u8::try_from(i).unwrap()])
+                    } else {
+                        "2001:db8::1".parse().unwrap()
+                    },
+                    user_agent: (i % 5 != 0).then(|| format!("Mozilla/5.0 ünï {}", i % 3).into()),
+                    referrer: (i % 4 == 0).then(|| "https://news.example/a".into()),
+                    has_accept: i % 2 == 0,
+                    method: match i % 3 {
+                        0 => ClickMethod::Get,
+                        1 => ClickMethod::Head,
+                        _ => ClickMethod::Post,
+                    },
+                    country: (i % 7 != 0).then_some(*b"DE"),
+                    prefetch: i % 6 == 0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_round_trip_exactly_and_damage_is_an_error() {
+        let events = varied_events();
+        let bytes = encode_events(&events);
+        assert_eq!(decode_events(&bytes), Ok(events.clone()));
+        assert_eq!(decode_events(&encode_events(&[])), Ok(vec![]));
+        // Repeated User-Agents are stored once: well under the 512-byte-header worst case.
+        assert!(bytes.len() < events.len() * 45, "{} bytes", bytes.len());
+        for cut in 0..bytes.len() {
+            assert!(decode_events(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        flipped[0] = b'X';
+        assert_eq!(decode_events(&flipped), Err(SegmentError::Header));
+        let mut longer = bytes;
+        longer.push(0);
+        assert_eq!(
+            decode_events(&longer),
+            Err(SegmentError::Invalid("trailing bytes"))
+        );
     }
 
     #[test]

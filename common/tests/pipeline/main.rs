@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use linkgate_common::clicks::deferred::Deferred;
 use linkgate_common::clicks::pipeline::{self, PipelineSettings, PipelineStats};
 use linkgate_common::clicks::sketch::EXACT_LIMIT;
 use linkgate_common::clicks::{ClickQueue, TrendingClock};
@@ -55,6 +56,8 @@ both!(
     an_unavailable_store_loses_nothing_and_duplicates_nothing,
     a_store_down_from_the_start_delays_no_click,
     a_slow_store_write_loses_no_click_to_a_full_queue,
+    a_batcher_behind_defers_clicks_to_disk_and_loses_none,
+    clicks_deferred_before_a_stop_are_processed_after_the_restart,
     flagged_traffic_puts_its_link_in_the_review_queue,
     a_popular_link_is_judged_by_its_history_after_a_restart,
 );
@@ -434,10 +437,8 @@ pub async fn an_unavailable_store_loses_nothing_and_duplicates_nothing(
     }
     assert_eq!(persisted, total, "every click persisted exactly once");
     assert!(flagged_total > 0, "the stream has flagged clicks");
-    assert!(
-        journal.path().read_dir().unwrap().next().is_none(),
-        "journal replayed and emptied"
-    );
+    let left = walkdir(journal.path());
+    assert!(left.is_empty(), "journal replayed and emptied: {left:?}");
 }
 
 /// The store is unreachable before the first click: the day's shared visitor salt cannot be
@@ -485,12 +486,88 @@ pub async fn a_store_down_from_the_start_delays_no_click(store: &Arc<dyn Store>,
 /// the batcher journals the overflow during the write instead of letting the queue drop it,
 /// and every click is persisted once.
 pub async fn a_slow_store_write_loses_no_click_to_a_full_queue(store: &Arc<dyn Store>, url: &str) {
+    // Without deferral (`defer_max_clicks = 0`) the overflow is journaled as batches.
+    let stats = slow_store_write(store, url, 0).await;
+    assert!(
+        stats.overflow_journaled.load(Ordering::Relaxed) > 0,
+        "the overflow went to the journal"
+    );
+    assert_eq!(
+        stats.replayed.load(Ordering::Relaxed),
+        stats.overflow_journaled.load(Ordering::Relaxed),
+        "every journaled click was written from the journal"
+    );
+    assert_eq!(stats.deferred_total.load(Ordering::Relaxed), 0);
+}
+
+pub async fn a_batcher_behind_defers_clicks_to_disk_and_loses_none(
+    store: &Arc<dyn Store>,
+    url: &str,
+) {
+    // With deferral (the default), the batcher falling behind defers new events to disk
+    // before the buffer fills: nothing is journaled as overflow.
+    let stats = slow_store_write(store, url, 1_000_000).await;
+    assert!(
+        stats.deferred_total.load(Ordering::Relaxed) > 0,
+        "clicks were deferred"
+    );
+    assert_eq!(stats.overflow_journaled.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.deferred.load(Ordering::Relaxed), 0, "all taken back");
+}
+
+pub async fn clicks_deferred_before_a_stop_are_processed_after_the_restart(
+    store: &Arc<dyn Store>,
+    _url: &str,
+) {
+    let links = links(&**store, 3).await;
+    let journal = tempfile::tempdir().unwrap();
+    // What a stopped batcher left: two files of deferred events (and a crash's leftover).
+    let left = events(&links, 7_000, 23);
+    let mut deferred = Deferred::open(journal.path().join("deferred"), 5_000).unwrap();
+    deferred.unwritten_mut().extend(left.iter().cloned());
+    deferred.write_all().unwrap();
+    drop(deferred);
+    std::fs::write(journal.path().join("deferred/9-1.events.tmp"), b"LGE").unwrap();
+    let queue = Arc::new(ClickQueue::new(10_000));
+    let handle = pipeline::spawn(
+        Arc::clone(&queue),
+        Arc::clone(store),
+        settings(journal.path()),
+    )
+    .unwrap();
+    let stats = Arc::clone(handle.stats());
+    // New clicks meanwhile wait behind them.
+    let new = events(&links, 3_000, 29);
+    for e in new {
+        assert!(queue.push(e));
+    }
+    wait_persisted(&stats, 10_000, Duration::from_secs(60)).await;
+    handle.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(stats.deferred.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.corrupt.load(Ordering::Relaxed), 0);
+    let mut persisted = 0;
+    for &link in &links {
+        persisted += counted_once(&**store, link).await;
+    }
+    assert_eq!(persisted, 10_000, "every click persisted exactly once");
+    let left = walkdir(journal.path());
+    assert!(
+        left.is_empty(),
+        "deferred files taken and removed: {left:?}"
+    );
+}
+
+/// 30,000 clicks at 10,000/s into a queue of 4,000 and a buffer of 2,000 while the store's
+/// writes hang for 2 s: none may be dropped, each must be persisted and aggregated once, and
+/// the journal (with the deferred files) must end empty.
+async fn slow_store_write(store: &Arc<dyn Store>, url: &str, defer_max: u64) -> Arc<PipelineStats> {
     let links = links(&**store, 3).await;
     let journal = tempfile::tempdir().unwrap();
     let queue = Arc::new(ClickQueue::new(4_000));
     let mut config = settings(journal.path());
     config.buffer_max_clicks = 2_000;
     config.batch_max_events = 1_000;
+    config.defer_max_clicks = defer_max;
     // Longer than the stall: the write is slow, not failed.
     config.write_timeout = Duration::from_secs(8);
     let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
@@ -534,24 +611,28 @@ pub async fn a_slow_store_write_loses_no_click_to_a_full_queue(store: &Arc<dyn S
         0,
         "slow, never failed"
     );
-    assert!(
-        stats.overflow_journaled.load(Ordering::Relaxed) > 0,
-        "the overflow went to the journal"
-    );
-    assert_eq!(
-        stats.replayed.load(Ordering::Relaxed),
-        stats.overflow_journaled.load(Ordering::Relaxed),
-        "every journaled click was written from the journal"
-    );
     let mut persisted = 0;
     for &link in &links {
         persisted += counted_once(&**store, link).await;
     }
     assert_eq!(persisted, total, "every click persisted exactly once");
-    assert!(
-        journal.path().read_dir().unwrap().next().is_none(),
-        "journal replayed and emptied"
-    );
+    let left: Vec<_> = walkdir(journal.path());
+    assert!(left.is_empty(), "journal replayed and emptied: {left:?}");
+    stats
+}
+
+/// The files under `dir`, recursively.
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in dir.read_dir().unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// Makes the store's writes hang (not fail) on demand: another session holds a lock the
