@@ -52,7 +52,7 @@ for BIN in "$@"; do
     echo "== $BIN: peak $(awk '$1 == "throughput" {print $2}' "$WORK/peak.txt") /s;" \
       "open loop at $RATE/s: $(grep -E '^(p50|p90|p99) ' "$WORK/open.txt" | awk '{printf "%s %s %s  ", $1, $2, $3}')"
     # A BIN without a metrics listener (the bare baseline through a wrapper) prints none.
-    metrics | grep -E '^linkgate_clicks_(dropped|persisted|overflow_journaled|deferred)_total |^linkgate_clicks_deferred |^linkgate_click_aggregate_window_milliseconds ' | sed 's/^/  /' || true
+    metrics | grep -E '^linkgate_clicks_(dropped|persisted|overflow_journaled|deferred|contended_pauses)_total |^linkgate_clicks_deferred |^linkgate_click_aggregate_window_milliseconds ' | sed 's/^/  /' || true
     # Clicks deferred at the peak are processed once the load stops: how long that takes.
     deferred() { metrics | awk '$1 == "linkgate_clicks_deferred" { print $2 }'; }
     if [ -n "$(deferred 2>/dev/null || true)" ]; then

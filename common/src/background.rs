@@ -83,6 +83,35 @@ pub fn yields() -> u64 {
     YIELDS.with(Cell::get)
 }
 
+/// The calling thread's time on a CPU and time spent runnable waiting for one, in
+/// nanoseconds, from the kernel's scheduler statistics (`/proc/thread-self/schedstat`);
+/// `None` where the kernel does not keep them.
+pub fn sched_times() -> Option<SchedTimes> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut fields = text.split_ascii_whitespace();
+    Some(SchedTimes {
+        ran: fields.next()?.parse().ok()?,
+        waited: fields.next()?.parse().ok()?,
+    })
+}
+
+/// See [`sched_times`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedTimes {
+    pub ran: u64,
+    pub waited: u64,
+}
+
+impl SchedTimes {
+    /// Whether, between `self` and `later`, the thread waited for a CPU longer than it ran
+    /// (other threads had the cores), over at least a millisecond.
+    pub fn contended_until(self, later: Self) -> bool {
+        let ran = later.ran.saturating_sub(self.ran);
+        let waited = later.waited.saturating_sub(self.waited);
+        ran.saturating_add(waited) >= 1_000_000 && waited > ran
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +121,22 @@ mod tests {
         while Instant::now() < until {
             give_way();
         }
+    }
+
+    #[test]
+    fn contention_is_waiting_for_a_cpu_longer_than_running() {
+        let at = |ran, waited| SchedTimes { ran, waited };
+        assert!(at(0, 0).contended_until(at(400_000, 700_000)));
+        assert!(!at(0, 0).contended_until(at(700_000, 400_000)));
+        // Too short to tell.
+        assert!(!at(0, 0).contended_until(at(100_000, 800_000)));
+        assert!(!at(5, 5).contended_until(at(5, 5)));
+        // This kernel keeps the statistics, and a thread that works has run.
+        let before = sched_times().expect("scheduler statistics");
+        let until = Instant::now() + Duration::from_millis(5);
+        while Instant::now() < until {}
+        let after = sched_times().unwrap();
+        assert!(after.ran > before.ran && after.waited >= before.waited);
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub struct Metrics {
     pipeline: PipelineMetrics,
     /// Last totals copied into the counters (monotonic sources are copied as deltas).
     /// A mutex: scrapes are rare and must not interleave.
-    copied: Mutex<[u64; 14]>,
+    copied: Mutex<[u64; 15]>,
 }
 
 /// The click pipeline's series.
@@ -115,6 +115,7 @@ struct PipelineMetrics {
     replayed: IntCounter,
     overflow_journaled: IntCounter,
     deferred_total: IntCounter,
+    contended_pauses: IntCounter,
     corrupt: IntCounter,
     batches: IntCounter,
     write_errors: IntCounter,
@@ -170,6 +171,10 @@ impl PipelineMetrics {
             deferred_total: counter(
                 "linkgate_clicks_deferred_total",
                 "Clicks deferred to local files because the batcher was behind",
+            ),
+            contended_pauses: counter(
+                "linkgate_clicks_contended_pauses_total",
+                "Times the processing of deferred clicks paused because the cores were busy",
             ),
             corrupt: counter(
                 "linkgate_clicks_journal_corrupt_total",
@@ -329,7 +334,7 @@ impl Metrics {
             l1_entries,
             pipeline,
             registry,
-            copied: Mutex::new([0; 14]),
+            copied: Mutex::new([0; 15]),
         }
     }
 
@@ -391,6 +396,7 @@ impl Metrics {
                 (&p.replayed, load(|s| &s.replayed)),
                 (&p.overflow_journaled, load(|s| &s.overflow_journaled)),
                 (&p.deferred_total, load(|s| &s.deferred_total)),
+                (&p.contended_pauses, load(|s| &s.contended_pauses)),
                 (&p.corrupt, load(|s| &s.corrupt)),
                 (&p.batches, load(|s| &s.batches_written)),
                 (&p.write_errors, load(|s| &s.write_errors)),

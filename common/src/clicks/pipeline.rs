@@ -58,6 +58,11 @@ const POLL: Duration = Duration::from_millis(5);
 /// Events enriched and scored at a time (about 8 ms of CPU); chunks are joined into
 /// batches of up to `batch_max_events`, and the queue is drained between them.
 const BUILD_CHUNK: usize = 2_048;
+/// While clicks are deferred, processing stops this long when it finds the CPU contended
+/// (see [`Worker::collect`]) ...
+const CONTENDED_PAUSE: Duration = Duration::from_millis(500);
+/// ... and then resumes with a chunk this small (well under a millisecond of work).
+const PROBE_CHUNK: usize = 256;
 /// How often retention and housekeeping run.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 /// How often pending aggregates left by stopped nodes are looked for (one indexed read of
@@ -238,6 +243,8 @@ pub struct PipelineStats {
     pub deferred: AtomicU64,
     /// Clicks ever deferred.
     pub deferred_total: AtomicU64,
+    /// Times the processing of deferred clicks paused because the CPU was contended.
+    pub contended_pauses: AtomicU64,
     /// Clicks in journal or deferred files that could not be read (set aside as `.corrupt`).
     pub corrupt: AtomicU64,
     pub batches_written: AtomicU64,
@@ -347,6 +354,8 @@ pub fn spawn(
         journal,
         entries,
         deferred,
+        paused_until: None,
+        catching_up: false,
         incoming: Vec::new(),
         pending: VecDeque::new(),
         window: WindowFold::default(),
@@ -408,6 +417,12 @@ struct Worker {
     entries: VecDeque<JournalEntry>,
     /// Events deferred while the batcher was behind, older than any in the queue.
     deferred: Deferred,
+    /// While clicks are deferred, processing waits until then after finding the CPU
+    /// contended.
+    paused_until: Option<Instant>,
+    /// Past `defer_max_clicks` deferred (until a quarter of that is left), processing never
+    /// pauses: the backlog is bounded.
+    catching_up: bool,
     /// Events taken off the queue (or the deferred ones), not yet in a batch.
     incoming: Vec<ClickEvent>,
     /// Batches in memory awaiting a write, oldest first.
@@ -513,24 +528,48 @@ impl Worker {
 
     /// Drains the queue into batches (or, while clicks are deferred, takes the oldest
     /// deferred ones back and makes them batches).
+    ///
+    /// While clicks are deferred, the CPU the batcher gets is idle CPU it would otherwise
+    /// take from redirects (under EEVDF even `SCHED_IDLE` work slows a busy request thread:
+    /// BENCHMARKS.md, session 16). So each chunk's scheduling is looked at: when the batcher
+    /// waited for a CPU longer than it ran, the cores are busy and processing pauses for
+    /// [`CONTENDED_PAUSE`], the queue still drained into the deferred files meanwhile
+    /// (which costs a fraction of processing); then a small chunk probes again. Past
+    /// `defer_max_clicks` deferred it does not pause (the proxy then gives it CPU of its
+    /// own).
     async fn collect(&mut self) {
         self.drain_queue();
+        if self.processing_paused() {
+            return;
+        }
         if self.incoming.is_empty() {
             self.take_deferred();
         }
         // What is here now; what the drains below bring waits for the next round.
         let mut left = self.incoming.len();
         let mut open: Option<ClickBatch> = None;
+        let mut probe = self.paused_until.take().is_some();
         loop {
             // A drain that finds the batcher behind defers the tail of `incoming`.
             left = left.min(self.incoming.len());
             if left == 0 {
                 break;
             }
-            let take = left.min(BUILD_CHUNK);
+            let take = left.min(if probe { PROBE_CHUNK } else { BUILD_CHUNK });
+            probe = false;
             left -= take;
             let events: Vec<ClickEvent> = self.incoming.drain(..take).collect();
+            // (Measured on one thread: a task that moved between threads is not judged.)
+            let before = (
+                std::thread::current().id(),
+                crate::background::sched_times(),
+            );
             let built = self.build(&events).await;
+            let contended = before.0 == std::thread::current().id()
+                && before
+                    .1
+                    .zip(crate::background::sched_times())
+                    .is_some_and(|(before, after)| before.contended_until(after));
             open = match open {
                 Some(mut batch)
                     if batch.clicks.len() + built.clicks.len()
@@ -548,10 +587,36 @@ impl Worker {
             // Building takes a while on a busy machine (the batcher runs on idle CPU): the
             // queue is drained after every chunk so it never fills meanwhile.
             self.drain_queue();
+            if contended && self.may_pause() {
+                self.paused_until = Some(Instant::now() + CONTENDED_PAUSE);
+                self.stats.contended_pauses.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
         }
         if let Some(batch) = open {
             self.hold(batch);
         }
+    }
+
+    /// Whether processing waits (see [`Self::collect`]).
+    fn processing_paused(&mut self) -> bool {
+        self.paused_until.is_some_and(|t| Instant::now() < t) && self.may_pause()
+    }
+
+    /// Processing may pause while clicks are deferred and their number is in bounds.
+    fn may_pause(&mut self) -> bool {
+        if self.deferred.is_empty() {
+            self.catching_up = false;
+            return false;
+        }
+        let deferred = self.stats.deferred.load(Ordering::Relaxed);
+        let max = self.settings.defer_max_clicks;
+        if deferred >= max {
+            self.catching_up = true;
+        } else if deferred <= max / 4 {
+            self.catching_up = false;
+        }
+        !self.catching_up
     }
 
     /// A built batch awaits its write in memory, or in the journal when the store is down

@@ -58,6 +58,7 @@ both!(
     a_slow_store_write_loses_no_click_to_a_full_queue,
     a_batcher_behind_defers_clicks_to_disk_and_loses_none,
     clicks_deferred_before_a_stop_are_processed_after_the_restart,
+    deferred_clicks_wait_while_every_core_is_busy,
     flagged_traffic_puts_its_link_in_the_review_queue,
     a_popular_link_is_judged_by_its_history_after_a_restart,
 );
@@ -487,7 +488,7 @@ pub async fn a_store_down_from_the_start_delays_no_click(store: &Arc<dyn Store>,
 /// and every click is persisted once.
 pub async fn a_slow_store_write_loses_no_click_to_a_full_queue(store: &Arc<dyn Store>, url: &str) {
     // Without deferral (`defer_max_clicks = 0`) the overflow is journaled as batches.
-    let stats = slow_store_write(store, url, 0).await;
+    let stats = slow_store_write(store, url, 0, false).await;
     assert!(
         stats.overflow_journaled.load(Ordering::Relaxed) > 0,
         "the overflow went to the journal"
@@ -506,13 +507,59 @@ pub async fn a_batcher_behind_defers_clicks_to_disk_and_loses_none(
 ) {
     // With deferral (the default), the batcher falling behind defers new events to disk
     // before the buffer fills: nothing is journaled as overflow.
-    let stats = slow_store_write(store, url, 1_000_000).await;
+    let stats = slow_store_write(store, url, 1_000_000, false).await;
     assert!(
         stats.deferred_total.load(Ordering::Relaxed) > 0,
         "clicks were deferred"
     );
     assert_eq!(stats.overflow_journaled.load(Ordering::Relaxed), 0);
     assert_eq!(stats.deferred.load(Ordering::Relaxed), 0, "all taken back");
+}
+
+pub async fn deferred_clicks_wait_while_every_core_is_busy(store: &Arc<dyn Store>, url: &str) {
+    // The same, with every core kept busy from the stall until a second after the last
+    // push: the deferred clicks wait (processing pauses) and are all processed after.
+    let stats = slow_store_write(store, url, 1_000_000, true).await;
+    assert!(stats.deferred_total.load(Ordering::Relaxed) > 0);
+    assert!(
+        stats.contended_pauses.load(Ordering::Relaxed) > 0,
+        "processing paused while the cores were busy"
+    );
+    assert_eq!(stats.deferred.load(Ordering::Relaxed), 0, "all taken back");
+}
+
+/// Threads that keep every core busy until dropped: twice as many as there are CPUs, plus
+/// one, so any other thread gets at most a third of a core.
+struct BusyCores {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyCores {
+    fn start() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let n = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) * 2 + 1;
+        let threads = (0..n)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for BusyCores {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 pub async fn clicks_deferred_before_a_stop_are_processed_after_the_restart(
@@ -560,7 +607,12 @@ pub async fn clicks_deferred_before_a_stop_are_processed_after_the_restart(
 /// 30,000 clicks at 10,000/s into a queue of 4,000 and a buffer of 2,000 while the store's
 /// writes hang for 2 s: none may be dropped, each must be persisted and aggregated once, and
 /// the journal (with the deferred files) must end empty.
-async fn slow_store_write(store: &Arc<dyn Store>, url: &str, defer_max: u64) -> Arc<PipelineStats> {
+async fn slow_store_write(
+    store: &Arc<dyn Store>,
+    url: &str,
+    defer_max: u64,
+    busy: bool,
+) -> Arc<PipelineStats> {
     let links = links(&**store, 3).await;
     let journal = tempfile::tempdir().unwrap();
     let queue = Arc::new(ClickQueue::new(4_000));
@@ -578,11 +630,15 @@ async fn slow_store_write(store: &Arc<dyn Store>, url: &str, defer_max: u64) -> 
     let stall = Stall::new(url).await;
     let start = Instant::now();
     let mut stalled = false;
+    let mut cores = None;
     loop {
         let elapsed = start.elapsed();
         if !stalled && elapsed >= Duration::from_millis(500) {
             stall.begin().await;
             stalled = true;
+            if busy {
+                cores = Some(BusyCores::start());
+            }
         }
         if stalled && elapsed >= Duration::from_millis(2_500) {
             stall.end().await;
@@ -603,6 +659,14 @@ async fn slow_store_write(store: &Arc<dyn Store>, url: &str, defer_max: u64) -> 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stall.end().await;
+    if let Some(cores) = cores {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            stats.deferred.load(Ordering::Relaxed) > 0,
+            "deferred clicks wait while the cores are busy"
+        );
+        drop(cores);
+    }
     wait_persisted(&stats, total, Duration::from_secs(60)).await;
     handle.shutdown(Duration::from_secs(2)).await;
     assert_eq!(queue.stats().dropped, 0);
