@@ -63,6 +63,12 @@ const BUILD_CHUNK: usize = 2_048;
 const CONTENDED_PAUSE: Duration = Duration::from_millis(500);
 /// ... and then resumes with a chunk this small (well under a millisecond of work).
 const PROBE_CHUNK: usize = 256;
+/// Processing pauses only while clicks arrive at least this fast: below it they cost the
+/// cores little (a few percent of one), and what keeps them busy is something else.
+const PAUSE_MIN_RATE: u64 = 5_000;
+/// A deferral that has lasted this long no longer pauses: analytics trail redirects by at
+/// most about this much in a burst (or `defer_max_clicks`, whichever comes first).
+const DEFER_MAX_AGE: Duration = Duration::from_secs(60);
 /// How often retention and housekeeping run.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 /// How often pending aggregates left by stopped nodes are looked for (one indexed read of
@@ -355,7 +361,9 @@ pub fn spawn(
         entries,
         deferred,
         paused_until: None,
+        deferring_since: None,
         catching_up: false,
+        arrivals: ArrivalRate::default(),
         incoming: Vec::new(),
         pending: VecDeque::new(),
         window: WindowFold::default(),
@@ -374,6 +382,30 @@ pub fn spawn(
     };
     let task = tokio::spawn(worker.run(stop_rx));
     Ok(PipelineHandle { stats, stop, task })
+}
+
+/// Clicks offered to the queue per second, measured over windows of at least a second.
+#[derive(Debug, Default)]
+struct ArrivalRate {
+    since: Option<(Instant, u64)>,
+    per_sec: u64,
+}
+
+impl ArrivalRate {
+    fn update(&mut self, offered: u64) {
+        let now = Instant::now();
+        let Some((at, then)) = self.since else {
+            self.since = Some((now, offered));
+            return;
+        };
+        let elapsed = now.duration_since(at);
+        if elapsed >= Duration::from_secs(1) {
+            let n = offered.saturating_sub(then);
+            self.per_sec = u64::try_from(u128::from(n) * 1_000 / elapsed.as_millis().max(1))
+                .unwrap_or(u64::MAX);
+            self.since = Some((now, offered));
+        }
+    }
 }
 
 /// The visitor salts of the days of a batch's events (almost always one day).
@@ -420,9 +452,13 @@ struct Worker {
     /// While clicks are deferred, processing waits until then after finding the CPU
     /// contended.
     paused_until: Option<Instant>,
-    /// Past `defer_max_clicks` deferred (until a quarter of that is left), processing never
-    /// pauses: the backlog is bounded.
+    /// When the current deferral began.
+    deferring_since: Option<Instant>,
+    /// Past `defer_max_clicks` deferred or [`DEFER_MAX_AGE`] of deferral, processing never
+    /// pauses until the deferred clicks are all taken back: the backlog is bounded.
     catching_up: bool,
+    /// Clicks offered to the queue per second, over the last second or so.
+    arrivals: ArrivalRate,
     /// Events taken off the queue (or the deferred ones), not yet in a batch.
     incoming: Vec<ClickEvent>,
     /// Batches in memory awaiting a write, oldest first.
@@ -454,6 +490,7 @@ impl Worker {
                 _ = stop.changed() => break,
             }
             self.drain_queue();
+            self.arrivals.update(self.queue.stats().offered);
             if last_flush.elapsed() >= self.settings.flush_interval
                 || self.incoming.len() >= self.settings.batch_max_events
                 || (self.incoming.is_empty() && !self.deferred.is_empty())
@@ -529,14 +566,14 @@ impl Worker {
     /// Drains the queue into batches (or, while clicks are deferred, takes the oldest
     /// deferred ones back and makes them batches).
     ///
-    /// While clicks are deferred, the CPU the batcher gets is idle CPU it would otherwise
-    /// take from redirects (under EEVDF even `SCHED_IDLE` work slows a busy request thread:
-    /// BENCHMARKS.md, session 16). So each chunk's scheduling is looked at: when the batcher
-    /// waited for a CPU longer than it ran, the cores are busy and processing pauses for
-    /// [`CONTENDED_PAUSE`], the queue still drained into the deferred files meanwhile
-    /// (which costs a fraction of processing); then a small chunk probes again. Past
-    /// `defer_max_clicks` deferred it does not pause (the proxy then gives it CPU of its
-    /// own).
+    /// The CPU the batcher gets on a busy machine is CPU it takes from redirects: under
+    /// EEVDF even `SCHED_IDLE` work slows a saturated request thread (BENCHMARKS.md,
+    /// session 16). So each chunk's scheduling is looked at: when the batcher waited for a
+    /// CPU longer than it ran, the cores are busy, the events waiting are deferred (if
+    /// they are not already) and processing pauses for [`CONTENDED_PAUSE`], the queue
+    /// still drained into the deferred files meanwhile (a fraction of the cost of
+    /// processing); then a small chunk probes again. Past `defer_max_clicks` deferred it
+    /// does not pause (the proxy then gives it CPU of its own).
     async fn collect(&mut self) {
         self.drain_queue();
         if self.processing_paused() {
@@ -587,6 +624,14 @@ impl Worker {
             // Building takes a while on a busy machine (the batcher runs on idle CPU): the
             // queue is drained after every chunk so it never fills meanwhile.
             self.drain_queue();
+            if contended
+                && self.settings.defer_max_clicks > 0
+                && self.deferred.is_empty()
+                && self.arrivals.per_sec >= PAUSE_MIN_RATE
+            {
+                // Busy cores before the batcher fell behind: what waits is deferred now.
+                self.start_deferring(0, "cores busy");
+            }
             if contended && self.may_pause() {
                 self.paused_until = Some(Instant::now() + CONTENDED_PAUSE);
                 self.stats.contended_pauses.fetch_add(1, Ordering::Relaxed);
@@ -603,20 +648,22 @@ impl Worker {
         self.paused_until.is_some_and(|t| Instant::now() < t) && self.may_pause()
     }
 
-    /// Processing may pause while clicks are deferred and their number is in bounds.
+    /// Processing may pause while clicks are deferred, within bounds (count and age), and
+    /// arrive fast enough for their processing to matter.
     fn may_pause(&mut self) -> bool {
         if self.deferred.is_empty() {
             self.catching_up = false;
+            self.deferring_since = None;
             return false;
         }
-        let deferred = self.stats.deferred.load(Ordering::Relaxed);
-        let max = self.settings.defer_max_clicks;
-        if deferred >= max {
+        let since = *self.deferring_since.get_or_insert_with(Instant::now);
+        if self.stats.deferred.load(Ordering::Relaxed) >= self.settings.defer_max_clicks
+            || since.elapsed() >= DEFER_MAX_AGE
+        {
             self.catching_up = true;
-        } else if deferred <= max / 4 {
-            self.catching_up = false;
         }
-        !self.catching_up
+        self.arrivals.update(self.queue.stats().offered);
+        !self.catching_up && self.arrivals.per_sec >= PAUSE_MIN_RATE
     }
 
     /// A built batch awaits its write in memory, or in the journal when the store is down
@@ -648,22 +695,28 @@ impl Worker {
             self.stats.buffered.fetch_add(n as u64, Ordering::Relaxed);
         }
         if self.behind() {
-            // The oldest batch's worth stays to be processed next; the newer events and
-            // all that follow them are deferred, in order.
-            let keep = self.deferred.file_events().min(self.incoming.len());
-            let newer = self.incoming.split_off(keep);
-            let n = newer.len() as u64;
-            self.stats.buffered.fetch_sub(n, Ordering::Relaxed);
-            self.stats.deferred.fetch_add(n, Ordering::Relaxed);
-            self.stats.deferred_total.fetch_add(n, Ordering::Relaxed);
-            tracing::debug!(
-                clicks = n,
-                queued = self.queue.len(),
-                "click batcher behind: deferring new clicks"
-            );
-            self.deferred.unwritten_mut().extend(newer);
-            self.defer_queue();
+            // The oldest file's worth stays to be processed next.
+            self.start_deferring(self.deferred.file_events(), "behind");
         }
+    }
+
+    /// Defers the events in memory past the first `keep`, and the queue's: from now on
+    /// every new event is deferred, in order, until the deferred ones are taken back.
+    fn start_deferring(&mut self, keep: usize, why: &'static str) {
+        let keep = keep.min(self.incoming.len());
+        let newer = self.incoming.split_off(keep);
+        let n = newer.len() as u64;
+        self.stats.buffered.fetch_sub(n, Ordering::Relaxed);
+        self.stats.deferred.fetch_add(n, Ordering::Relaxed);
+        self.stats.deferred_total.fetch_add(n, Ordering::Relaxed);
+        tracing::debug!(
+            clicks = n,
+            queued = self.queue.len(),
+            why,
+            "deferring new clicks"
+        );
+        self.deferred.unwritten_mut().extend(newer);
+        self.defer_queue();
     }
 
     /// Whether the batcher is behind: what is queued and held in memory has passed half of

@@ -517,8 +517,9 @@ pub async fn a_batcher_behind_defers_clicks_to_disk_and_loses_none(
 }
 
 pub async fn deferred_clicks_wait_while_every_core_is_busy(store: &Arc<dyn Store>, url: &str) {
-    // The same, with every core kept busy from the stall until a second after the last
-    // push: the deferred clicks wait (processing pauses) and are all processed after.
+    // The same, with every core kept busy from the stall to the last push: the deferred
+    // clicks wait (processing pauses while they arrive at 10,000/s) and are all processed
+    // once the cores are free.
     let stats = slow_store_write(store, url, 1_000_000, true).await;
     assert!(stats.deferred_total.load(Ordering::Relaxed) > 0);
     assert!(
@@ -631,8 +632,16 @@ async fn slow_store_write(
     let start = Instant::now();
     let mut stalled = false;
     let mut cores = None;
+    let mut deferred_while_busy = None;
     loop {
         let elapsed = start.elapsed();
+        if cores.is_some()
+            && deferred_while_busy.is_none()
+            && elapsed >= Duration::from_millis(2_900)
+        {
+            // Clicks still arriving fast, every core busy: processing waits.
+            deferred_while_busy = Some(stats.deferred.load(Ordering::Relaxed));
+        }
         if !stalled && elapsed >= Duration::from_millis(500) {
             stall.begin().await;
             stalled = true;
@@ -659,13 +668,12 @@ async fn slow_store_write(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stall.end().await;
-    if let Some(cores) = cores {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(cores);
+    if busy {
         assert!(
-            stats.deferred.load(Ordering::Relaxed) > 0,
+            deferred_while_busy.is_some_and(|n| n > 0),
             "deferred clicks wait while the cores are busy"
         );
-        drop(cores);
     }
     wait_persisted(&stats, total, Duration::from_secs(60)).await;
     handle.shutdown(Duration::from_secs(2)).await;
