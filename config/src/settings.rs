@@ -198,11 +198,12 @@ pub struct ClickSettings {
     pub geoip_db: Option<PathBuf>,
     /// Clicks held in memory awaiting a write; beyond this, batches go to the journal.
     pub buffer_max_clicks: usize,
-    /// When the batcher falls behind (at a proxy's peak, where redirects and clients use
-    /// every core), new click events are deferred to files under `journal_dir/deferred`
-    /// and processed in order when the CPU allows: redirects keep the CPU, analytics trail
-    /// them. Past this many deferred clicks the batcher gets CPU of its own (nice 10) to
-    /// catch up. 0: never defer (the batcher gets CPU as soon as it falls behind).
+    /// When the batcher falls behind or finds every core busy while clicks arrive fast (a
+    /// proxy at its peak), new click events are deferred to files under
+    /// `journal_dir/deferred` and processed in order when the CPU allows: redirects keep
+    /// the CPU, analytics trail them (by at most about a minute of deferral). Past this
+    /// many deferred clicks the batcher gets CPU of its own (nice 10) to catch up. 0: never
+    /// defer (the batcher gets CPU as soon as it falls behind).
     pub defer_max_clicks: u64,
     /// First retry delay after a failed batch write; doubles up to `retry_max_ms`.
     pub retry_initial_ms: u64,

@@ -194,7 +194,8 @@ impl Proxy {
         } = self;
         // The batcher's CPU policy follows its backlog (`click_backlog`): nice 10 past half
         // of what the queue and the memory buffer hold (or past `defer_max_clicks`
-        // deferred), idle CPU again under an eighth (a quarter of that).
+        // deferred, or while a deferral past its bounds is caught up with), idle CPU again
+        // under an eighth (a quarter of that).
         let queue_capacity = settings.clicks.queue_capacity;
         let capacity = queue_capacity + settings.clicks.buffer_max_clicks;
         let defer_max = settings.clicks.defer_max_clicks;
@@ -203,6 +204,14 @@ impl Proxy {
             let backlog = move || {
                 let load =
                     |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+                // A deferral past its bounds is caught up with at nice 10.
+                if state
+                    .pipeline
+                    .catching_up
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    return capacity;
+                }
                 click_backlog(
                     state.clicks.len(),
                     usize::try_from(load(&state.pipeline.buffered)).unwrap_or(usize::MAX),

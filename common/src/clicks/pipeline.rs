@@ -251,6 +251,9 @@ pub struct PipelineStats {
     pub deferred_total: AtomicU64,
     /// Times the processing of deferred clicks paused because the CPU was contended.
     pub contended_pauses: AtomicU64,
+    /// Whether deferred clicks are being caught up with (past `defer_max_clicks` or a minute
+    /// of deferral): processing does not pause, and the proxy gives the batcher CPU.
+    pub catching_up: AtomicBool,
     /// Clicks in journal or deferred files that could not be read (set aside as `.corrupt`).
     pub corrupt: AtomicU64,
     pub batches_written: AtomicU64,
@@ -653,14 +656,21 @@ impl Worker {
     fn may_pause(&mut self) -> bool {
         if self.deferred.is_empty() {
             self.catching_up = false;
+            self.stats.catching_up.store(false, Ordering::Relaxed);
             self.deferring_since = None;
             return false;
         }
         let since = *self.deferring_since.get_or_insert_with(Instant::now);
-        if self.stats.deferred.load(Ordering::Relaxed) >= self.settings.defer_max_clicks
-            || since.elapsed() >= DEFER_MAX_AGE
+        if !self.catching_up
+            && (self.stats.deferred.load(Ordering::Relaxed) >= self.settings.defer_max_clicks
+                || since.elapsed() >= DEFER_MAX_AGE)
         {
             self.catching_up = true;
+            self.stats.catching_up.store(true, Ordering::Relaxed);
+            tracing::debug!(
+                deferred = self.stats.deferred.load(Ordering::Relaxed),
+                "catching up with deferred clicks"
+            );
         }
         self.arrivals.update(self.queue.stats().offered);
         !self.catching_up && self.arrivals.per_sec >= PAUSE_MIN_RATE
