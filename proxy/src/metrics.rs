@@ -170,7 +170,8 @@ impl PipelineMetrics {
             ),
             deferred_total: counter(
                 "linkgate_clicks_deferred_total",
-                "Clicks deferred to local files because the batcher was behind",
+                "Clicks deferred to local files because the batcher was behind or the cores busy \
+                 (a click deferred again counts twice)",
             ),
             contended_pauses: counter(
                 "linkgate_clicks_contended_pauses_total",

@@ -247,7 +247,7 @@ pub struct PipelineStats {
     pub overflow_journaled: AtomicU64,
     /// Clicks deferred while the batcher was behind, not yet processed (see `deferred`).
     pub deferred: AtomicU64,
-    /// Clicks ever deferred.
+    /// Clicks deferred, ever (a click taken back and deferred again counts twice).
     pub deferred_total: AtomicU64,
     /// Times the processing of deferred clicks paused because the CPU was contended.
     pub contended_pauses: AtomicU64,
