@@ -11,7 +11,9 @@
 //! A file is written whole under a temporary name and renamed into place, so it either
 //! holds its events or does not exist. Files are not synced: a process crash loses nothing
 //! written (the kernel has it); a machine crash can lose the last seconds, as it loses the
-//! in-memory queue. File names sort by creation and carry the event count.
+//! in-memory queue. A file is removed when its events are taken back into memory, where a
+//! crash loses them as it loses the buffer. File names sort by creation and carry the
+//! event count.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -41,7 +43,13 @@ pub struct Deferred {
     /// Events per file written.
     file_events: usize,
     next_seq: u64,
+    /// Failed reads of the oldest file in a row.
+    read_failures: u32,
 }
+
+/// Failed reads of a file after which it is set aside (unreadable, not missing: a missing
+/// file is gone at once).
+const MAX_READ_FAILURES: u32 = 10;
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io {
@@ -88,6 +96,7 @@ impl Deferred {
             unwritten: Vec::new(),
             file_events: file_events.clamp(1, FILE_EVENTS),
             next_seq,
+            read_failures: 0,
         })
     }
 
@@ -159,9 +168,35 @@ impl Deferred {
                 Some(std::mem::take(&mut self.unwritten))
             });
         };
-        let bytes = fs::read(&path).map_err(|e| TakeError::Io(io_error(&path)(e)))?;
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.read_failures += 1;
+                if e.kind() != std::io::ErrorKind::NotFound
+                    && self.read_failures < MAX_READ_FAILURES
+                {
+                    return Err(TakeError::Io(io_error(&path)(e)));
+                }
+                self.read_failures = 0;
+                self.files.pop_front();
+                let _ = fs::rename(&path, path.with_extension("corrupt"));
+                return Err(TakeError::Corrupt {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                    events: count,
+                });
+            }
+        };
+        self.read_failures = 0;
         self.files.pop_front();
-        match decode_events(&bytes) {
+        match decode_events(&bytes).and_then(|events| {
+            // The count in the name is what was accounted for.
+            if events.len() as u64 == count {
+                Ok(events)
+            } else {
+                Err(super::segment::SegmentError::Invalid("event count"))
+            }
+        }) {
             Ok(events) => {
                 if let Err(error) = fs::remove_file(&path) {
                     // Renamed out of the way instead, so a restart does not take it again.
@@ -187,10 +222,10 @@ impl Deferred {
 /// Deferred events could not be taken back.
 #[derive(Debug, thiserror::Error)]
 pub enum TakeError {
-    /// Reading a file failed; it stays, to be read again.
+    /// Reading a file failed; it stays, to be read again (up to ten times in a row).
     #[error(transparent)]
     Io(JournalError),
-    #[error("deferred clicks file {path} is damaged ({reason}); set aside")]
+    #[error("deferred clicks file {path} is damaged or unreadable ({reason}); set aside")]
     Corrupt {
         path: String,
         reason: String,
@@ -274,5 +309,23 @@ mod tests {
         }
         assert!(first.with_extension("corrupt").exists());
         assert_eq!(ids(&d.take_oldest().unwrap().unwrap()), [2, 3]);
+    }
+
+    #[test]
+    fn a_missing_file_is_counted_as_gone_and_the_next_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Deferred::open(dir.path(), FILE_EVENTS).unwrap();
+        for from in [0, 3] {
+            d.unwritten_mut().extend(events(from, 3));
+            d.write_all().unwrap();
+        }
+        let (first, _) = d.files.front().cloned().unwrap();
+        std::fs::remove_file(&first).unwrap();
+        match d.take_oldest() {
+            Err(TakeError::Corrupt { events, .. }) => assert_eq!(events, 3),
+            other => panic!("expected a missing file, got {other:?}"),
+        }
+        assert_eq!(ids(&d.take_oldest().unwrap().unwrap()), [3, 4, 5]);
+        assert!(d.is_empty());
     }
 }

@@ -364,6 +364,7 @@ pub fn spawn(
         entries,
         deferred,
         paused_until: None,
+        finishing: false,
         deferring_since: None,
         catching_up: false,
         arrivals: ArrivalRate::default(),
@@ -455,6 +456,8 @@ struct Worker {
     /// While clicks are deferred, processing waits until then after finding the CPU
     /// contended.
     paused_until: Option<Instant>,
+    /// Shutting down: no pause, no deferred file taken back.
+    finishing: bool,
     /// When the current deferral began.
     deferring_since: Option<Instant>,
     /// Past `defer_max_clicks` deferred or [`DEFER_MAX_AGE`] of deferral, processing never
@@ -534,6 +537,10 @@ impl Worker {
     /// Final flush: everything queued becomes a batch; the store gets what it takes before
     /// the deadline, the journal the rest.
     async fn finish(&mut self, deadline: Instant) {
+        // What is in memory is processed now, without pausing; deferred files stay for the
+        // next start (they come before anything newer then too).
+        self.finishing = true;
+        self.paused_until = None;
         self.collect().await;
         // Leave a quarter of the time (at least 100 ms) for journaling.
         let reserve = (deadline.saturating_duration_since(Instant::now()) / 4)
@@ -582,7 +589,7 @@ impl Worker {
         if self.processing_paused() {
             return;
         }
-        if self.incoming.is_empty() {
+        if self.incoming.is_empty() && !self.finishing {
             self.take_deferred();
         }
         // What is here now; what the drains below bring waits for the next round.
@@ -646,6 +653,13 @@ impl Worker {
         }
     }
 
+    /// Forgets the bounds of a deferral once nothing is deferred any more.
+    fn deferral_ended(&mut self) {
+        self.catching_up = false;
+        self.stats.catching_up.store(false, Ordering::Relaxed);
+        self.deferring_since = None;
+    }
+
     /// Whether processing waits (see [`Self::collect`]).
     fn processing_paused(&mut self) -> bool {
         self.paused_until.is_some_and(|t| Instant::now() < t) && self.may_pause()
@@ -654,10 +668,11 @@ impl Worker {
     /// Processing may pause while clicks are deferred, within bounds (count and age), and
     /// arrive fast enough for their processing to matter.
     fn may_pause(&mut self) -> bool {
+        if self.finishing {
+            return false;
+        }
         if self.deferred.is_empty() {
-            self.catching_up = false;
-            self.stats.catching_up.store(false, Ordering::Relaxed);
-            self.deferring_since = None;
+            self.deferral_ended();
             return false;
         }
         let since = *self.deferring_since.get_or_insert_with(Instant::now);
@@ -725,6 +740,7 @@ impl Worker {
             why,
             "deferring new clicks"
         );
+        self.deferring_since.get_or_insert_with(Instant::now);
         self.deferred.unwritten_mut().extend(newer);
         self.defer_queue();
     }
@@ -766,6 +782,9 @@ impl Worker {
                     self.stats.deferred.fetch_sub(n, Ordering::Relaxed);
                     self.stats.buffered.fetch_add(n, Ordering::Relaxed);
                     self.incoming = events;
+                    if self.deferred.is_empty() {
+                        self.deferral_ended();
+                    }
                     return;
                 }
                 Err(TakeError::Corrupt {
@@ -1250,6 +1269,10 @@ impl Worker {
     /// down), a new link's history is read with a later batch, and events of a day whose
     /// salt is not at hand yet (a day that just began) wait in memory instead.
     fn journal_overflow(&mut self) {
+        if !self.deferred.is_empty() {
+            // Newer events than the deferred ones: they wait in the queue, in order.
+            return;
+        }
         let threshold = self
             .settings
             .batch_max_events

@@ -71,31 +71,44 @@ pub fn encode<'a>(clicks: &[&'a StoredClick]) -> Vec<u8> {
         body.push(u8::from(c.is_bot));
         put_varint(&mut body, u64::from(c.fraud_reasons));
     }
+    framed((MAGIC, VERSION), clicks.len(), &strings, &body)
+}
+
+/// Both formats: magic, version, item count, the string table, then the items' body.
+fn framed(
+    (magic, version): (&[u8; 3], u8),
+    count: usize,
+    strings: &[&str],
+    body: &[u8],
+) -> Vec<u8> {
     let strings_len: usize = strings.iter().map(|s| s.len() + 2).sum();
     let mut out = Vec::with_capacity(16 + strings_len + body.len());
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    put_varint(&mut out, clicks.len() as u64);
+    out.extend_from_slice(magic);
+    out.push(version);
+    put_varint(&mut out, count as u64);
     put_varint(&mut out, strings.len() as u64);
-    for s in &strings {
+    for s in strings {
         put_varint(&mut out, s.len() as u64);
         out.extend_from_slice(s.as_bytes());
     }
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     out
 }
 
-/// Decodes a segment written by [`encode`]; never panics on damaged input.
-pub fn decode(bytes: &[u8]) -> Result<Vec<StoredClick>, SegmentError> {
-    let mut r = Reader { bytes, pos: 0 };
-    if r.take(3)? != MAGIC || r.byte()? != VERSION {
+/// Reads what [`framed`] wrote up to the body: the item count and the strings. Every string
+/// takes at least one byte and every item at least `min_item`: a count beyond what the
+/// remaining bytes can hold is damage, not a reason to allocate.
+fn read_framed<'a>(
+    r: &mut Reader<'a>,
+    (magic, version): (&[u8; 3], u8),
+    min_item: usize,
+) -> Result<(usize, Vec<&'a str>), SegmentError> {
+    if r.take(3)? != magic || r.byte()? != version {
         return Err(SegmentError::Header);
     }
     let count = r.len()?;
     let string_count = r.len()?;
-    // Every string takes at least one byte and every click at least 30: a count beyond what
-    // the remaining bytes can hold is damage, not a reason to allocate.
-    if string_count > r.remaining() || count > r.remaining() / 30 {
+    if string_count > r.remaining() || count > r.remaining() / min_item {
         return Err(SegmentError::Truncated);
     }
     let mut strings = Vec::with_capacity(string_count);
@@ -104,6 +117,14 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<StoredClick>, SegmentError> {
         let s = std::str::from_utf8(r.take(len)?).map_err(|_| SegmentError::Invalid("string"))?;
         strings.push(s);
     }
+    Ok((count, strings))
+}
+
+/// Decodes a segment written by [`encode`]; never panics on damaged input.
+pub fn decode(bytes: &[u8]) -> Result<Vec<StoredClick>, SegmentError> {
+    let mut r = Reader { bytes, pos: 0 };
+    // Every click takes at least 30 bytes.
+    let (count, strings) = read_framed(&mut r, (MAGIC, VERSION), 30)?;
     let string = |i: u64| -> Result<String, SegmentError> {
         usize::try_from(i)
             .ok()
@@ -240,38 +261,19 @@ pub fn encode_events(events: &[ClickEvent]) -> Vec<u8> {
             put_varint(&mut body, i);
         }
     }
-    let strings_len: usize = strings.iter().map(|s| s.len() + 2).sum();
-    let mut out = Vec::with_capacity(16 + strings_len + body.len());
-    out.extend_from_slice(EVENTS_MAGIC);
-    out.push(EVENTS_VERSION);
-    put_varint(&mut out, events.len() as u64);
-    put_varint(&mut out, strings.len() as u64);
-    for s in &strings {
-        put_varint(&mut out, s.len() as u64);
-        out.extend_from_slice(s.as_bytes());
-    }
-    out.extend_from_slice(&body);
-    out
+    framed(
+        (EVENTS_MAGIC, EVENTS_VERSION),
+        events.len(),
+        &strings,
+        &body,
+    )
 }
 
 /// Decodes events written by [`encode_events`]; never panics on damaged input.
 pub fn decode_events(bytes: &[u8]) -> Result<Vec<ClickEvent>, SegmentError> {
     let mut r = Reader { bytes, pos: 0 };
-    if r.take(3)? != EVENTS_MAGIC || r.byte()? != EVENTS_VERSION {
-        return Err(SegmentError::Header);
-    }
-    let count = r.len()?;
-    let string_count = r.len()?;
-    // Every string takes at least one byte and every event at least 23.
-    if string_count > r.remaining() || count > r.remaining() / 23 {
-        return Err(SegmentError::Truncated);
-    }
-    let mut strings: Vec<Box<str>> = Vec::with_capacity(string_count);
-    for _ in 0..string_count {
-        let len = r.len()?;
-        let s = std::str::from_utf8(r.take(len)?).map_err(|_| SegmentError::Invalid("string"))?;
-        strings.push(s.into());
-    }
+    // Every event takes at least 23 bytes.
+    let (count, strings) = read_framed(&mut r, (EVENTS_MAGIC, EVENTS_VERSION), 23)?;
     let optional = |i: u64| -> Result<Option<Box<str>>, SegmentError> {
         if i == 0 {
             return Ok(None);
@@ -279,7 +281,7 @@ pub fn decode_events(bytes: &[u8]) -> Result<Vec<ClickEvent>, SegmentError> {
         usize::try_from(i - 1)
             .ok()
             .and_then(|i| strings.get(i))
-            .map(|s| Some(s.clone()))
+            .map(|s| Some((*s).into()))
             .ok_or(SegmentError::Invalid("string index"))
     };
     let mut events = Vec::with_capacity(count);

@@ -138,6 +138,13 @@ fn events(links: &[LinkId], n: usize, seed: u64) -> Vec<ClickEvent> {
         .collect()
 }
 
+/// A pipeline with [`settings`] and a queue of 10,000.
+fn start(store: &Arc<dyn Store>, journal: &Path) -> (Arc<ClickQueue>, pipeline::PipelineHandle) {
+    let queue = Arc::new(ClickQueue::new(10_000));
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), settings(journal)).unwrap();
+    (queue, handle)
+}
+
 /// The defaults, with a quick flush, a short retry and the test GeoIP database.
 fn settings(journal: &Path) -> PipelineSettings {
     let mut s = PipelineSettings::from_config(&linkgate_config::Settings::default());
@@ -576,13 +583,7 @@ pub async fn clicks_deferred_before_a_stop_are_processed_after_the_restart(
     deferred.write_all().unwrap();
     drop(deferred);
     std::fs::write(journal.path().join("deferred/9-1.events.tmp"), b"LGE").unwrap();
-    let queue = Arc::new(ClickQueue::new(10_000));
-    let handle = pipeline::spawn(
-        Arc::clone(&queue),
-        Arc::clone(store),
-        settings(journal.path()),
-    )
-    .unwrap();
+    let (queue, handle) = start(store, journal.path());
     let stats = Arc::clone(handle.stats());
     // New clicks meanwhile wait behind them.
     let new = events(&links, 3_000, 29);
@@ -868,13 +869,7 @@ async fn flagged_traffic_puts_its_link_in_the_review_queue(store: &Arc<dyn Store
 
     let links = links(&**store, 2).await;
     let journal = tempfile::tempdir().unwrap();
-    let queue = Arc::new(ClickQueue::new(10_000));
-    let handle = pipeline::spawn(
-        Arc::clone(&queue),
-        Arc::clone(store),
-        settings(journal.path()),
-    )
-    .unwrap();
+    let (queue, handle) = start(store, journal.path());
     let now = Timestamp::now().as_millis();
     for i in 0..60 {
         assert!(queue.push(browser_click(
