@@ -53,6 +53,10 @@ use crate::domain::{
 };
 use crate::store::Store;
 
+/// A store call in flight when a stop comes ends this long before the stop's deadline, for
+/// the final flush (see [`Worker::keep_draining`]).
+const STOP_RESERVE: Duration = Duration::from_millis(500);
+
 /// How often the pipeline looks at the queue between flushes.
 const POLL: Duration = Duration::from_millis(5);
 /// Events enriched and scored at a time (about 8 ms of CPU); chunks are joined into
@@ -365,6 +369,7 @@ pub fn spawn(
         deferred,
         paused_until: None,
         finishing: false,
+        finish_by: None,
         deferring_since: None,
         catching_up: false,
         arrivals: ArrivalRate::default(),
@@ -382,6 +387,7 @@ pub fn spawn(
         last_error_log: None,
         last_counter_connect: None,
         stats: Arc::clone(&stats),
+        stopping: stop_rx.clone(),
         settings,
     };
     let task = tokio::spawn(worker.run(stop_rx));
@@ -458,6 +464,10 @@ struct Worker {
     paused_until: Option<Instant>,
     /// Shutting down: no pause, no deferred file taken back.
     finishing: bool,
+    /// Shutting down: every store call ends by then, so what is left can be journaled.
+    finish_by: Option<Instant>,
+    /// The stop request (its deadline), seen by store calls in flight.
+    stopping: watch::Receiver<Option<Instant>>,
     /// When the current deferral began.
     deferring_since: Option<Instant>,
     /// Past `defer_max_clicks` deferred or [`DEFER_MAX_AGE`] of deferral, processing never
@@ -541,10 +551,11 @@ impl Worker {
         // next start (they come before anything newer then too).
         self.finishing = true;
         self.paused_until = None;
-        self.collect().await;
         // Leave a quarter of the time (at least 100 ms) for journaling.
         let reserve = (deadline.saturating_duration_since(Instant::now()) / 4)
             .max(Duration::from_millis(100));
+        self.finish_by = Some(deadline.checked_sub(reserve).unwrap_or(deadline));
+        self.collect().await;
         if self.failures < self.settings.spill_after_failures {
             let until = deadline.checked_sub(reserve).unwrap_or(deadline);
             self.write_pending(Some(until)).await;
@@ -556,6 +567,7 @@ impl Worker {
             } else {
                 until
             };
+            self.finish_by = Some(window_until);
             self.aggregate_window(Some(window_until)).await;
         }
         let left = self.pending.len();
@@ -1249,6 +1261,10 @@ impl Worker {
         limit: Duration,
         call: impl std::future::Future<Output = crate::store::StoreResult<T>>,
     ) -> Result<T, String> {
+        // While shutting down no call outlasts the time left for the final flush ...
+        let limit = self.finish_by.map_or(limit, |by| {
+            limit.min(by.saturating_duration_since(Instant::now()))
+        });
         let call = timed(limit, call);
         tokio::pin!(call);
         loop {
@@ -1257,6 +1273,14 @@ impl Worker {
                 () = tokio::time::sleep(POLL) => {
                     self.drain_queue();
                     self.journal_overflow();
+                    // ... and a call in flight when the stop came ends [`STOP_RESERVE`]
+                    // before its deadline (a hung store would otherwise hold the batcher
+                    // past it, and what it holds in memory would be lost); `finish` then
+                    // retries within the time left and journals the rest.
+                    let stop_by = self.stopping.borrow().and_then(|d| d.checked_sub(STOP_RESERVE));
+                    if !self.finishing && stop_by.is_some_and(|by| Instant::now() >= by) {
+                        break Err("the pipeline is stopping".to_owned());
+                    }
                 }
             }
         }

@@ -59,6 +59,7 @@ both!(
     a_batcher_behind_defers_clicks_to_disk_and_loses_none,
     clicks_deferred_before_a_stop_are_processed_after_the_restart,
     deferred_clicks_wait_while_every_core_is_busy,
+    a_stop_while_the_store_hangs_loses_no_click,
     flagged_traffic_puts_its_link_in_the_review_queue,
     a_popular_link_is_judged_by_its_history_after_a_restart,
 );
@@ -603,6 +604,75 @@ pub async fn clicks_deferred_before_a_stop_are_processed_after_the_restart(
     assert!(
         left.is_empty(),
         "deferred files taken and removed: {left:?}"
+    );
+}
+
+pub async fn a_stop_while_the_store_hangs_loses_no_click(store: &Arc<dyn Store>, url: &str) {
+    let links = links(&**store, 3).await;
+    let journal = tempfile::tempdir().unwrap();
+    let queue = Arc::new(ClickQueue::new(4_000));
+    let mut config = settings(journal.path());
+    config.buffer_max_clicks = 2_000;
+    config.batch_max_events = 1_000;
+    config.write_timeout = Duration::from_secs(8);
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config.clone()).unwrap();
+    let first = Arc::clone(handle.stats());
+    // A first click written and aggregated: the day's visitor salt is at hand.
+    let stream = events(&links, 12_001, 31);
+    let total = stream.len() as u64;
+    assert!(queue.push(stream[0].clone()));
+    let start = Instant::now();
+    while first.aggregated.load(Ordering::Relaxed) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "first click aggregated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The store's writes hang (longer than the stop's time): the batcher falls behind and
+    // defers; a write is in flight when the stop comes.
+    let stall = Stall::new(url).await;
+    stall.begin().await;
+    for chunk in stream[1..].chunks(1_000) {
+        for e in chunk {
+            assert!(queue.push(e.clone()), "no drop while deferring");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        first.deferred.load(Ordering::Relaxed) > 0,
+        "clicks are deferred"
+    );
+    let stopping = Instant::now();
+    handle.shutdown(Duration::from_secs(1)).await;
+    assert!(
+        stopping.elapsed() < Duration::from_millis(1_200),
+        "stopped within its time: memory journaled, deferred files left"
+    );
+    stall.end().await;
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
+    let second = Arc::clone(handle.stats());
+    let start = Instant::now();
+    while first.persisted.load(Ordering::Relaxed) + second.persisted.load(Ordering::Relaxed) < total
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} + {} of {total} persisted after a restart",
+            first.persisted.load(Ordering::Relaxed),
+            second.persisted.load(Ordering::Relaxed),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.shutdown(Duration::from_secs(2)).await;
+    let mut persisted = 0;
+    for &link in &links {
+        persisted += counted_once(&**store, link).await;
+    }
+    assert_eq!(persisted, total, "every click persisted exactly once");
+    let left = walkdir(journal.path());
+    assert!(
+        left.is_empty(),
+        "journal and deferred files emptied: {left:?}"
     );
 }
 
