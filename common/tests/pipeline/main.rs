@@ -146,6 +146,16 @@ fn start(store: &Arc<dyn Store>, journal: &Path) -> (Arc<ClickQueue>, pipeline::
     (queue, handle)
 }
 
+/// [`settings`] with a memory buffer of 2,000 and batches of 1,000 (to go with a queue of
+/// 4,000), and a write timeout longer than a test's stall: a write is slow, not failed.
+fn small_buffers(journal: &Path) -> PipelineSettings {
+    let mut s = settings(journal);
+    s.buffer_max_clicks = 2_000;
+    s.batch_max_events = 1_000;
+    s.write_timeout = Duration::from_secs(8);
+    s
+}
+
 /// The defaults, with a quick flush, a short retry and the test GeoIP database.
 fn settings(journal: &Path) -> PipelineSettings {
     let mut s = PipelineSettings::from_config(&linkgate_config::Settings::default());
@@ -611,10 +621,7 @@ pub async fn a_stop_while_the_store_hangs_loses_no_click(store: &Arc<dyn Store>,
     let links = links(&**store, 3).await;
     let journal = tempfile::tempdir().unwrap();
     let queue = Arc::new(ClickQueue::new(4_000));
-    let mut config = settings(journal.path());
-    config.buffer_max_clicks = 2_000;
-    config.batch_max_events = 1_000;
-    config.write_timeout = Duration::from_secs(8);
+    let config = small_buffers(journal.path());
     let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config.clone()).unwrap();
     let first = Arc::clone(handle.stats());
     // A first click written and aggregated: the day's visitor salt is at hand.
@@ -688,12 +695,8 @@ async fn slow_store_write(
     let links = links(&**store, 3).await;
     let journal = tempfile::tempdir().unwrap();
     let queue = Arc::new(ClickQueue::new(4_000));
-    let mut config = settings(journal.path());
-    config.buffer_max_clicks = 2_000;
-    config.batch_max_events = 1_000;
+    let mut config = small_buffers(journal.path());
     config.defer_max_clicks = defer_max;
-    // Longer than the stall: the write is slow, not failed.
-    config.write_timeout = Duration::from_secs(8);
     let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
     let stats = Arc::clone(handle.stats());
     let stream = events(&links, 30_000, 17);
