@@ -121,10 +121,6 @@ fn method_of(req: &RequestHeader) -> Method {
     }
 }
 
-fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 /// Every X-Forwarded-For value as one list; the usual single header is borrowed, not copied.
 fn forwarded_chain(req: &RequestHeader) -> Option<Cow<'_, str>> {
     let mut values = req
@@ -144,10 +140,6 @@ fn forwarded_chain(req: &RequestHeader) -> Option<Cow<'_, str>> {
             Some(Cow::Owned(all))
         }
     }
-}
-
-fn host_of(req: &RequestHeader) -> Option<&str> {
-    header_str(req, "host").or_else(|| req.uri.authority().map(http::uri::Authority::as_str))
 }
 
 /// Writes a complete response. HEAD gets the same headers without the body.
@@ -280,12 +272,18 @@ fn is_prefetch_value(value: &str) -> bool {
         || value.eq_ignore_ascii_case("preview")
 }
 
-/// What a click records from the request's headers, found in one pass over them (a lookup
-/// by name hashes the name and probes the map; a request has few headers, so one scan that
-/// compares names is cheaper than seven lookups). Like a lookup, the first value of a
-/// header counts; a prefetch mark counts in any value.
+/// What the proxy reads from a request's headers, found in one pass over them (a lookup by
+/// name parses and hashes the name and probes the map; a request has few headers, so one
+/// scan that compares names is cheaper than a lookup per header). Like a lookup, the first
+/// value of a header counts; a prefetch mark counts in any value.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct ClickHeaders<'a> {
+struct RequestHeaders<'a> {
+    /// The first `Host` value, if it is visible ASCII.
+    host: Option<&'a str>,
+    /// The first readable `X-Forwarded-For` value, and how many readable values there are
+    /// (counted up to 2: with more than one, [`forwarded_chain`] joins them).
+    forwarded: Option<&'a str>,
+    forwarded_values: u8,
     user_agent: Option<&'a str>,
     referrer: Option<&'a str>,
     accept: Option<&'a str>,
@@ -294,51 +292,83 @@ struct ClickHeaders<'a> {
     prefetch: bool,
 }
 
-fn click_headers<'a>(req: &'a RequestHeader, country_header: Option<&str>) -> ClickHeaders<'a> {
-    // `Some(first value)` once a header has been seen; a value that is not visible ASCII is
-    // `Some(None)`, as a lookup's `to_str` would have it.
-    let mut seen: [Option<Option<&'a str>>; 4] = [None; 4];
-    let mut prefetch = false;
-    for (name, value) in &req.headers {
-        let slot = match name.as_str() {
-            "user-agent" => 0,
-            "referer" => 1,
-            "accept" => 2,
-            "sec-purpose" | "purpose" | "x-moz" | "x-purpose" => {
-                prefetch |= value.to_str().is_ok_and(is_prefetch_value);
-                continue;
-            }
-            other if country_header.is_some_and(|c| c.eq_ignore_ascii_case(other)) => 3,
-            _ => continue,
-        };
-        seen[slot].get_or_insert_with(|| value.to_str().ok());
+impl<'a> RequestHeaders<'a> {
+    fn scan(req: &'a RequestHeader, country_header: Option<&str>) -> Self {
+        // `Some(first value)` once a header has been seen; a value that is not visible ASCII
+        // is `Some(None)`, as a lookup's `to_str` would have it.
+        let mut seen: [Option<Option<&'a str>>; 5] = [None; 5];
+        let mut prefetch = false;
+        let mut forwarded = None;
+        let mut forwarded_values = 0u8;
+        for (name, value) in &req.headers {
+            let slot = match name.as_str() {
+                "host" => 0,
+                "user-agent" => 1,
+                "referer" => 2,
+                "accept" => 3,
+                "x-forwarded-for" => {
+                    if let Ok(v) = value.to_str() {
+                        forwarded.get_or_insert(v);
+                        forwarded_values = forwarded_values.saturating_add(1).min(2);
+                    }
+                    continue;
+                }
+                "sec-purpose" | "purpose" | "x-moz" | "x-purpose" => {
+                    prefetch |= value.to_str().is_ok_and(is_prefetch_value);
+                    continue;
+                }
+                other if country_header.is_some_and(|c| c.eq_ignore_ascii_case(other)) => 4,
+                _ => continue,
+            };
+            seen[slot].get_or_insert_with(|| value.to_str().ok());
+        }
+        let [host, user_agent, referrer, accept, country] = seen.map(Option::flatten);
+        Self {
+            host,
+            forwarded,
+            forwarded_values,
+            user_agent,
+            referrer,
+            accept,
+            country,
+            prefetch,
+        }
     }
-    let [user_agent, referrer, accept, country] = seen.map(Option::flatten);
-    ClickHeaders {
-        user_agent,
-        referrer,
-        accept,
-        country,
-        prefetch,
+
+    /// Every X-Forwarded-For value as one list, as [`forwarded_chain`] gives it: the usual
+    /// single header is borrowed from the scan.
+    fn forwarded_chain(&self, req: &'a RequestHeader) -> Option<Cow<'a, str>> {
+        match self.forwarded_values {
+            0 => None,
+            1 => self.forwarded.map(Cow::Borrowed),
+            _ => forwarded_chain(req),
+        }
+    }
+
+    /// The request's host: the `Host` header, else the request line's authority.
+    fn host(&self, req: &'a RequestHeader) -> Option<&'a str> {
+        self.host
+            .or_else(|| req.uri.authority().map(http::uri::Authority::as_str))
     }
 }
 
 impl LinkProxy {
+    /// The country header to read: only a trusted load balancer's counts.
+    fn country_header(&self, ctx: &Ctx) -> Option<&str> {
+        match (&self.state.country_header, ctx.peer_trusted) {
+            (Some(name), true) => Some(name),
+            _ => None,
+        }
+    }
+
     /// Builds the click event from the request (before any response is written).
     fn click(
-        &self,
-        req: &RequestHeader,
+        headers: &RequestHeaders<'_>,
         ctx: &Ctx,
         link: LinkId,
         method: Method,
         now: Timestamp,
     ) -> ClickEvent {
-        // Only a trusted load balancer's country header counts.
-        let country_header = match (&self.state.country_header, ctx.peer_trusted) {
-            (Some(name), true) => Some(&**name),
-            _ => None,
-        };
-        let headers = click_headers(req, country_header);
         // Anything but two ASCII letters (and Cloudflare's "XX" for unknown) is ignored.
         let country = headers.country.and_then(|v| {
             let b = v.trim().as_bytes();
@@ -386,9 +416,15 @@ impl LinkProxy {
 
     /// The read-only phase: everything is borrowed from the request, nothing is copied on
     /// the cache-hit path except the `Location` value itself.
-    async fn look_up(&self, req: &RequestHeader, ctx: &mut Ctx, now: Timestamp) -> Step {
+    async fn look_up(
+        &self,
+        req: &RequestHeader,
+        headers: &RequestHeaders<'_>,
+        ctx: &mut Ctx,
+        now: Timestamp,
+    ) -> Step {
         let method = method_of(req);
-        let Some(host) = host_of(req) else {
+        let Some(host) = headers.host(req) else {
             return Step::NoHost;
         };
         // Origin-form paths start with "/"; authority-form (CONNECT) and "*" do not.
@@ -429,7 +465,7 @@ impl LinkProxy {
                 });
                 self.state
                     .clicks
-                    .push(self.click(req, ctx, link.id, method, now));
+                    .push(Self::click(headers, ctx, link.id, method, now));
                 Step::Redirect { status, location }
             }
             Decision::PasswordRequired if method == Method::Post => match link {
@@ -443,9 +479,14 @@ impl LinkProxy {
         }
     }
 
-    async fn answer_link(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        let now = Timestamp::now();
-        let step = self.look_up(session.req_header(), ctx, now).await;
+    /// Sends what [`LinkProxy::look_up`] decided.
+    async fn answer_link(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        step: Step,
+        now: Timestamp,
+    ) -> Result<()> {
         match step {
             Step::Redirect { status, location } => {
                 respond_redirect(session, status, location).await
@@ -500,7 +541,9 @@ impl LinkProxy {
                     if limited && !self.state.budget.take(link).await {
                         return self.answer_decision(session, ctx, decide::gone(link)).await;
                     }
-                    let click = self.click(session.req_header(), ctx, link.id, Method::Post, now);
+                    let req = session.req_header();
+                    let headers = RequestHeaders::scan(req, self.country_header(ctx));
+                    let click = Self::click(&headers, ctx, link.id, Method::Post, now);
                     self.state.clicks.push(click);
                     // After a POST the browser must GET the target: 303 See Other.
                     respond_redirect(session, 303, location).await
@@ -647,18 +690,20 @@ impl ProxyHttp for LinkProxy {
             .peer
             .is_some_and(|p| self.state.trusted.iter().any(|n| n.contains(&p)));
         let peer = ctx.peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        // An untrusted peer's X-Forwarded-For is never read, so it is not even collected.
+        let req = session.req_header();
+        let headers = RequestHeaders::scan(req, self.country_header(ctx));
+        // An untrusted peer's X-Forwarded-For is never read.
         ctx.client = if ctx.peer_trusted {
             client_ip(
                 peer,
-                forwarded_chain(session.req_header()).as_deref(),
+                headers.forwarded_chain(req).as_deref(),
                 &self.state.trusted,
             )
         } else {
             peer
         };
 
-        match route(session.req_header().uri.path()) {
+        match route(req.uri.path()) {
             Route::Health => {
                 respond_text(session, 200, "ok\n").await?;
                 Ok(true)
@@ -701,7 +746,9 @@ impl ProxyHttp for LinkProxy {
                     self.too_many(session, ctx, retry_after).await?;
                     return Ok(true);
                 }
-                self.answer_link(session, ctx).await?;
+                let now = Timestamp::now();
+                let step = self.look_up(req, &headers, ctx, now).await;
+                self.answer_link(session, ctx, step, now).await?;
                 Ok(true)
             }
         }
@@ -771,18 +818,22 @@ mod tests {
     }
 
     #[test]
-    fn click_headers_are_found_in_one_pass_as_lookups_would_find_them() {
+    fn request_headers_are_found_in_one_pass_as_lookups_would_find_them() {
         let req = request(&[
             ("Host", b"s.example"),
             ("User-Agent", b"Mozilla/5.0 first"),
             ("user-agent", b"second"),
             ("Accept", b"text/html"),
             ("CF-IPCountry", b"de"),
+            ("X-Forwarded-For", b"198.51.100.7"),
         ]);
-        let found = click_headers(&req, Some("cf-ipcountry"));
+        let found = RequestHeaders::scan(&req, Some("cf-ipcountry"));
         assert_eq!(
             found,
-            ClickHeaders {
+            RequestHeaders {
+                host: Some("s.example"),
+                forwarded: Some("198.51.100.7"),
+                forwarded_values: 1,
                 user_agent: Some("Mozilla/5.0 first"),
                 referrer: None,
                 accept: Some("text/html"),
@@ -790,18 +841,57 @@ mod tests {
                 prefetch: false,
             }
         );
+        assert_eq!(found.host(&req), Some("s.example"));
+        assert_eq!(
+            found.forwarded_chain(&req),
+            forwarded_chain(&req),
+            "one value is borrowed as the lookup borrows it"
+        );
         // No configured country header: the value is not read.
-        assert_eq!(click_headers(&req, None).country, None);
+        assert_eq!(RequestHeaders::scan(&req, None).country, None);
         // An empty header is there (not missing); a value that is not visible ASCII is
         // unreadable, as for a lookup, even when a later value is readable.
         let req = request(&[
             ("referer", b""),
             ("accept", b"caf\xc3\xa9"),
             ("accept", b"x"),
+            ("host", b"caf\xc3\xa9"),
+            ("host", b"s.example"),
         ]);
-        let found = click_headers(&req, None);
+        let found = RequestHeaders::scan(&req, None);
         assert_eq!(found.referrer, Some(""));
         assert_eq!(found.accept, None);
+        assert_eq!(
+            found.host, None,
+            "the first Host value counts, as for a lookup"
+        );
+        assert_eq!(found.forwarded_chain(&req), None);
+    }
+
+    #[test]
+    fn every_forwarded_for_value_is_in_the_chain_and_unreadable_ones_are_skipped() {
+        let req = request(&[
+            ("x-forwarded-for", b"6.6.6.6"),
+            ("x-forwarded-for", b"caf\xc3\xa9"),
+            ("X-Forwarded-For", b"198.51.100.7, 10.0.0.5"),
+            ("x-forwarded-for", b"10.0.0.6"),
+        ]);
+        let found = RequestHeaders::scan(&req, None);
+        assert_eq!(found.forwarded, Some("6.6.6.6"));
+        assert_eq!(found.forwarded_values, 2);
+        assert_eq!(
+            found.forwarded_chain(&req).as_deref(),
+            Some("6.6.6.6, 198.51.100.7, 10.0.0.5, 10.0.0.6")
+        );
+    }
+
+    #[test]
+    fn without_a_host_header_the_authority_is_the_host() {
+        let mut req = RequestHeader::build("GET", b"/abc", None).unwrap();
+        req.set_uri(http::Uri::from_static("http://s.example/abc"));
+        let found = RequestHeaders::scan(&req, None);
+        assert_eq!(found.host, None);
+        assert_eq!(found.host(&req), Some("s.example"));
     }
 
     #[test]
@@ -813,14 +903,14 @@ mod tests {
             ("X-Purpose", b"preview"),
         ] {
             assert!(
-                click_headers(&request(&[(name, value)]), None).prefetch,
+                RequestHeaders::scan(&request(&[(name, value)]), None).prefetch,
                 "{name}"
             );
         }
         let plain = request(&[("Sec-Purpose", b"prerender-ish"), ("Accept", b"*/*")]);
-        assert!(!click_headers(&plain, None).prefetch);
+        assert!(!RequestHeaders::scan(&plain, None).prefetch);
         let second = request(&[("Purpose", b"none"), ("Purpose", b"prefetch")]);
-        assert!(click_headers(&second, None).prefetch);
+        assert!(RequestHeaders::scan(&second, None).prefetch);
     }
 
     #[test]

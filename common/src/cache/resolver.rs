@@ -344,6 +344,28 @@ fn weigh_negative(key: &Box<[u8]>, (): &()) -> u32 {
     u32::try_from(key.len() + 96).unwrap_or(u32::MAX)
 }
 
+/// Where each byte may appear in a cache key: [`CODE_BYTE`] and/or [`HOST_BYTE`] bits.
+/// One table lookup per byte is what the cache-hit path pays.
+const KEY_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c: u8 = 0;
+    loop {
+        let alnum = c.is_ascii_alphanumeric();
+        let code = alnum || c == b'_' || c == b'-';
+        let host = alnum || matches!(c, b'-' | b'.' | b':' | b'[' | b']');
+        t[c as usize] = ((code as u8) * CODE_BYTE) | ((host as u8) * HOST_BYTE);
+        if c == u8::MAX {
+            break;
+        }
+        c += 1;
+    }
+    t
+};
+/// In a code: letters, digits, `_` and `-`.
+const CODE_BYTE: u8 = 1;
+/// In a host: letters, digits and `-.:[]`.
+const HOST_BYTE: u8 = 2;
+
 /// Writes `host \0 code` (host lower-cased) into `buf`; `None` when either part is empty or
 /// too long, or has characters no host name or code has.
 fn key_into<'a>(buf: &'a mut [u8; KEY_BUF], host: &str, code: &str) -> Option<&'a [u8]> {
@@ -354,27 +376,49 @@ fn key_into<'a>(buf: &'a mut [u8; KEY_BUF], host: &str, code: &str) -> Option<&'
     // Only code characters: anything else cannot be a link and is not worth a cache entry.
     if !code
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        .all(|b| KEY_BYTES[usize::from(b)] & CODE_BYTE != 0)
     {
         return None;
     }
-    let mut n = 0;
-    for b in host.bytes() {
-        if !(b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)) {
+    let (host_part, rest) = buf.split_at_mut(host.len());
+    for (out, b) in host_part.iter_mut().zip(host.bytes()) {
+        if KEY_BYTES[usize::from(b)] & HOST_BYTE == 0 {
             return None;
         }
-        buf[n] = b.to_ascii_lowercase();
-        n += 1;
+        *out = b.to_ascii_lowercase();
     }
-    buf[n] = 0;
-    n += 1;
-    buf[n..n + code.len()].copy_from_slice(code.as_bytes());
-    Some(&buf[..n + code.len()])
+    rest[0] = 0;
+    rest[1..=code.len()].copy_from_slice(code.as_bytes());
+    Some(&buf[..host.len() + 1 + code.len()])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_byte_is_allowed_in_a_key_exactly_where_it_may_appear() {
+        for b in 0..=255u8 {
+            let alnum = b.is_ascii_alphanumeric();
+            let in_code = alnum || b == b'_' || b == b'-';
+            let in_host = alnum || b"-.:[]".contains(&b);
+            let mut buf = [0u8; KEY_BUF];
+            let code = [b'a', b];
+            let code = std::str::from_utf8(&code).unwrap_or("a\u{80}");
+            assert_eq!(
+                key_into(&mut buf, "h", code).is_some(),
+                in_code,
+                "{b} in a code"
+            );
+            let host = [b'h', b];
+            let host = std::str::from_utf8(&host).unwrap_or("h\u{80}");
+            assert_eq!(
+                key_into(&mut buf, host, "c").map(<[u8]>::to_vec),
+                in_host.then(|| vec![b'h', b.to_ascii_lowercase(), 0, b'c']),
+                "{b} in a host"
+            );
+        }
+    }
 
     #[test]
     fn keys_fold_host_case_and_keep_code_case() {
