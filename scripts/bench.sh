@@ -107,34 +107,69 @@ fi
 if want proxy; then
 echo
 echo "## linkgate-proxy vs the bare Pingora baseline (cache hits, 1 server thread each)"
+# One server runs at a time, in alternating rounds: the proxy's batcher processes the clicks
+# it deferred at the peak after its round, and doing that during a baseline round would slow
+# the baseline (and flatter the ratio). Each round starts its server afresh, warms it with
+# every hot code (uniform, closed loop, 3 s) and, for the proxy, waits until every click of
+# the round is persisted before the server stops.
 $LT seed --store "sqlite://$WORK/proxy.db" --links 100000 --domain 127.0.0.1:18080 --codes-out "$WORK/all.txt"
 head -10000 "$WORK/all.txt" > "$WORK/hot.txt"
-LINKGATE__STORE__URL="sqlite://$WORK/proxy.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18080 \
-  LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19090 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
-  ./target/release/linkgate-proxy >/dev/null 2>&1 &
-./target/release/examples/bare_redirect 127.0.0.1:18081 1 >/dev/null 2>&1 &
-wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18080' && wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18081'
-echo "### peak throughput (closed loop)"
-$LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" \
-  $CLIENT_ARGS --connections 32 --duration "$RUN_SECS" --warmup 3 --rounds 3 --threads 1 | tee "$WORK/peak.txt"
+ROUNDS=3
+ab_server() { # proxy|bare -> $AB_PID, serving the hot links on 127.0.0.1:18080, warmed
+  if [ "$1" = proxy ]; then
+    LINKGATE__STORE__URL="sqlite://$WORK/proxy.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18080 \
+      LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19090 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
+      LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal-proxy" ./target/release/linkgate-proxy >/dev/null 2>&1 &
+  else
+    ./target/release/examples/bare_redirect 127.0.0.1:18080 1 >/dev/null 2>&1 &
+  fi
+  AB_PID=$!
+  wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18080'
+  $LT run --target http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" $CLIENT_ARGS --zipf 0 \
+    --connections 32 --duration 3 --warmup 0 --threads 1 >/dev/null
+}
+ab_stop() { kill "$AB_PID" 2>/dev/null || true; wait "$AB_PID" 2>/dev/null || true; }
+ab_run() { # label round extra-args... -> $WORK/ab-label-round.txt
+  local label=$1 round=$2; shift 2
+  $LT run --target http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" $CLIENT_ARGS \
+    --connections 32 --threads 1 "$@" > "$WORK/ab-$label-$round.txt"
+  echo "round $round $label: $(grep -E '^(throughput|p50|p90|p99|errors|unsent) ' "$WORK/ab-$label-$round.txt" |
+    awk '{ printf "%s %s %s  ", $1, $2, $3 }')"
+}
+echo "### peak throughput (closed loop, $ROUNDS alternating rounds of $RUN_SECS s after a 3 s warm-up)"
+for round in $(seq $ROUNDS); do
+  ab_server bare
+  ab_run bare "$round" --duration "$RUN_SECS" --warmup 3
+  ab_stop
+  ab_server proxy
+  ab_run proxy "$round" --duration "$RUN_SECS" --warmup 3
+  proxy_clicks 19090 | sed 's/^/  /'
+  ab_stop
+done
+sum_of() { cat "$WORK"/ab-"$1"-*.txt | awk '$1 == "throughput" { t += $2 } END { print t }'; }
+BARE=$(sum_of bare)
+PROXY=$(sum_of proxy)
+echo "mean peak: bare $((BARE / ROUNDS)) /s, proxy $((PROXY / ROUNDS)) /s"
+echo "throughput ratio proxy/bare: $(awk -v a="$BARE" -v b="$PROXY" 'BEGIN { printf "%.3f", b / a }')"
 # Half of the proxy's measured peak (the rate the latency target is stated at).
-proxy_clicks 19090
-RATE=$(awk '$1 == "throughput" { print int($4 / 2); exit }' "$WORK/peak.txt")
-echo "### latency at $RATE requests/s (open loop, half of the proxy's peak)"
-$LT compare --a http://127.0.0.1:18081 --b http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" \
-  $CLIENT_ARGS --rate "$RATE" --connections 32 --duration "$RUN_SECS" --warmup 2 --rounds 2 --threads 1
-kill $(jobs -p) 2>/dev/null || true
-wait 2>/dev/null || true
+RATE=$((PROXY / ROUNDS / 2))
+rm -f "$WORK"/ab-*.txt
+echo "### latency at $RATE requests/s (open loop, half of the proxy's peak, 2 alternating rounds)"
+for round in 1 2; do
+  for label in bare proxy; do
+    ab_server $label
+    ab_run $label "$round" --rate "$RATE" --duration "$RUN_SECS" --warmup 2
+    ab_stop
+  done
+done
 fi
 
 if want pinned; then
 echo
 echo "## linkgate-proxy vs the bare Pingora baseline, each server alone on core 1, the generator on core 0"
-# The "proxy" comparison keeps both servers running and alternates rounds, so the proxy's
-# batcher (still writing the clicks of its last round) shares the CPU with the baseline's
-# rounds, and the generator shares cores with both; here the generator never shares a core
-# with a server, and only one server runs at a time: each, with all its threads (the
-# proxy's click batcher included), has core 1 to itself.
+# In the "proxy" comparison the generator shares both cores with the server; here it never
+# shares a core with a server: each server, with all its threads (the proxy's click batcher
+# included), has core 1 to itself, and only one runs at a time.
 need taskset util-linux
 $LT seed --store "sqlite://$WORK/pinned.db" --links 100000 --domain 127.0.0.1:18086 --codes-out "$WORK/pinned-all.txt" >/dev/null
 head -10000 "$WORK/pinned-all.txt" > "$WORK/pinned-hot.txt"
