@@ -59,6 +59,7 @@ both!(
     a_batcher_behind_defers_clicks_to_disk_and_loses_none,
     clicks_deferred_before_a_stop_are_processed_after_the_restart,
     deferred_clicks_wait_while_every_core_is_busy,
+    a_stop_while_every_core_is_busy_loses_no_click,
     a_stop_while_the_store_hangs_loses_no_click,
     flagged_traffic_puts_its_link_in_the_review_queue,
     a_popular_link_is_judged_by_its_history_after_a_restart,
@@ -545,6 +546,88 @@ pub async fn deferred_clicks_wait_while_every_core_is_busy(store: &Arc<dyn Store
         "processing paused while the cores were busy"
     );
     assert_eq!(stats.deferred.load(Ordering::Relaxed), 0, "all taken back");
+}
+
+/// A stop that comes while processing is paused (every core busy, clicks arriving at
+/// 10,000/s and deferred): the batcher stops within its time, and after a restart every
+/// click that was offered is persisted exactly once.
+pub async fn a_stop_while_every_core_is_busy_loses_no_click(store: &Arc<dyn Store>, url: &str) {
+    let links = links(&**store, 3).await;
+    let journal = tempfile::tempdir().unwrap();
+    let queue = Arc::new(ClickQueue::new(4_000));
+    let config = small_buffers(journal.path());
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config.clone()).unwrap();
+    let first = Arc::clone(handle.stats());
+    let mut stream = events(&links, 60_000, 37).into_iter();
+    // As in `slow_store_write`: a stalled write puts the batcher behind (it defers), then
+    // every core is kept busy while clicks keep coming.
+    let stall = Stall::new(url).await;
+    let start = Instant::now();
+    let mut cores = None;
+    loop {
+        let elapsed = start.elapsed();
+        if cores.is_none() && elapsed >= Duration::from_millis(500) {
+            stall.begin().await;
+            cores = Some(BusyCores::start());
+        }
+        if elapsed >= Duration::from_millis(2_500) {
+            stall.end().await;
+        }
+        if elapsed >= Duration::from_millis(3_000)
+            && first.contended_pauses.load(Ordering::Relaxed) > 0
+            && first.deferred.load(Ordering::Relaxed) > 0
+        {
+            break;
+        }
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "processing paused with clicks deferred while every core is busy \
+             ({} pauses, {} deferred)",
+            first.contended_pauses.load(Ordering::Relaxed),
+            first.deferred.load(Ordering::Relaxed)
+        );
+        let due = usize::try_from(elapsed.as_millis() * 10).unwrap();
+        let offered = usize::try_from(queue.stats().offered).unwrap();
+        for e in stream.by_ref().take(due.saturating_sub(offered)) {
+            assert!(queue.push(e), "no drop while deferring");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let total = queue.stats().offered;
+    let stopping = Instant::now();
+    handle.shutdown(Duration::from_secs(1)).await;
+    let took = stopping.elapsed();
+    drop(cores);
+    stall.end().await;
+    assert!(
+        took < Duration::from_millis(1_500),
+        "a paused batcher stops within its time (took {took:?})"
+    );
+    assert_eq!(queue.stats().dropped, 0);
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
+    let second = Arc::clone(handle.stats());
+    let start = Instant::now();
+    while first.persisted.load(Ordering::Relaxed) + second.persisted.load(Ordering::Relaxed) < total
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} + {} of {total} persisted after a restart",
+            first.persisted.load(Ordering::Relaxed),
+            second.persisted.load(Ordering::Relaxed),
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.shutdown(Duration::from_secs(2)).await;
+    let mut persisted = 0;
+    for &link in &links {
+        persisted += counted_once(&**store, link).await;
+    }
+    assert_eq!(persisted, total, "every click persisted exactly once");
+    let left = walkdir(journal.path());
+    assert!(
+        left.is_empty(),
+        "journal and deferred files taken and removed: {left:?}"
+    );
 }
 
 /// Threads that keep every core busy until dropped: twice as many as there are CPUs, plus
