@@ -604,30 +604,8 @@ pub async fn a_stop_while_every_core_is_busy_loses_no_click(store: &Arc<dyn Stor
         "a paused batcher stops within its time (took {took:?})"
     );
     assert_eq!(queue.stats().dropped, 0);
-    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
-    let second = Arc::clone(handle.stats());
-    let start = Instant::now();
-    while first.persisted.load(Ordering::Relaxed) + second.persisted.load(Ordering::Relaxed) < total
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{} + {} of {total} persisted after a restart",
-            first.persisted.load(Ordering::Relaxed),
-            second.persisted.load(Ordering::Relaxed),
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    handle.shutdown(Duration::from_secs(2)).await;
-    let mut persisted = 0;
-    for &link in &links {
-        persisted += counted_once(&**store, link).await;
-    }
-    assert_eq!(persisted, total, "every click persisted exactly once");
-    let left = walkdir(journal.path());
-    assert!(
-        left.is_empty(),
-        "journal and deferred files taken and removed: {left:?}"
-    );
+    restart_persists_every_click(store, &queue, config, &first, total, &links, journal.path())
+        .await;
 }
 
 /// Threads that keep every core busy until dropped: twice as many as there are CPUs, plus
@@ -740,13 +718,29 @@ pub async fn a_stop_while_the_store_hangs_loses_no_click(store: &Arc<dyn Store>,
         "stopped within its time: memory journaled, deferred files left"
     );
     stall.end().await;
-    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
+    restart_persists_every_click(store, &queue, config, &first, total, &links, journal.path())
+        .await;
+}
+
+/// Restarts a stopped pipeline on the same queue and journal: `total` clicks (counted by
+/// the first run and this one) are persisted, each exactly once, and the journal with its
+/// deferred files ends empty.
+async fn restart_persists_every_click(
+    store: &Arc<dyn Store>,
+    queue: &Arc<ClickQueue>,
+    config: PipelineSettings,
+    first: &PipelineStats,
+    total: u64,
+    links: &[LinkId],
+    journal: &Path,
+) {
+    let handle = pipeline::spawn(Arc::clone(queue), Arc::clone(store), config).unwrap();
     let second = Arc::clone(handle.stats());
     let start = Instant::now();
     while first.persisted.load(Ordering::Relaxed) + second.persisted.load(Ordering::Relaxed) < total
     {
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(60),
             "{} + {} of {total} persisted after a restart",
             first.persisted.load(Ordering::Relaxed),
             second.persisted.load(Ordering::Relaxed),
@@ -755,11 +749,11 @@ pub async fn a_stop_while_the_store_hangs_loses_no_click(store: &Arc<dyn Store>,
     }
     handle.shutdown(Duration::from_secs(2)).await;
     let mut persisted = 0;
-    for &link in &links {
+    for &link in links {
         persisted += counted_once(&**store, link).await;
     }
     assert_eq!(persisted, total, "every click persisted exactly once");
-    let left = walkdir(journal.path());
+    let left = walkdir(journal);
     assert!(
         left.is_empty(),
         "journal and deferred files emptied: {left:?}"
