@@ -350,9 +350,8 @@ const KEY_BYTES: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut c: u8 = 0;
     loop {
-        let alnum = c.is_ascii_alphanumeric();
-        let code = alnum || c == b'_' || c == b'-';
-        let host = alnum || matches!(c, b'-' | b'.' | b':' | b'[' | b']');
+        let code = crate::domain::is_code_byte(c);
+        let host = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b':' | b'[' | b']');
         t[c as usize] = ((code as u8) * CODE_BYTE) | ((host as u8) * HOST_BYTE);
         if c == u8::MAX {
             break;
@@ -361,7 +360,7 @@ const KEY_BYTES: [u8; 256] = {
     }
     t
 };
-/// In a code: letters, digits, `_` and `-`.
+/// In a code ([`crate::domain::is_code_byte`]).
 const CODE_BYTE: u8 = 1;
 /// In a host: letters, digits and `-.:[]`.
 const HOST_BYTE: u8 = 2;

@@ -387,10 +387,10 @@ pub fn spawn(
         last_error_log: None,
         last_counter_connect: None,
         stats: Arc::clone(&stats),
-        stopping: stop_rx.clone(),
+        stopping: stop_rx,
         settings,
     };
-    let task = tokio::spawn(worker.run(stop_rx));
+    let task = tokio::spawn(worker.run());
     Ok(PipelineHandle { stats, stop, task })
 }
 
@@ -466,7 +466,8 @@ struct Worker {
     finishing: bool,
     /// Shutting down: every store call ends by then, so what is left can be journaled.
     finish_by: Option<Instant>,
-    /// The stop request (its deadline), seen by store calls in flight.
+    /// The stop request (its deadline): ends the run loop, and is seen by store calls in
+    /// flight.
     stopping: watch::Receiver<Option<Instant>>,
     /// When the current deferral began.
     deferring_since: Option<Instant>,
@@ -498,12 +499,12 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self, mut stop: watch::Receiver<Option<Instant>>) {
+    async fn run(mut self) {
         let mut last_flush = Instant::now();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
-                _ = stop.changed() => break,
+                _ = self.stopping.changed() => break,
             }
             self.drain_queue();
             self.arrivals.update(self.queue.stats().offered);
@@ -538,7 +539,8 @@ impl Worker {
                 self.maintain().await;
             }
         }
-        let deadline = stop
+        let deadline = self
+            .stopping
             .borrow()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         self.finish(deadline).await;
@@ -554,10 +556,10 @@ impl Worker {
         // Leave a quarter of the time (at least 100 ms) for journaling.
         let reserve = (deadline.saturating_duration_since(Instant::now()) / 4)
             .max(Duration::from_millis(100));
-        self.finish_by = Some(deadline.checked_sub(reserve).unwrap_or(deadline));
+        let until = deadline.checked_sub(reserve).unwrap_or(deadline);
+        self.finish_by = Some(until);
         self.collect().await;
         if self.failures < self.settings.spill_after_failures {
-            let until = deadline.checked_sub(reserve).unwrap_or(deadline);
             self.write_pending(Some(until)).await;
             // With nothing left to journal the window may use the journal's reserve too.
             // What it cannot write in time stays pending in the store: another node (or

@@ -20,6 +20,7 @@ pub use link::{
     LinkState, MAX_TAGS_PER_LINK, MAX_TITLE_CHARS, NewLink, RedirectStatus, Tag, parse_title,
 };
 pub use review::{FraudReview, ReviewCandidate, ReviewState, ReviewThresholds};
+pub(crate) use short_code::is_code_byte;
 pub use short_code::{
     DEFAULT_GENERATED_LEN, MAX_CODE_LEN, MIN_CUSTOM_CODE_LEN, RESERVED_CODES, ShortCode,
     ShortCodeError, is_reserved,

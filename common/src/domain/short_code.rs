@@ -119,7 +119,8 @@ pub fn is_reserved(input: &str) -> bool {
     RESERVED_CODES.iter().any(|r| r.eq_ignore_ascii_case(input))
 }
 
-fn is_code_byte(b: u8) -> bool {
+/// Whether `b` may appear in a code: letters, digits, `_` and `-`.
+pub(crate) const fn is_code_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 

@@ -142,8 +142,17 @@ fn events(links: &[LinkId], n: usize, seed: u64) -> Vec<ClickEvent> {
 
 /// A pipeline with [`settings`] and a queue of 10,000.
 fn start(store: &Arc<dyn Store>, journal: &Path) -> (Arc<ClickQueue>, pipeline::PipelineHandle) {
-    let queue = Arc::new(ClickQueue::new(10_000));
-    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), settings(journal)).unwrap();
+    start_with(store, settings(journal), 10_000)
+}
+
+/// A pipeline with `config` on a queue of `capacity`.
+fn start_with(
+    store: &Arc<dyn Store>,
+    config: PipelineSettings,
+    capacity: usize,
+) -> (Arc<ClickQueue>, pipeline::PipelineHandle) {
+    let queue = Arc::new(ClickQueue::new(capacity));
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
     (queue, handle)
 }
 
@@ -554,9 +563,8 @@ pub async fn deferred_clicks_wait_while_every_core_is_busy(store: &Arc<dyn Store
 pub async fn a_stop_while_every_core_is_busy_loses_no_click(store: &Arc<dyn Store>, url: &str) {
     let links = links(&**store, 3).await;
     let journal = tempfile::tempdir().unwrap();
-    let queue = Arc::new(ClickQueue::new(4_000));
     let config = small_buffers(journal.path());
-    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config.clone()).unwrap();
+    let (queue, handle) = start_with(store, config.clone(), 4_000);
     let first = Arc::clone(handle.stats());
     let mut stream = events(&links, 60_000, 37).into_iter();
     // As in `slow_store_write`: a stalled write puts the batcher behind (it defers), then
@@ -681,9 +689,8 @@ pub async fn clicks_deferred_before_a_stop_are_processed_after_the_restart(
 pub async fn a_stop_while_the_store_hangs_loses_no_click(store: &Arc<dyn Store>, url: &str) {
     let links = links(&**store, 3).await;
     let journal = tempfile::tempdir().unwrap();
-    let queue = Arc::new(ClickQueue::new(4_000));
     let config = small_buffers(journal.path());
-    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config.clone()).unwrap();
+    let (queue, handle) = start_with(store, config.clone(), 4_000);
     let first = Arc::clone(handle.stats());
     // A first click written and aggregated: the day's visitor salt is at hand.
     let stream = events(&links, 12_001, 31);
@@ -771,10 +778,9 @@ async fn slow_store_write(
 ) -> Arc<PipelineStats> {
     let links = links(&**store, 3).await;
     let journal = tempfile::tempdir().unwrap();
-    let queue = Arc::new(ClickQueue::new(4_000));
     let mut config = small_buffers(journal.path());
     config.defer_max_clicks = defer_max;
-    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
+    let (queue, handle) = start_with(store, config, 4_000);
     let stats = Arc::clone(handle.stats());
     let stream = events(&links, 30_000, 17);
     let total = stream.len() as u64;
