@@ -9,10 +9,20 @@ use ipnet::IpNet;
 /// The client address for a request from `peer` carrying `forwarded_for` (all
 /// X-Forwarded-For values joined by commas).
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
+    if !trusted.iter().any(|net| net.contains(&peer)) {
         return peer;
     }
+    client_behind_trusted_peer(peer, forwarded_for, trusted)
+}
+
+/// [`client_ip`] for a `peer` the caller has already found in `trusted` (the proxy does,
+/// once per request, for the country header too).
+pub fn client_behind_trusted_peer(
+    peer: IpAddr,
+    forwarded_for: Option<&str>,
+    trusted: &[IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let Some(header) = forwarded_for else {
         return peer;
     };

@@ -25,7 +25,7 @@ use crate::decide::{self, Decision, Method, RequestFacts};
 use crate::metrics::{Metrics, Outcome, TierLabel};
 use crate::pages;
 use crate::password::{Attempt, PasswordGate, password_from_form};
-use linkgate_common::client_ip::client_ip;
+use linkgate_common::client_ip::client_behind_trusted_peer;
 use linkgate_common::ratelimit::{Limiter, Verdict, retry_after_secs};
 
 /// Largest password form body read.
@@ -245,9 +245,8 @@ impl Enumerators {
             .fetch_max(self.ms(until).saturating_add(1), Ordering::Relaxed);
     }
 
-    /// How long `client` must still wait, if it is blocked.
-    pub fn blocked_for(&self, client: &IpAddr) -> Option<std::time::Duration> {
-        let now = Instant::now();
+    /// How long `client` must still wait at `now` (the request's start), if it is blocked.
+    pub fn blocked_for(&self, client: &IpAddr, now: Instant) -> Option<std::time::Duration> {
         if self.ms(now) >= self.latest_ms.load(Ordering::Relaxed) {
             return None;
         }
@@ -280,10 +279,10 @@ fn is_prefetch_value(value: &str) -> bool {
 struct RequestHeaders<'a> {
     /// The first `Host` value, if it is visible ASCII.
     host: Option<&'a str>,
-    /// The first readable `X-Forwarded-For` value, and how many readable values there are
-    /// (counted up to 2: with more than one, [`forwarded_chain`] joins them).
+    /// The first readable `X-Forwarded-For` value, and whether there is another one (then
+    /// [`forwarded_chain`] joins them all).
     forwarded: Option<&'a str>,
-    forwarded_values: u8,
+    forwarded_more: bool,
     user_agent: Option<&'a str>,
     referrer: Option<&'a str>,
     accept: Option<&'a str>,
@@ -299,7 +298,7 @@ impl<'a> RequestHeaders<'a> {
         let mut seen: [Option<Option<&'a str>>; 5] = [None; 5];
         let mut prefetch = false;
         let mut forwarded = None;
-        let mut forwarded_values = 0u8;
+        let mut forwarded_more = false;
         for (name, value) in &req.headers {
             let slot = match name.as_str() {
                 "host" => 0,
@@ -308,8 +307,8 @@ impl<'a> RequestHeaders<'a> {
                 "accept" => 3,
                 "x-forwarded-for" => {
                     if let Ok(v) = value.to_str() {
+                        forwarded_more |= forwarded.is_some();
                         forwarded.get_or_insert(v);
-                        forwarded_values = forwarded_values.saturating_add(1).min(2);
                     }
                     continue;
                 }
@@ -326,7 +325,7 @@ impl<'a> RequestHeaders<'a> {
         Self {
             host,
             forwarded,
-            forwarded_values,
+            forwarded_more,
             user_agent,
             referrer,
             accept,
@@ -338,10 +337,10 @@ impl<'a> RequestHeaders<'a> {
     /// Every X-Forwarded-For value as one list, as [`forwarded_chain`] gives it: the usual
     /// single header is borrowed from the scan.
     fn forwarded_chain(&self, req: &'a RequestHeader) -> Option<Cow<'a, str>> {
-        match self.forwarded_values {
-            0 => None,
-            1 => self.forwarded.map(Cow::Borrowed),
-            _ => forwarded_chain(req),
+        if self.forwarded_more {
+            forwarded_chain(req)
+        } else {
+            self.forwarded.map(Cow::Borrowed)
         }
     }
 
@@ -431,7 +430,7 @@ impl LinkProxy {
         let code = req.uri.path().strip_prefix('/').unwrap_or_default();
         let query = req.uri.query();
         // The cache-hit path is synchronous: no future is built for it.
-        let resolved = match self.state.resolver.cached(host, code) {
+        let resolved = match self.state.resolver.cached(host, code, ctx.started) {
             Some(hit) => hit,
             // Boxed: the miss path's state is large, and keeping it out of this future keeps
             // the hit path's future small (it is moved and copied on every request).
@@ -694,7 +693,7 @@ impl ProxyHttp for LinkProxy {
         let headers = RequestHeaders::scan(req, self.country_header(ctx));
         // An untrusted peer's X-Forwarded-For is never read.
         ctx.client = if ctx.peer_trusted {
-            client_ip(
+            client_behind_trusted_peer(
                 peer,
                 headers.forwarded_chain(req).as_deref(),
                 &self.state.trusted,
@@ -736,7 +735,7 @@ impl ProxyHttp for LinkProxy {
                     respond_text(session, 403, pages::REFUSED).await?;
                     return Ok(true);
                 }
-                if let Some(wait) = self.state.enumerators.blocked_for(&ctx.client) {
+                if let Some(wait) = self.state.enumerators.blocked_for(&ctx.client, ctx.started) {
                     self.too_many(session, ctx, wait).await?;
                     return Ok(true);
                 }
@@ -833,7 +832,7 @@ mod tests {
             RequestHeaders {
                 host: Some("s.example"),
                 forwarded: Some("198.51.100.7"),
-                forwarded_values: 1,
+                forwarded_more: false,
                 user_agent: Some("Mozilla/5.0 first"),
                 referrer: None,
                 accept: Some("text/html"),
@@ -878,11 +877,20 @@ mod tests {
         ]);
         let found = RequestHeaders::scan(&req, None);
         assert_eq!(found.forwarded, Some("6.6.6.6"));
-        assert_eq!(found.forwarded_values, 2);
+        assert!(found.forwarded_more);
         assert_eq!(
             found.forwarded_chain(&req).as_deref(),
             Some("6.6.6.6, 198.51.100.7, 10.0.0.5, 10.0.0.6")
         );
+        // One readable value after an unreadable one is the whole chain, borrowed.
+        let req = request(&[
+            ("x-forwarded-for", b"caf\xc3\xa9"),
+            ("x-forwarded-for", b"198.51.100.7"),
+        ]);
+        let found = RequestHeaders::scan(&req, None);
+        assert!(!found.forwarded_more);
+        assert_eq!(found.forwarded_chain(&req), forwarded_chain(&req));
+        assert_eq!(found.forwarded_chain(&req).as_deref(), Some("198.51.100.7"));
     }
 
     #[test]
@@ -936,16 +944,26 @@ mod tests {
 
     #[test]
     fn a_blocked_enumerator_waits_at_once_and_others_never_do() {
+        use std::time::Duration;
         let blocked = Enumerators::new();
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        assert!(blocked.blocked_for(&a).is_none());
-        blocked.block(a, Instant::now() + std::time::Duration::from_millis(200));
-        assert!(
-            blocked.blocked_for(&a).is_some(),
+        let start = Instant::now();
+        assert!(blocked.blocked_for(&a, start).is_none());
+        blocked.block(a, start + Duration::from_millis(200));
+        assert_eq!(
+            blocked.blocked_for(&a, start),
+            Some(Duration::from_millis(200)),
             "right after the block, not after maintenance"
         );
-        assert!(blocked.blocked_for(&b).is_none());
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        assert!(blocked.blocked_for(&a).is_none());
+        assert_eq!(
+            blocked.blocked_for(&a, start + Duration::from_millis(150)),
+            Some(Duration::from_millis(50))
+        );
+        assert!(blocked.blocked_for(&b, start).is_none());
+        assert!(
+            blocked
+                .blocked_for(&a, start + Duration::from_millis(250))
+                .is_none()
+        );
     }
 }

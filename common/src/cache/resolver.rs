@@ -137,8 +137,9 @@ impl Resolver {
         }
     }
 
-    /// The L1 answer, if L1 has one: synchronous, the cache-hit path.
-    pub fn cached(&self, host: &str, code: &str) -> Option<Resolved> {
+    /// The L1 answer, if L1 has one: synchronous, the cache-hit path. `now` is a recent
+    /// reading of the clock (the proxy passes the request's start) for the memo's expiry.
+    pub fn cached(&self, host: &str, code: &str, now: Instant) -> Option<Resolved> {
         let mut buf = [0u8; KEY_BUF];
         let Some(key) = key_into(&mut buf, host, code) else {
             return Some(Resolved {
@@ -149,7 +150,6 @@ impl Resolver {
         // Read the epoch before L1: an invalidation that lands after this read bumps it
         // past the value the memo is stamped with, so the memo is dropped on the next call.
         let epoch = self.epoch.load(Ordering::Acquire);
-        let now = Instant::now();
         let memo_hit = MEMO.with_borrow_mut(|memo| {
             let memo = memo.get_or_insert_with(|| Memo {
                 owner: self.id,
@@ -198,7 +198,7 @@ impl Resolver {
     /// Looks a code up on a host: L1, then (once per key at a time) L2 and the store.
     /// Invalid hosts or codes are unknown without any lookup.
     pub async fn resolve(&self, host: &str, code: &str) -> Result<Resolved, StoreError> {
-        match self.cached(host, code) {
+        match self.cached(host, code, Instant::now()) {
             Some(hit) => Ok(hit),
             None => self.load_missing(host, code).await,
         }
@@ -491,12 +491,12 @@ mod tests {
             Some("https://example.com/1".into())
         );
         // Twice: the second answer comes from this thread's memo.
-        assert!(resolver.cached("sho.rt", "memo").is_some());
-        assert!(resolver.cached("sho.rt", "memo").is_some());
+        assert!(resolver.cached("sho.rt", "memo", Instant::now()).is_some());
+        assert!(resolver.cached("sho.rt", "memo", Instant::now()).is_some());
         retarget(&*store, &link, "https://example.com/2").await;
         resolver.invalidate_local("sho.rt", "memo");
         assert!(
-            resolver.cached("sho.rt", "memo").is_none(),
+            resolver.cached("sho.rt", "memo", Instant::now()).is_none(),
             "neither L1 nor the memo may answer"
         );
         assert_eq!(
@@ -512,13 +512,19 @@ mod tests {
                 .link
                 .is_none()
         );
-        assert!(resolver.cached("sho.rt", "later").unwrap().link.is_none());
+        assert!(
+            resolver
+                .cached("sho.rt", "later", Instant::now())
+                .unwrap()
+                .link
+                .is_none()
+        );
         store
             .create_link(&new_link(&owner, "later", "https://example.com/3"))
             .await
             .unwrap();
         resolver.invalidate_local("sho.rt", "later");
-        assert!(resolver.cached("sho.rt", "later").is_none());
+        assert!(resolver.cached("sho.rt", "later", Instant::now()).is_none());
         db.cleanup().await;
     }
 
@@ -553,7 +559,7 @@ mod tests {
             "a request after the invalidation loads afresh"
         );
         assert_eq!(
-            target(resolver.cached("sho.rt", "race")),
+            target(resolver.cached("sho.rt", "race", Instant::now())),
             Some("https://example.com/new".into()),
             "L1 holds the new version"
         );
