@@ -5,6 +5,10 @@
 #                                                   fixed open-loop RATE (the `cpu` method)
 #   bash scripts/ab-proxy.sh peak RATE SECS BIN...   closed-loop peak for SECS, then open loop
 #                                                   at RATE; clicks dropped and persisted
+#   bash scripts/ab-proxy.sh switches 0 SECS BIN...  closed-loop peak for SECS (at least 4),
+#                                                   and per thread name the context switches
+#                                                   (voluntary, involuntary) and minor page
+#                                                   faults per second over its middle
 #
 # CLIENTS=N sends the redirects as from N clients behind a load balancer (--clients).
 # Each BIN is started alone (one worker thread, SQLite) on 127.0.0.1:18087, loaded, and
@@ -26,6 +30,14 @@ if [ ! -f "$WORK/ab.db" ]; then
 fi
 metrics() { curl -s http://127.0.0.1:19097/metrics; }
 load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/hot.txt" ${CLIENTS:+--clients $CLIENTS} --connections 32 "$@"; }
+# tid, name (spaces as _), voluntary and involuntary context switches, minor faults.
+thread_counters() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    echo "${t##*/} $(tr ' ' _ < "$t/comm") $(awk '/^voluntary_ctxt_switches/ { v = $2 }
+      /^nonvoluntary_ctxt_switches/ { n = $2 } END { print v, n }' "$t/status") $(awk '{ print $10 }' "$t/stat")"
+  done 2>/dev/null | sort
+}
 for BIN in "$@"; do
   rm -rf "$WORK/journal"
   LINKGATE__STORE__URL="sqlite://$WORK/ab.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18087 \
@@ -36,7 +48,21 @@ for BIN in "$@"; do
     metrics >/dev/null 2>&1 || curl -s -o /dev/null http://127.0.0.1:18087/healthz && break
     sleep 0.1
   done
-  if [ "$MODE" = cpu ]; then
+  if [ "$MODE" = switches ]; then
+    load --zipf 0 --duration 3 --warmup 0 >/dev/null
+    load --duration "$SECS" --warmup 0 > "$WORK/peak.txt" &
+    LOAD=$!
+    sleep 1
+    thread_counters $PID > "$WORK/threads-a.txt"
+    sleep $((SECS - 2))
+    thread_counters $PID > "$WORK/threads-b.txt"
+    wait $LOAD
+    echo "== $BIN: peak $(awk '$1 == "throughput" {print $2}' "$WORK/peak.txt") /s; per second over $((SECS - 2)) s:"
+    join "$WORK/threads-a.txt" "$WORK/threads-b.txt" | awk -v secs=$((SECS - 2)) '
+      { n[$2]++; v[$2] += $7 - $3; i[$2] += $8 - $4; f[$2] += $9 - $5 }
+      END { for (t in n) printf "  %-24s %3d threads  voluntary %8.0f  involuntary %8.0f  minor faults %7.0f\n",
+            t, n[t], v[t] / secs, i[t] / secs, f[t] / secs }' | sort
+  elif [ "$MODE" = cpu ]; then
     # Clicks deferred while the cores were busy are processed after a run: the snapshots
     # wait for them (a BIN without metrics has none).
     caught_up() {
