@@ -32,11 +32,13 @@ metrics() { curl -s http://127.0.0.1:19097/metrics; }
 load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/hot.txt" ${CLIENTS:+--clients $CLIENTS} --connections 32 "$@"; }
 # tid, name (spaces as _), voluntary and involuntary context switches, minor faults.
 thread_counters() {
-  local t
-  for t in /proc/"$1"/task/*; do
-    echo "${t##*/} $(tr ' ' _ < "$t/comm") $(awk '/^voluntary_ctxt_switches/ { v = $2 }
-      /^nonvoluntary_ctxt_switches/ { n = $2 } END { print v, n }' "$t/status") $(awk '{ print $10 }' "$t/stat")"
-  done 2>/dev/null | sort
+  local tid name minflt status
+  task_stats "$1" | awk '{ print $1, $2, $10 }' | while read -r tid name minflt; do
+    status=/proc/$1/task/$tid/status
+    [ -r "$status" ] || continue
+    echo "$tid $name $(awk '/^voluntary_ctxt_switches/ { v = $2 }
+      /^nonvoluntary_ctxt_switches/ { n = $2 } END { print v, n }' "$status") $minflt"
+  done | sort
 }
 for BIN in "$@"; do
   rm -rf "$WORK/journal"

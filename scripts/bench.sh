@@ -41,6 +41,24 @@ proxy_clicks() { # metrics-port: the proxy's click counters once its batcher has
     grep -E '^linkgate_clicks_(dropped_total|persisted_total|deferred_total|overflow_journaled_total) '
 }
 
+# One server alone -> $SERVER_PID, once it accepts connections on 127.0.0.1:PORT:
+#   start_server proxy|bare PORT METRICS-PORT DB JOURNAL [PREFIX...]
+# The proxy runs one worker on the SQLite DB; PREFIX (e.g. `taskset -c 1`) runs either server.
+start_server() {
+  local kind=$1 port=$2 metrics=$3 db=$4 journal=$5
+  shift 5
+  if [ "$kind" = proxy ]; then
+    LINKGATE__STORE__URL="sqlite://$db" LINKGATE__PROXY__LISTEN=127.0.0.1:$port \
+      LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:$metrics LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
+      LINKGATE__CLICKS__JOURNAL_DIR="$journal" "$@" ./target/release/linkgate-proxy >/dev/null 2>&1 &
+  else
+    "$@" ./target/release/examples/bare_redirect "127.0.0.1:$port" 1 >/dev/null 2>&1 &
+  fi
+  SERVER_PID=$!
+  wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+
 scratch_db() {
   mariadb --protocol=tcp -h127.0.0.1 -ulinkgate -plinkgate \
     -e "DROP DATABASE IF EXISTS $1; CREATE DATABASE $1 CHARACTER SET utf8mb4"
@@ -115,20 +133,11 @@ echo "## linkgate-proxy vs the bare Pingora baseline (cache hits, 1 server threa
 $LT seed --store "sqlite://$WORK/proxy.db" --links 100000 --domain 127.0.0.1:18080 --codes-out "$WORK/all.txt"
 head -10000 "$WORK/all.txt" > "$WORK/hot.txt"
 ROUNDS=3
-ab_server() { # proxy|bare -> $AB_PID, serving the hot links on 127.0.0.1:18080, warmed
-  if [ "$1" = proxy ]; then
-    LINKGATE__STORE__URL="sqlite://$WORK/proxy.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18080 \
-      LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19090 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
-      LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal-proxy" ./target/release/linkgate-proxy >/dev/null 2>&1 &
-  else
-    ./target/release/examples/bare_redirect 127.0.0.1:18080 1 >/dev/null 2>&1 &
-  fi
-  AB_PID=$!
-  wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18080'
+ab_server() { # proxy|bare -> serving the hot links on 127.0.0.1:18080, warmed
+  start_server "$1" 18080 19090 "$WORK/proxy.db" "$WORK/journal-proxy"
   $LT run --target http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" $CLIENT_ARGS --zipf 0 \
     --connections 32 --duration 3 --warmup 0 --threads 1 >/dev/null
 }
-ab_stop() { kill "$AB_PID" 2>/dev/null || true; wait "$AB_PID" 2>/dev/null || true; }
 ab_run() { # label round extra-args... -> $WORK/ab-label-round.txt
   local label=$1 round=$2; shift 2
   $LT run --target http://127.0.0.1:18080 --codes-file "$WORK/hot.txt" $CLIENT_ARGS \
@@ -140,11 +149,11 @@ echo "### peak throughput (closed loop, $ROUNDS alternating rounds of $RUN_SECS 
 for round in $(seq $ROUNDS); do
   ab_server bare
   ab_run bare "$round" --duration "$RUN_SECS" --warmup 3
-  ab_stop
+  stop_server
   ab_server proxy
   ab_run proxy "$round" --duration "$RUN_SECS" --warmup 3
   proxy_clicks 19090 | sed 's/^/  /'
-  ab_stop
+  stop_server
 done
 sum_of() { cat "$WORK"/ab-"$1"-*.txt | awk '$1 == "throughput" { t += $2 } END { print t }'; }
 BARE=$(sum_of bare)
@@ -159,7 +168,7 @@ for round in 1 2; do
   for label in bare proxy; do
     ab_server $label
     ab_run $label "$round" --rate "$RATE" --duration "$RUN_SECS" --warmup 2
-    ab_stop
+    stop_server
   done
 done
 fi
@@ -173,28 +182,18 @@ echo "## linkgate-proxy vs the bare Pingora baseline, each server alone on core 
 need taskset util-linux
 $LT seed --store "sqlite://$WORK/pinned.db" --links 100000 --domain 127.0.0.1:18086 --codes-out "$WORK/pinned-all.txt" >/dev/null
 head -10000 "$WORK/pinned-all.txt" > "$WORK/pinned-hot.txt"
-pinned_server() { # proxy|bare -> pid; serves the pinned links on 127.0.0.1:18086
-  if [ "$1" = proxy ]; then
-    LINKGATE__STORE__URL="sqlite://$WORK/pinned.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18086 \
-      LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19096 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
-      LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal-pinned" \
-      taskset -c 1 ./target/release/linkgate-proxy >/dev/null 2>&1 &
-  else
-    taskset -c 1 ./target/release/examples/bare_redirect 127.0.0.1:18086 1 >/dev/null 2>&1 &
-  fi
-  PINNED=$!
-  wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18086'
+pinned_server() { # proxy|bare: serves the pinned links on 127.0.0.1:18086 from core 1
+  start_server "$1" 18086 19096 "$WORK/pinned.db" "$WORK/journal-pinned" taskset -c 1
 }
 pinned_run() { # label extra-args...
   local label=$1; shift
   taskset -c 0 $LT run --target http://127.0.0.1:18086 --codes-file "$WORK/pinned-hot.txt" \
     $CLIENT_ARGS --connections 32 --threads 1 "$@" | grep -E "^(throughput|p50|p90|p99|p99.9|errors|unsent) " | sed "s/^/$label /"
 }
-stop_pinned() { kill "$PINNED" 2>/dev/null || true; wait "$PINNED" 2>/dev/null || true; }
 echo "### peak throughput (closed loop, $((RUN_SECS * 3)) s each)"
 pinned_server bare
 pinned_run bare --duration $((RUN_SECS * 3)) --warmup 3 | tee "$WORK/pinned-bare.txt"
-stop_pinned
+stop_server
 pinned_server proxy
 pinned_run proxy --duration $((RUN_SECS * 3)) --warmup 3 | tee "$WORK/pinned-proxy.txt"
 proxy_clicks 19096
@@ -204,10 +203,10 @@ echo "throughput ratio proxy/bare: $(awk -v a="$BARE" -v b="$PROXY" 'BEGIN { pri
 RATE=$((PROXY / 2))
 echo "### latency at $RATE requests/s (open loop, half of the proxy's peak, $((RUN_SECS * 2)) s each)"
 pinned_run proxy --rate "$RATE" --duration $((RUN_SECS * 2)) --warmup 2
-stop_pinned
+stop_server
 pinned_server bare
 pinned_run bare --rate "$RATE" --duration $((RUN_SECS * 2)) --warmup 2
-stop_pinned
+stop_server
 fi
 
 if want cpu; then

@@ -42,13 +42,20 @@ wait_for() {
   return 1
 }
 
-# CPU ticks of a process's threads, summed by thread name: "name ticks" lines, sorted (for
-# `join`). Spaces in names become underscores.
-cpu_of() {
+# Each thread of a process as "tid name" and its /proc stat fields after the name, so that
+# field N of proc(5) is $N here (minflt $10, utime $14, stime $15): the name may hold
+# spaces, so stat is cut after its last ") ". Spaces in names become underscores.
+task_stats() {
   local t
   for t in /proc/"$1"/task/*; do
-    echo "$(tr ' ' _ < "$t/comm") $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
-  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+    echo "${t##*/} $(tr ' ' _ < "$t/comm") $(sed 's/.*) //' "$t/stat")"
+  done 2>/dev/null
+}
+
+# CPU ticks of a process's threads, summed by thread name: "name ticks" lines, sorted (for
+# `join`).
+cpu_of() {
+  task_stats "$1" | awk '{a[$2] += $14 + $15} END {for (k in a) print k, a[k]}' | sort
 }
 
 # CPU µs per request by thread group between two `cpu_of` snapshots, and their total:
