@@ -24,7 +24,9 @@ impl ProxyHttp for Bare {
     fn new_ctx(&self) {}
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> pingora::Result<bool> {
-        let mut resp = ResponseHeader::build(302, Some(3))?;
+        // Built as linkgate-proxy builds its redirects: no case map, room for the three
+        // headers below and the two Pingora adds (Date, Connection).
+        let mut resp = ResponseHeader::build_no_case(302, Some(5))?;
         resp.insert_header("location", "https://example.com/landing")?;
         resp.insert_header("content-length", "0")?;
         resp.insert_header("cache-control", "no-store")?;

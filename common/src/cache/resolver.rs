@@ -68,8 +68,60 @@ struct Memo {
     /// Which resolver filled it (several can share a process, e.g. in tests).
     owner: u64,
     epoch: u64,
-    entries: HashMap<Box<[u8]>, (Entry, Instant), foldhash::fast::RandomState>,
+    entries: HashMap<MemoKey, (Entry, Instant), foldhash::fast::RandomState>,
 }
+
+/// Longest key a memo entry holds in place (a host and a code of usual lengths).
+const INLINE_KEY: usize = 38;
+
+/// A memo key. Usual keys are held in the table's own slot, so a hit reads no other memory
+/// to compare keys (a boxed key was a cache miss of its own on most hits of a large hot
+/// set); longer ones are boxed. Hashes and compares as the key's bytes, so the table is
+/// searched with a plain `&[u8]`.
+enum MemoKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Boxed(Box<[u8]>),
+}
+
+impl MemoKey {
+    fn new(key: &[u8]) -> Self {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE_KEY => {
+                let mut bytes = [0; INLINE_KEY];
+                bytes[..key.len()].copy_from_slice(key);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Boxed(Box::from(key)),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Boxed(b) => b,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for MemoKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::hash::Hash for MemoKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for MemoKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for MemoKey {}
 
 thread_local! {
     static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
@@ -186,7 +238,7 @@ impl Resolver {
                     memo.entries.clear();
                 }
                 memo.entries
-                    .insert(Box::from(key), (link.clone(), now + self.memo_ttl));
+                    .insert(MemoKey::new(key), (link.clone(), now + self.memo_ttl));
             }
         });
         Some(Resolved {
@@ -394,6 +446,45 @@ fn key_into<'a>(buf: &'a mut [u8; KEY_BUF], host: &str, code: &str) -> Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memo_keys_hash_and_compare_as_their_bytes_inline_or_boxed() {
+        use std::hash::BuildHasher as _;
+        let state = foldhash::fast::RandomState::default();
+        let keys: Vec<Vec<u8>> = [1, 2, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, KEY_BUF]
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|i| b'a' + u8::try_from(i % 26).unwrap())
+                    .collect()
+            })
+            .collect();
+        let mut map = HashMap::with_hasher(state.clone());
+        for (i, key) in keys.iter().enumerate() {
+            let memo_key = MemoKey::new(key);
+            assert_eq!(memo_key.as_bytes(), key.as_slice());
+            assert_eq!(
+                matches!(memo_key, MemoKey::Inline { .. }),
+                key.len() <= INLINE_KEY
+            );
+            assert_eq!(state.hash_one(&memo_key), state.hash_one(key.as_slice()));
+            map.insert(memo_key, i);
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(
+                map.get(key.as_slice()),
+                Some(&i),
+                "key of {} bytes",
+                key.len()
+            );
+        }
+        // A key that is a prefix of an inline one is a different key.
+        assert_eq!(map.get(&keys[1][..1]), Some(&0));
+        assert_eq!(map.get(b"ab".as_slice()), Some(&1));
+        assert_eq!(map.get(b"abc".as_slice()), None);
+        // The slot (key, answer, expiry) is one cache line.
+        assert_eq!(std::mem::size_of::<(MemoKey, (Entry, Instant))>(), 64);
+    }
 
     #[test]
     fn every_byte_is_allowed_in_a_key_exactly_where_it_may_appear() {
