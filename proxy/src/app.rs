@@ -142,12 +142,16 @@ fn forwarded_chain(req: &RequestHeader) -> Option<Cow<'_, str>> {
     }
 }
 
-/// Headers Pingora adds to every response it writes (`Date`, `Connection`). A header map
-/// built with room for them is not grown (reallocated) while the response is written.
-///
-/// Responses are built without a case map (`build_no_case`): Pingora then writes standard
-/// names title-cased (`Location`, `Cache-Control`) and keeps one header map instead of two.
+/// Headers Pingora adds to every response it writes (`Date`, `Connection`).
 const PINGORA_ADDS: usize = 2;
+
+/// An empty response head for `headers` headers of ours. Built without a case map
+/// (`build_no_case`: Pingora writes standard names title-cased and keeps one header map
+/// instead of two), with room for the headers Pingora adds, so the map is not grown
+/// (reallocated) while the response is written.
+fn response_head(status: u16, headers: usize) -> Result<ResponseHeader> {
+    ResponseHeader::build_no_case(status, Some(headers + PINGORA_ADDS))
+}
 
 /// Writes a complete response. HEAD gets the same headers without the body.
 async fn respond(
@@ -158,7 +162,7 @@ async fn respond(
     extra: &[(&'static str, &str)],
 ) -> Result<()> {
     let head = session.req_header().method == http::Method::HEAD;
-    let mut resp = ResponseHeader::build_no_case(status, Some(3 + extra.len() + PINGORA_ADDS))?;
+    let mut resp = response_head(status, 3 + extra.len())?;
     resp.insert_header("content-type", content_type)?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
@@ -187,7 +191,7 @@ async fn respond_text(session: &mut Session, status: u16, body: &'static str) ->
 /// A redirect. `location` is a validated target (plus a validated query); it is moved into
 /// the header value without a copy.
 async fn respond_redirect(session: &mut Session, status: u16, location: String) -> Result<()> {
-    let mut resp = ResponseHeader::build_no_case(status, Some(3 + PINGORA_ADDS))?;
+    let mut resp = response_head(status, 3)?;
     resp.insert_header("location", location)?;
     resp.insert_header("content-length", "0")?;
     // Temporary redirects are never cached so every visit is counted; permanent ones may be.

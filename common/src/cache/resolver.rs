@@ -77,7 +77,8 @@ const INLINE_KEY: usize = 38;
 /// A memo key. Usual keys are held in the table's own slot, so a hit reads no other memory
 /// to compare keys (a boxed key was a cache miss of its own on most hits of a large hot
 /// set); longer ones are boxed. Hashes and compares as the key's bytes, so the table is
-/// searched with a plain `&[u8]`.
+/// searched with a plain `&[u8]`. (The workspace's `SmallVec<[u8; N]>` also keeps a
+/// capacity word: a 64-byte slot would then hold keys of 24 bytes in place, not 38.)
 enum MemoKey {
     Inline { len: u8, bytes: [u8; INLINE_KEY] },
     Boxed(Box<[u8]>),
