@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// jemalloc: the least resident memory of the allocators measured with a million cached
-/// links (BENCHMARKS.md), and the same CPU per request.
+/// links (BENCHMARKS.md), and the same CPU per request. Its defaults (a background thread
+/// returning freed pages after a second) are set at build time in `.cargo/config.toml`.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use pingora::server::UnixShutdownSignalWatch;

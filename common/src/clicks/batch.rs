@@ -76,7 +76,7 @@ pub fn aggregate(batch_id: u128, clicks: &[StoredClick], clock: &TrendingClock) 
     if let Some(newest) = newest(clicks) {
         fold.add(clicks, newest, clock, |_| ());
     }
-    fold.batch(batch_id, clock)
+    fold.into_batch(batch_id, clock)
 }
 
 /// The time of the newest of `clicks`.
@@ -207,23 +207,35 @@ impl Fold {
     }
 
     /// The aggregates as a batch under `batch_id` (no raw clicks), rows sorted by key so two
-    /// nodes writing overlapping batches lock rows in the same order.
-    fn batch(&self, batch_id: u128, clock: &TrendingClock) -> ClickBatch {
-        let mut hourly: Vec<HourlyDelta> = self.hourly.values().copied().collect();
+    /// nodes writing overlapping batches lock rows in the same order. The fold is consumed
+    /// map by map, each given back once its rows are out: a window's fold and its rows are
+    /// never held whole at once (during a catch-up the two were most of the proxy's heap).
+    fn into_batch(self, batch_id: u128, clock: &TrendingClock) -> ClickBatch {
+        let Self {
+            hourly,
+            breakdowns,
+            values,
+            names,
+            visitors,
+            visitor_room: _,
+            totals,
+            trending,
+            epoch,
+        } = self;
+        drop(values);
+        let mut hourly: Vec<HourlyDelta> = hourly.into_values().collect();
         hourly.sort_unstable_by_key(|h| (h.link_id, h.hour));
-        let mut breakdowns: Vec<BreakdownDelta> = self
-            .breakdowns
-            .iter()
-            .map(
-                |(&(link_id, dimension, day, value), &count)| BreakdownDelta {
-                    link_id,
-                    day,
-                    dimension,
-                    value: Arc::clone(&self.names[value as usize]),
-                    count,
-                },
-            )
+        let mut breakdowns: Vec<BreakdownDelta> = breakdowns
+            .into_iter()
+            .map(|((link_id, dimension, day, value), count)| BreakdownDelta {
+                link_id,
+                day,
+                dimension,
+                value: Arc::clone(&names[value as usize]),
+                count,
+            })
             .collect();
+        drop(names);
         breakdowns.sort_unstable_by(|a, b| {
             (a.link_id, a.dimension, a.day, &*a.value).cmp(&(
                 b.link_id,
@@ -232,12 +244,11 @@ impl Fold {
                 &*b.value,
             ))
         });
-        let mut lists: Vec<_> = self.visitors.iter().collect();
-        lists.sort_unstable_by_key(|&(key, _)| *key);
+        let mut lists: Vec<_> = visitors.into_iter().collect();
+        lists.sort_unstable_by_key(|&(key, _)| key);
         let mut visitors: Vec<VisitorHour> =
             Vec::with_capacity(lists.iter().map(|(_, list)| list.0.len()).sum());
-        for (&(link_id, hour), list) in lists {
-            let mut hashes = list.0.clone();
+        for ((link_id, hour), VisitorList(mut hashes)) in lists {
             hashes.sort_unstable();
             hashes.dedup();
             visitors.extend(hashes.into_iter().map(|visitor| VisitorHour {
@@ -246,17 +257,13 @@ impl Fold {
                 visitor,
             }));
         }
-        let mut link_totals: Vec<(LinkId, u64)> =
-            self.totals.iter().map(|(&link, &n)| (link, n)).collect();
+        let mut link_totals: Vec<(LinkId, u64)> = totals.into_iter().collect();
         link_totals.sort_unstable();
         // One epoch for the whole batch: that of its newest click.
-        let epoch = self
-            .epoch
-            .unwrap_or_else(|| clock.epoch_of(Timestamp::now()));
-        let mut trending: Vec<TrendingDelta> = self
-            .trending
-            .iter()
-            .map(|(&link_id, &weight)| TrendingDelta {
+        let epoch = epoch.unwrap_or_else(|| clock.epoch_of(Timestamp::now()));
+        let mut trending: Vec<TrendingDelta> = trending
+            .into_iter()
+            .map(|(link_id, weight)| TrendingDelta {
                 link_id,
                 epoch,
                 weight,
@@ -273,6 +280,50 @@ impl Fold {
             trending_era_ms: clock.era_ms(),
             trending_carry: clock.era_carry(),
             clicks: Vec::new(),
+        }
+    }
+
+    /// Folds the aggregates of `batch` (as [`Fold::into_batch`] made them) back in.
+    fn absorb(&mut self, batch: &ClickBatch, clock: &TrendingClock) {
+        for h in &batch.hourly {
+            let held = self
+                .hourly
+                .entry((h.link_id, h.hour))
+                .or_insert(HourlyDelta {
+                    total: 0,
+                    human: 0,
+                    bot: 0,
+                    suspicious: 0,
+                    ..*h
+                });
+            held.total += h.total;
+            held.human += h.human;
+            held.bot += h.bot;
+            held.suspicious += h.suspicious;
+        }
+        for b in &batch.breakdowns {
+            let value = self.value_number(&b.value);
+            *self
+                .breakdowns
+                .entry((b.link_id, b.dimension, b.day, value))
+                .or_default() += b.count;
+        }
+        for v in &batch.visitors {
+            self.visitor_room += self
+                .visitors
+                .entry((v.link_id, v.hour))
+                .or_default()
+                .push(v.visitor);
+        }
+        for &(link, n) in &batch.link_totals {
+            *self.totals.entry(link).or_default() += n;
+        }
+        if let Some(first) = batch.trending.first() {
+            let epoch = self.advance(first.epoch, clock);
+            for t in &batch.trending {
+                *self.trending.entry(t.link_id).or_default() +=
+                    t.weight * clock.weight(t.epoch, epoch);
+            }
         }
     }
 }
@@ -351,20 +402,22 @@ impl WindowFold {
         self.flagged.len()
     }
 
-    /// The window as handed to `ClickStore::apply_aggregates`: the sums copied out, the
-    /// flagged clicks moved out. When the write fails, [`WindowFold::put_back`] returns
-    /// them, and the window goes on folding.
+    /// The window as handed to `ClickStore::apply_aggregates`: the sums and the flagged
+    /// clicks moved out (the fold is not kept beside its rows while they are written). When
+    /// the write fails, [`WindowFold::put_back`] folds them back in, and the window goes on
+    /// folding.
     pub fn take_pending(&mut self, clock: &TrendingClock) -> PendingWindow {
         PendingWindow {
             batch_ids: self.batch_ids.clone(),
-            aggregates: self.fold.batch(0, clock),
+            aggregates: std::mem::take(&mut self.fold).into_batch(0, clock),
             flagged: std::mem::take(&mut self.flagged),
             clicks: self.clicks,
         }
     }
 
-    /// Takes back the flagged clicks of a window whose write failed.
-    pub fn put_back(&mut self, window: PendingWindow) {
+    /// Takes back the sums and flagged clicks of a window whose write failed.
+    pub fn put_back(&mut self, window: PendingWindow, clock: &TrendingClock) {
+        self.fold.absorb(&window.aggregates, clock);
         let mut flagged = window.flagged;
         flagged.append(&mut self.flagged);
         self.flagged = flagged;
@@ -507,11 +560,47 @@ mod tests {
             .unwrap();
         let direct = clock.decayed_sum(link1, now);
         assert!((clock.score_at(t1.weight, t1.epoch, now) - direct).abs() <= 1e-9 * direct);
-        // A window whose write failed is put back whole and can be taken again.
-        assert_eq!(fold.flagged(), 0);
-        fold.put_back(window.clone());
+        // The sums were moved out, not copied: the fold holds nothing while they are written.
+        assert_eq!((fold.bytes(), fold.flagged()), (0, 0));
+        // A window whose write failed is put back whole and can be taken again ...
+        fold.put_back(window.clone(), &clock);
         assert_eq!(fold.flagged(), flagged.len());
         assert_eq!(fold.take_pending(&clock), window);
+        // ... or goes on folding: put back, then a later batch (a later era, new links among
+        // them), it sums as if nothing had been taken out.
+        fold.put_back(window, &clock);
+        let later: Vec<StoredClick> = (0..30_i64)
+            .map(|i| {
+                let visitor = 20 + i.cast_unsigned();
+                click(
+                    3 + i % 4,
+                    base + 4 * era + i * 100,
+                    visitor,
+                    i % 5 == 0,
+                    None,
+                )
+            })
+            .collect();
+        all.extend(later.iter().cloned());
+        fold.add(6, later, &clock);
+        let again = fold.take_pending(&clock);
+        let expected = aggregate(0, &all, &clock);
+        assert_eq!(again.batch_ids, (0..7).collect::<Vec<u128>>());
+        let got = &again.aggregates;
+        assert_eq!(got.hourly, expected.hourly);
+        assert_eq!(got.breakdowns, expected.breakdowns);
+        assert_eq!(got.visitors, expected.visitors);
+        assert_eq!(got.link_totals, expected.link_totals);
+        assert_eq!(got.trending.len(), expected.trending.len());
+        let now = Timestamp::from_millis(base + 5 * era);
+        for (g, e) in got.trending.iter().zip(&expected.trending) {
+            assert_eq!((g.link_id, g.epoch), (e.link_id, e.epoch));
+            let (g, e) = (
+                clock.score_at(g.weight, g.epoch, now),
+                clock.score_at(e.weight, e.epoch, now),
+            );
+            assert!((g - e).abs() <= 1e-9 * e.max(1.0), "{g} vs {e}");
+        }
     }
 
     #[test]

@@ -518,10 +518,7 @@ impl Worker {
             if Instant::now() >= self.next_attempt {
                 self.write_pending(None).await;
             }
-            if self.last_aggregate.elapsed() >= self.aggregate_every
-                || self.window.bytes() >= WINDOW_MAX_BYTES
-                || self.window.flagged() >= WINDOW_MAX_FLAGGED
-            {
+            if self.last_aggregate.elapsed() >= self.aggregate_every || self.window_full() {
                 self.aggregate_window(None).await;
             }
             if self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) && self.failures == 0 {
@@ -1045,6 +1042,7 @@ impl Worker {
             // Like a buffered batch: its aggregates go with the window's (the ones the
             // journal file carries are for older versions, which write replays whole).
             self.window.add(batch.batch_id, batch.clicks, &self.clock);
+            self.aggregate_if_full(deadline).await;
         }
         while !out_of_time() {
             let Some(batch) = self.pending.pop_front() else {
@@ -1064,6 +1062,23 @@ impl Worker {
                 .buffered
                 .fetch_sub(batch.clicks.len() as u64, Ordering::Relaxed);
             self.window.add(batch.batch_id, batch.clicks, &self.clock);
+            self.aggregate_if_full(deadline).await;
+        }
+    }
+
+    /// Whether the window holds as much as it may (then its aggregates are written now,
+    /// whatever its age).
+    fn window_full(&self) -> bool {
+        self.window.bytes() >= WINDOW_MAX_BYTES || self.window.flagged() >= WINDOW_MAX_FLAGGED
+    }
+
+    /// Writes the window's aggregates when it is full. Called after each batch folded in:
+    /// when the batcher catches up, several batches of up to `batch_max_events` clicks of
+    /// distinct links are written in one go, and folding them all before the bound was
+    /// looked at grew the window to three times the bound.
+    async fn aggregate_if_full(&mut self, deadline: Option<Instant>) {
+        if self.window_full() {
+            self.aggregate_window(deadline).await;
         }
     }
 
@@ -1235,7 +1250,7 @@ impl Worker {
                     // The window stays and goes on folding: the next write claims what is
                     // still pending of it.
                     tracing::warn!(error, "cannot write click aggregates; retried");
-                    self.window.put_back(window);
+                    self.window.put_back(window, &clock);
                 }
             }
         }
