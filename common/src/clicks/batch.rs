@@ -144,38 +144,61 @@ impl Fold {
     fn add_click(&mut self, click: &StoredClick, trend: &TrendingClock, epoch: Timestamp) {
         let hour = click.at.hour_start();
         let human = is_human(click);
-        let h = self
+        self.add_hourly(&HourlyDelta {
+            link_id: click.link_id,
+            hour,
+            total: 1,
+            human: u64::from(human),
+            bot: u64::from(click.is_bot),
+            suspicious: u64::from(click.fraud_reasons != 0),
+        });
+        let day = click.at.day_start();
+        for dimension in Dimension::ALL {
+            let value = breakdown_value(click, dimension);
+            self.add_breakdown(click.link_id, dimension, day, value, 1);
+        }
+        *self.totals.entry(click.link_id).or_default() += 1;
+        if human {
+            self.add_visitor(click.link_id, hour, click.visitor);
+            *self.trending.entry(click.link_id).or_default() += trend.weight(click.at, epoch);
+        }
+    }
+
+    /// Adds a link-hour's counts to the one held.
+    fn add_hourly(&mut self, delta: &HourlyDelta) {
+        let held = self
             .hourly
-            .entry((click.link_id, hour))
+            .entry((delta.link_id, delta.hour))
             .or_insert(HourlyDelta {
-                link_id: click.link_id,
-                hour,
                 total: 0,
                 human: 0,
                 bot: 0,
                 suspicious: 0,
+                ..*delta
             });
-        h.total += 1;
-        h.human += u64::from(human);
-        h.bot += u64::from(click.is_bot);
-        h.suspicious += u64::from(click.fraud_reasons != 0);
-        let day = click.at.day_start();
-        for dimension in Dimension::ALL {
-            let value = self.value_number(breakdown_value(click, dimension));
-            *self
-                .breakdowns
-                .entry((click.link_id, dimension, day, value))
-                .or_default() += 1;
-        }
-        *self.totals.entry(click.link_id).or_default() += 1;
-        if human {
-            self.visitor_room += self
-                .visitors
-                .entry((click.link_id, hour))
-                .or_default()
-                .push(click.visitor);
-            *self.trending.entry(click.link_id).or_default() += trend.weight(click.at, epoch);
-        }
+        held.total += delta.total;
+        held.human += delta.human;
+        held.bot += delta.bot;
+        held.suspicious += delta.suspicious;
+    }
+
+    fn add_breakdown(
+        &mut self,
+        link: LinkId,
+        dimension: Dimension,
+        day: Timestamp,
+        value: &str,
+        count: u64,
+    ) {
+        let value = self.value_number(value);
+        *self
+            .breakdowns
+            .entry((link, dimension, day, value))
+            .or_default() += count;
+    }
+
+    fn add_visitor(&mut self, link: LinkId, hour: Timestamp, visitor: u64) {
+        self.visitor_room += self.visitors.entry((link, hour)).or_default().push(visitor);
     }
 
     /// The number of a breakdown value, allocated once per fold.
@@ -286,43 +309,23 @@ impl Fold {
     /// Folds the aggregates of `batch` (as [`Fold::into_batch`] made them) back in.
     fn absorb(&mut self, batch: &ClickBatch, clock: &TrendingClock) {
         for h in &batch.hourly {
-            let held = self
-                .hourly
-                .entry((h.link_id, h.hour))
-                .or_insert(HourlyDelta {
-                    total: 0,
-                    human: 0,
-                    bot: 0,
-                    suspicious: 0,
-                    ..*h
-                });
-            held.total += h.total;
-            held.human += h.human;
-            held.bot += h.bot;
-            held.suspicious += h.suspicious;
+            self.add_hourly(h);
         }
         for b in &batch.breakdowns {
-            let value = self.value_number(&b.value);
-            *self
-                .breakdowns
-                .entry((b.link_id, b.dimension, b.day, value))
-                .or_default() += b.count;
+            self.add_breakdown(b.link_id, b.dimension, b.day, &b.value, b.count);
         }
         for v in &batch.visitors {
-            self.visitor_room += self
-                .visitors
-                .entry((v.link_id, v.hour))
-                .or_default()
-                .push(v.visitor);
+            self.add_visitor(v.link_id, v.hour, v.visitor);
         }
         for &(link, n) in &batch.link_totals {
             *self.totals.entry(link).or_default() += n;
         }
+        // A batch's weights share one epoch: carried to the one held once, not per link.
         if let Some(first) = batch.trending.first() {
             let epoch = self.advance(first.epoch, clock);
+            let carry = clock.weight(first.epoch, epoch);
             for t in &batch.trending {
-                *self.trending.entry(t.link_id).or_default() +=
-                    t.weight * clock.weight(t.epoch, epoch);
+                *self.trending.entry(t.link_id).or_default() += t.weight * carry;
             }
         }
     }

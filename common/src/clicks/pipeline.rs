@@ -1041,8 +1041,8 @@ impl Worker {
                 .fetch_add(entry.clicks, Ordering::Relaxed);
             // Like a buffered batch: its aggregates go with the window's (the ones the
             // journal file carries are for older versions, which write replays whole).
-            self.window.add(batch.batch_id, batch.clicks, &self.clock);
-            self.aggregate_if_full(deadline).await;
+            self.fold_into_window(batch.batch_id, batch.clicks, deadline)
+                .await;
         }
         while !out_of_time() {
             let Some(batch) = self.pending.pop_front() else {
@@ -1061,8 +1061,8 @@ impl Worker {
             self.stats
                 .buffered
                 .fetch_sub(batch.clicks.len() as u64, Ordering::Relaxed);
-            self.window.add(batch.batch_id, batch.clicks, &self.clock);
-            self.aggregate_if_full(deadline).await;
+            self.fold_into_window(batch.batch_id, batch.clicks, deadline)
+                .await;
         }
     }
 
@@ -1072,11 +1072,17 @@ impl Worker {
         self.window.bytes() >= WINDOW_MAX_BYTES || self.window.flagged() >= WINDOW_MAX_FLAGGED
     }
 
-    /// Writes the window's aggregates when it is full. Called after each batch folded in:
-    /// when the batcher catches up, several batches of up to `batch_max_events` clicks of
-    /// distinct links are written in one go, and folding them all before the bound was
-    /// looked at grew the window to three times the bound.
-    async fn aggregate_if_full(&mut self, deadline: Option<Instant>) {
+    /// Folds a written batch's clicks into the window, whose aggregates are written at once
+    /// when that fills it: when the batcher catches up, several batches of up to
+    /// `batch_max_events` clicks of distinct links are written in one go, and folding them
+    /// all before the bound was looked at grew the window to three times the bound.
+    async fn fold_into_window(
+        &mut self,
+        batch_id: u128,
+        clicks: Vec<StoredClick>,
+        deadline: Option<Instant>,
+    ) {
+        self.window.add(batch_id, clicks, &self.clock);
         if self.window_full() {
             self.aggregate_window(deadline).await;
         }
