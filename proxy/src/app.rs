@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::StatusCode;
+use http::header::{self, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use linkgate_common::budget::ClickBudget;
 use linkgate_common::cache::{CachedLink, Resolved, Resolver, Tier};
@@ -19,7 +21,7 @@ use linkgate_common::domain::{
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
-use pingora::{Error, Result};
+use pingora::{Error, ErrorType, Result};
 
 use crate::decide::{self, Decision, Method, RequestFacts};
 use crate::metrics::{Metrics, Outcome, TierLabel};
@@ -145,32 +147,55 @@ fn forwarded_chain(req: &RequestHeader) -> Option<Cow<'_, str>> {
 /// Headers Pingora adds to every response it writes (`Date`, `Connection`).
 const PINGORA_ADDS: usize = 2;
 
-/// An empty response head for `headers` headers of ours. Built without a case map
-/// (`build_no_case`: Pingora writes standard names title-cased and keeps one header map
-/// instead of two), with room for the headers Pingora adds, so the map is not grown
-/// (reallocated) while the response is written.
-fn response_head(status: u16, headers: usize) -> Result<ResponseHeader> {
-    ResponseHeader::build_no_case(status, Some(headers + PINGORA_ADDS))
+const TEXT_HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const CACHE_AN_HOUR: HeaderValue = HeaderValue::from_static("public, max-age=3600");
+const ZERO: HeaderValue = HeaderValue::from_static("0");
+
+/// A response head with `headers`, put straight into its header map. The names are
+/// `http`'s parsed constants and fixed values are static: `ResponseHeader::insert_header`
+/// parses every name from text and copies every value into a new buffer, per response
+/// (BENCHMARKS.md, session 21). Like `ResponseHeader::build_no_case`, there is no case
+/// map (Pingora writes standard names title-cased, from one header map instead of two),
+/// and the map has room for the headers Pingora adds, so it is not grown (reallocated)
+/// while the response is written.
+fn response_head<const N: usize>(
+    status: StatusCode,
+    headers: [(HeaderName, HeaderValue); N],
+) -> Box<ResponseHeader> {
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.headers.reserve(N + PINGORA_ADDS);
+    for (name, value) in headers {
+        parts.headers.insert(name, value);
+    }
+    Box::new(ResponseHeader::from(parts))
 }
 
 /// Writes a complete response. HEAD gets the same headers without the body.
 async fn respond(
     session: &mut Session,
-    status: u16,
-    content_type: &str,
+    status: StatusCode,
+    content_type: HeaderValue,
     body: &'static str,
-    extra: &[(&'static str, &str)],
+    extra: Option<(HeaderName, HeaderValue)>,
 ) -> Result<()> {
     let head = session.req_header().method == http::Method::HEAD;
-    let mut resp = response_head(status, 3 + extra.len())?;
-    resp.insert_header("content-type", content_type)?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    for (name, value) in extra {
-        resp.insert_header(*name, *value)?;
-    }
+    let base = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_LENGTH, HeaderValue::from(body.len())),
+        (header::CACHE_CONTROL, NO_STORE),
+    ];
+    let resp = match extra {
+        None => response_head(status, base),
+        Some(extra) => {
+            let [a, b, c] = base;
+            response_head(status, [a, b, c, extra])
+        }
+    };
     session
-        .write_response_header(Box::new(resp), head || body.is_empty())
+        .write_response_header(resp, head || body.is_empty())
         .await?;
     if !head && !body.is_empty() {
         session
@@ -180,35 +205,41 @@ async fn respond(
     Ok(())
 }
 
-async fn respond_html(session: &mut Session, status: u16, body: &'static str) -> Result<()> {
-    respond(session, status, "text/html; charset=utf-8", body, &[]).await
+async fn respond_html(session: &mut Session, status: StatusCode, body: &'static str) -> Result<()> {
+    respond(session, status, TEXT_HTML, body, None).await
 }
 
-async fn respond_text(session: &mut Session, status: u16, body: &'static str) -> Result<()> {
-    respond(session, status, "text/plain; charset=utf-8", body, &[]).await
+async fn respond_text(session: &mut Session, status: StatusCode, body: &'static str) -> Result<()> {
+    respond(session, status, TEXT_PLAIN, body, None).await
 }
 
-/// A redirect. `location` is a validated target (plus a validated query); it is moved into
-/// the header value without a copy.
-async fn respond_redirect(session: &mut Session, status: u16, location: String) -> Result<()> {
-    let mut resp = response_head(status, 3)?;
-    resp.insert_header("location", location)?;
-    resp.insert_header("content-length", "0")?;
+/// A redirect to `location`: a link's own value (see `CachedLink::location`), or one made
+/// from a validated target and query.
+async fn respond_redirect(session: &mut Session, status: u16, location: HeaderValue) -> Result<()> {
+    let status = StatusCode::from_u16(status)
+        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "invalid redirect status"))?;
     // Temporary redirects are never cached so every visit is counted; permanent ones may be.
-    let cache = if matches!(status, 301 | 308) {
-        "public, max-age=3600"
+    let cache = if matches!(status.as_u16(), 301 | 308) {
+        CACHE_AN_HOUR
     } else {
-        "no-store"
+        NO_STORE
     };
-    resp.insert_header("cache-control", cache)?;
-    session.write_response_header(Box::new(resp), true).await
+    let resp = response_head(
+        status,
+        [
+            (header::LOCATION, location),
+            (header::CONTENT_LENGTH, ZERO),
+            (header::CACHE_CONTROL, cache),
+        ],
+    );
+    session.write_response_header(resp, true).await
 }
 
 /// What the read-only phase of a link request decided; the write phase sends it.
 enum Step {
     Redirect {
         status: u16,
-        location: String,
+        location: HeaderValue,
     },
     Decided(Decision),
     /// A POST to a password link: read the body, check, then redirect or refuse.
@@ -503,16 +534,16 @@ impl LinkProxy {
             }
             Step::NoHost => {
                 ctx.outcome = Some(Outcome::BadRequest);
-                respond_text(session, 400, pages::BAD_REQUEST).await
+                respond_text(session, StatusCode::BAD_REQUEST, pages::BAD_REQUEST).await
             }
             Step::StoreFailed => {
                 ctx.outcome = Some(Outcome::Error);
                 respond(
                     session,
-                    503,
-                    "text/plain; charset=utf-8",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT_PLAIN,
                     pages::UNAVAILABLE,
-                    &[("retry-after", "1")],
+                    Some((header::RETRY_AFTER, HeaderValue::from_static("1"))),
                 )
                 .await
             }
@@ -560,16 +591,17 @@ impl LinkProxy {
                 }
                 other => self.answer_decision(session, ctx, other).await,
             },
-            Attempt::Wrong => respond_html(session, 401, pages::WRONG_PASSWORD).await,
+            Attempt::Wrong => {
+                respond_html(session, StatusCode::UNAUTHORIZED, pages::WRONG_PASSWORD).await
+            }
             Attempt::Limited { retry_after_secs } => {
                 ctx.outcome = Some(Outcome::Limited);
-                let retry = retry_after_secs.to_string();
                 respond(
                     session,
-                    429,
-                    "text/plain; charset=utf-8",
+                    StatusCode::TOO_MANY_REQUESTS,
+                    TEXT_PLAIN,
                     pages::TOO_MANY_ATTEMPTS,
-                    &[("retry-after", &retry)],
+                    Some((header::RETRY_AFTER, retry_after_secs.into())),
                 )
                 .await
             }
@@ -584,13 +616,12 @@ impl LinkProxy {
         retry_after: std::time::Duration,
     ) -> Result<()> {
         ctx.outcome = Some(Outcome::Limited);
-        let retry = retry_after_secs(retry_after).to_string();
         respond(
             session,
-            429,
-            "text/plain; charset=utf-8",
+            StatusCode::TOO_MANY_REQUESTS,
+            TEXT_PLAIN,
             pages::TOO_MANY_REQUESTS,
-            &[("retry-after", &retry)],
+            Some((header::RETRY_AFTER, retry_after_secs(retry_after).into())),
         )
         .await
     }
@@ -610,14 +641,14 @@ impl LinkProxy {
                 ctx.outcome = Some(Outcome::Gone);
                 match fallback {
                     Some(url) => respond_redirect(session, 302, url).await,
-                    None => respond_html(session, 410, pages::GONE).await,
+                    None => respond_html(session, StatusCode::GONE, pages::GONE).await,
                 }
             }
             Decision::Unavailable { banned } => {
                 ctx.outcome = Some(Outcome::Gone);
                 respond_html(
                     session,
-                    410,
+                    StatusCode::GONE,
                     if banned {
                         pages::BANNED
                     } else {
@@ -628,7 +659,7 @@ impl LinkProxy {
             }
             Decision::PasswordRequired => {
                 ctx.outcome = Some(Outcome::Password);
-                respond_html(session, 200, pages::PASSWORD_FORM).await
+                respond_html(session, StatusCode::OK, pages::PASSWORD_FORM).await
             }
             Decision::NotFound => {
                 if let Verdict::Limited { retry_after } =
@@ -640,26 +671,26 @@ impl LinkProxy {
                     return self.too_many(session, ctx, retry_after).await;
                 }
                 ctx.outcome = Some(Outcome::NotFound);
-                respond_html(session, 404, pages::NOT_FOUND).await
+                respond_html(session, StatusCode::NOT_FOUND, pages::NOT_FOUND).await
             }
             Decision::MethodNotAllowed => {
                 ctx.outcome = Some(Outcome::BadRequest);
                 respond(
                     session,
-                    405,
-                    "text/plain; charset=utf-8",
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    TEXT_PLAIN,
                     pages::METHOD_NOT_ALLOWED,
-                    &[("allow", "GET, HEAD")],
+                    Some((header::ALLOW, HeaderValue::from_static("GET, HEAD"))),
                 )
                 .await
             }
             Decision::BadQuery => {
                 ctx.outcome = Some(Outcome::BadRequest);
-                respond_text(session, 400, pages::BAD_REQUEST).await
+                respond_text(session, StatusCode::BAD_REQUEST, pages::BAD_REQUEST).await
             }
             Decision::TooLong => {
                 ctx.outcome = Some(Outcome::BadRequest);
-                respond_text(session, 414, pages::URI_TOO_LONG).await
+                respond_text(session, StatusCode::URI_TOO_LONG, pages::URI_TOO_LONG).await
             }
         }
     }
@@ -715,16 +746,16 @@ impl ProxyHttp for LinkProxy {
 
         match route(req.uri.path()) {
             Route::Health => {
-                respond_text(session, 200, "ok\n").await?;
+                respond_text(session, StatusCode::OK, "ok\n").await?;
                 Ok(true)
             }
             Route::Ready => {
                 if self.state.ready.load(Ordering::Relaxed) {
-                    respond_text(session, 200, "ready\n").await?;
+                    respond_text(session, StatusCode::OK, "ready\n").await?;
                 } else {
                     respond_text(
                         session,
-                        503,
+                        StatusCode::SERVICE_UNAVAILABLE,
                         "not ready: the store has not answered recently\n",
                     )
                     .await?;
@@ -743,7 +774,7 @@ impl ProxyHttp for LinkProxy {
                     .any(|n| n.contains(&ctx.client))
                 {
                     ctx.outcome = Some(Outcome::Limited);
-                    respond_text(session, 403, pages::REFUSED).await?;
+                    respond_text(session, StatusCode::FORBIDDEN, pages::REFUSED).await?;
                     return Ok(true);
                 }
                 if let Some(wait) = self.state.enumerators.blocked_for(&ctx.client, ctx.started) {

@@ -1,8 +1,11 @@
 //! The redirect decision: a pure function of the link, the request and the clock, so every
 //! rule is unit-tested without sockets. The Pingora shell only translates its result.
 
+use http::HeaderValue;
 use linkgate_common::cache::CachedLink;
-use linkgate_common::domain::{LinkState, RedirectStatus, Timestamp, has_encoded_control};
+use linkgate_common::domain::{
+    LinkState, RedirectStatus, TargetUrl, Timestamp, has_encoded_control,
+};
 
 /// Longest `Location` we send (target plus forwarded query).
 pub const MAX_LOCATION_BYTES: usize = 8192;
@@ -30,12 +33,12 @@ pub enum Decision {
     /// Redirect (subject to the click budget when `limited`).
     Redirect {
         status: u16,
-        location: String,
+        location: HeaderValue,
         limited: bool,
     },
     /// Expired or out of clicks: a 410 page, or a redirect to the link's fallback URL.
     Gone {
-        fallback: Option<String>,
+        fallback: Option<HeaderValue>,
     },
     /// Disabled by its owner or banned by an administrator: 410 with a notice.
     Unavailable {
@@ -84,10 +87,11 @@ pub fn decide(
 /// The redirect for a link whose checks have passed (also used after a correct password).
 pub fn redirect(link: &CachedLink, query: Option<&str>, default: RedirectStatus) -> Decision {
     let status = link.redirect_status.unwrap_or(default).code();
-    let target = link.target.as_str();
     let location = match query.filter(|q| link.forward_query && !q.is_empty()) {
-        None => target.to_owned(),
+        // The usual redirect: the link's own value, shared, not copied.
+        None => link.location().clone(),
         Some(q) => {
+            let target = link.target().as_str();
             if !q.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'#') || has_encoded_control(q)
             {
                 return Decision::BadQuery;
@@ -106,7 +110,11 @@ pub fn redirect(link: &CachedLink, query: Option<&str>, default: RedirectStatus)
                 out.push('#');
                 out.push_str(f);
             }
-            out
+            // Target and query are visible ASCII (checked above), so this cannot fail.
+            match HeaderValue::try_from(out) {
+                Ok(value) => value,
+                Err(_) => return Decision::BadQuery,
+            }
         }
     };
     if location.len() > MAX_LOCATION_BYTES {
@@ -122,7 +130,7 @@ pub fn redirect(link: &CachedLink, query: Option<&str>, default: RedirectStatus)
 /// The answer for an expired or exhausted link.
 pub fn gone(link: &CachedLink) -> Decision {
     Decision::Gone {
-        fallback: link.fallback_url().map(|u| u.as_str().to_owned()),
+        fallback: link.fallback_url().map(TargetUrl::header_value),
     }
 }
 
@@ -151,7 +159,7 @@ mod tests {
 
     fn location(d: Decision) -> String {
         match d {
-            Decision::Redirect { location, .. } => location,
+            Decision::Redirect { location, .. } => location.to_str().unwrap().to_owned(),
             other => panic!("expected a redirect, got {other:?}"),
         }
     }
@@ -163,7 +171,7 @@ mod tests {
             d,
             Decision::Redirect {
                 status: 302,
-                location: "https://example.com/a".into(),
+                location: HeaderValue::from_static("https://example.com/a"),
                 limited: false
             }
         );
@@ -261,7 +269,7 @@ mod tests {
         assert_eq!(
             decide(Some(&l), &get(None), FOUND),
             Decision::Gone {
-                fallback: Some("https://example.com/over".into())
+                fallback: Some(HeaderValue::from_static("https://example.com/over"))
             }
         );
         l.extras_mut().expires_at = Some(Timestamp::from_millis(1_000_001));

@@ -100,15 +100,15 @@ fn plain_link(id: i64, flags: u32, target: &[u8]) -> Option<CachedLink> {
         2 => LinkState::Banned,
         _ => return None,
     };
-    Some(CachedLink {
-        id: LinkId(id),
-        target: TargetUrl::copy_of_valid(std::str::from_utf8(target).ok()?),
-        redirect_status: status,
-        forward_query: flags & FORWARD_QUERY != 0,
-        state,
-        deleted: flags & DELETED != 0,
-        extra: None,
-    })
+    let mut link = CachedLink::new(
+        LinkId(id),
+        TargetUrl::copy_of_valid(std::str::from_utf8(target).ok()?),
+    );
+    link.redirect_status = status;
+    link.forward_query = flags & FORWARD_QUERY != 0;
+    link.state = state;
+    link.deleted = flags & DELETED != 0;
+    Some(link)
 }
 
 /// An immutable group of links; `tags[i]` belongs to `slots[i]`.
@@ -385,7 +385,7 @@ impl L1 {
             id: link.id.0,
         };
         let held = if flags.is_some() {
-            Held::Plain(link.target.as_str().as_bytes())
+            Held::Plain(link.target().as_str().as_bytes())
         } else {
             Held::Whole(link)
         };
@@ -572,7 +572,7 @@ mod tests {
             }
             let got = got.unwrap();
             assert_eq!(got.id, LinkId(i));
-            assert_eq!(got.target.as_str(), format!("https://example.com/{i}"));
+            assert_eq!(got.target().as_str(), format!("https://example.com/{i}"));
             let expected = (i % 3 == 0).then(|| u64::try_from(i).unwrap() + 1);
             assert_eq!(got.max_clicks(), expected, "{i}");
         }

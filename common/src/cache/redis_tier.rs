@@ -357,7 +357,7 @@ mod tests {
             );
             tier.put_link("sho.rt", "t", &link).await.unwrap();
             let found = tier.get_link("sho.rt", "t").await.unwrap();
-            found.map(|l| l.target.as_str().to_owned())
+            found.map(|l| l.target().as_str().to_owned())
         };
         let old = "https://example.com/old";
         assert_eq!(put_then_get(old).await.as_deref(), Some(old));

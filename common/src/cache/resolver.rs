@@ -576,8 +576,10 @@ mod tests {
 
         let (db, store, owner, link) = sqlite_with_link("memo", "https://example.com/1").await;
         let resolver = resolver_over(&store);
-        let target =
-            |r: Option<Resolved>| r.and_then(|r| r.link).map(|l| l.target.as_str().to_owned());
+        let target = |r: Option<Resolved>| {
+            r.and_then(|r| r.link)
+                .map(|l| l.target().as_str().to_owned())
+        };
         assert_eq!(
             target(resolver.resolve("sho.rt", "memo").await.ok()),
             Some("https://example.com/1".into())
@@ -643,8 +645,10 @@ mod tests {
         resolver.invalidate_local("sho.rt", "race");
         // The load finishes with what it read; requests that waited for it get that.
         flight.set(old).unwrap();
-        let target =
-            |r: Option<Resolved>| r.and_then(|r| r.link).map(|l| l.target.as_str().to_owned());
+        let target = |r: Option<Resolved>| {
+            r.and_then(|r| r.link)
+                .map(|l| l.target().as_str().to_owned())
+        };
         assert_eq!(
             target(resolver.resolve("sho.rt", "race").await.ok()),
             Some("https://example.com/new".into()),

@@ -115,6 +115,13 @@ impl TargetUrl {
         &self.0
     }
 
+    /// The URL as an HTTP header value (`Location`). Every `TargetUrl` is one: the parser
+    /// leaves only ASCII (it percent-encodes or punycodes the rest) and construction refuses
+    /// control characters, the only bytes a header value may not hold.
+    pub fn header_value(&self) -> http::HeaderValue {
+        http::HeaderValue::from_str(&self.0).expect("a TargetUrl is visible ASCII")
+    }
+
     /// The host, lower-case (punycode for IDN hosts).
     pub fn host(&self) -> &str {
         // Validated at construction: an http(s) URL always has an authority.
@@ -588,6 +595,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn every_accepted_url_is_a_header_value_as_it_is(
+            host in "[a-zA-Z0-9\u{e0}-\u{ff}\u{430}-\u{44f}]{1,12}\\.[a-z]{2,4}",
+            rest in "\\PC{0,40}|[\\x00-\\x7f\\u{80}-\\u{9f}\\u{200b}\\u{feff} ]{0,40}",
+        ) {
+            // Anything the parser lets through, control characters and non-ASCII included
+            // in the input, becomes a `Location` value byte for byte.
+            if let Ok(url) = TargetUrl::parse(&format!("https://{host}/{rest}"), &TargetPolicy::default()) {
+                let value = url.header_value();
+                prop_assert_eq!(value.as_bytes(), url.as_str().as_bytes());
+            }
+        }
+
         #[test]
         fn normalising_a_normalised_url_changes_nothing(
             scheme in prop::sample::select(vec!["http", "https", "HTTP", "hTTps"]),

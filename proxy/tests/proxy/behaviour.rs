@@ -19,8 +19,14 @@ pub fn a_link_redirects_and_the_second_request_is_an_l1_hit(setup: Setup) {
         Some("https://example.com/landing")
     );
     assert_eq!(first.header("cache-control"), Some("no-store"));
+    assert_eq!(first.header("content-length"), Some("0"));
     let second = proxy.get("/hello");
     assert_eq!(second.status, 302);
+    // The hit answers with the cached link's own Location value, the same bytes.
+    assert_eq!(
+        second.header("location"),
+        Some("https://example.com/landing")
+    );
     let metrics = proxy.metrics_text();
     assert!(
         metrics.contains("linkgate_proxy_requests_total{outcome=\"l1_hit\"} 1"),
@@ -193,6 +199,8 @@ pub fn head_gets_the_headers_without_a_body(setup: Setup) {
         (head.status, head.header("location")),
         (301, Some("https://example.com/h"))
     );
+    // A permanent redirect may be cached by the browser; a temporary one never is.
+    assert_eq!(head.header("cache-control"), Some("public, max-age=3600"));
     assert!(head.body.is_empty());
     let missing = request(
         proxy.addr,
@@ -208,6 +216,11 @@ pub fn head_gets_the_headers_without_a_body(setup: Setup) {
         b"x",
     );
     assert_eq!(put.status, 405);
+    assert_eq!(put.header("allow"), Some("GET, HEAD"));
+    assert_eq!(
+        put.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
 }
 
 pub fn disabled_and_banned_links_show_a_notice(setup: Setup) {
