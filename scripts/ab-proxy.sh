@@ -9,6 +9,12 @@
 #                                                   and per thread name the context switches
 #                                                   (voluntary, involuntary) and minor page
 #                                                   faults per second over its middle
+#   bash scripts/ab-proxy.sh callgrind RATE SECS BIN...  instructions per request under
+#                                                   valgrind's callgrind: a 25 s warm-up at
+#                                                   2,000 /s, then SECS at RATE (valgrind
+#                                                   serves about 1,000 /s) over the 500
+#                                                   hottest codes, so the per-thread memo
+#                                                   hits as at the peak (needs valgrind)
 #
 # CLIENTS=N sends the redirects as from N clients behind a load balancer (--clients).
 # Each BIN is started alone (one worker thread, SQLite) on 127.0.0.1:18087, loaded, and
@@ -28,6 +34,7 @@ if [ ! -f "$WORK/ab.db" ]; then
     --codes-out "$WORK/all.txt" >/dev/null
   head -10000 "$WORK/all.txt" > "$WORK/hot.txt"
 fi
+head -500 "$WORK/hot.txt" > "$WORK/hot500.txt"
 metrics() { curl -s http://127.0.0.1:19097/metrics; }
 load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/hot.txt" ${CLIENTS:+--clients $CLIENTS} --connections 32 "$@"; }
 # tid, name (spaces as _), voluntary and involuntary context switches, minor faults.
@@ -40,12 +47,47 @@ thread_counters() {
       /^nonvoluntary_ctxt_switches/ { n = $2 } END { print v, n }' "$status") $minflt"
   done | sort
 }
+# Inclusive instructions per served request of the request path's functions, from a
+# callgrind profile.
+per_request() {
+  callgrind_annotate --inclusive=yes --show=Ir --threshold=100 "$1" 2>/dev/null |
+    awk -v n="$2" '
+      /apps\/mod.rs:<T as pingora_core::apps::ServerApp>::process_new::\{\{closure\}\} *(\[|$)/ { k = "process_new (the connection task)" }
+      /src\/lib.rs:pingora_proxy::HttpProxy<SV,C>::process_request::\{\{closure\}\} *(\[|$)/ { k = "process_request" }
+      /(app|bare_[a-z_]+)\.rs:<[^>]* as pingora_proxy::proxy_trait::ProxyHttp>::request_filter::\{\{closure\}\} *(\[|$)/ { k = "request_filter" }
+      k != "" && !(k in seen) { seen[k] = 1; x = $1; gsub(",", "", x); printf "  %-36s %8.0f\n", k, x / n }
+      { k = "" }'
+}
 for BIN in "$@"; do
   rm -rf "$WORK/journal"
+  WRAP=()
+  if [ "$MODE" = callgrind ]; then
+    OUT=$WORK/callgrind.out
+    rm -f "$OUT"*
+    WRAP=(valgrind --tool=callgrind --trace-children=yes --instr-atstart=no --callgrind-out-file="$OUT.%p")
+  fi
   LINKGATE__STORE__URL="sqlite://$WORK/ab.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18087 \
     LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19097 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
-    LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal" "$BIN" >/dev/null 2>&1 &
+    LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal" "${WRAP[@]}" "$BIN" >/dev/null 2>&1 &
   PID=$!
+  if [ "$MODE" = callgrind ]; then
+    for _ in $(seq 300); do
+      curl -s -o /dev/null http://127.0.0.1:18087/healthz && break
+      sleep 0.2
+    done
+    CG=(--target http://127.0.0.1:18087 --codes-file "$WORK/hot500.txt" --connections 32 --warmup 0)
+    $LT run "${CG[@]}" --rate 2000 --duration 25 >/dev/null
+    callgrind_control -i on >/dev/null 2>&1
+    $LT run "${CG[@]}" --rate "$RATE" --duration "$SECS" > "$WORK/run.txt"
+    callgrind_control -i off >/dev/null 2>&1
+    callgrind_control -d >/dev/null 2>&1
+    SERVED=$(awk '$1 == "responses" { print $2 }' "$WORK/run.txt")
+    echo "== $BIN: $SERVED requests instrumented; instructions per request:"
+    per_request "$(ls -S "$OUT".*.1 | head -1)" "$SERVED"
+    kill $PID
+    wait $PID 2>/dev/null || true
+    continue
+  fi
   for _ in $(seq 100); do
     metrics >/dev/null 2>&1 || curl -s -o /dev/null http://127.0.0.1:18087/healthz && break
     sleep 0.1
