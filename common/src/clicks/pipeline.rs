@@ -567,7 +567,18 @@ impl Worker {
                 until
             };
             self.finish_by = Some(window_until);
-            self.aggregate_window(Some(window_until)).await;
+            // A failed write (a timeout, a connection the store dropped) is tried again
+            // while time is left: what is still pending at the stop waits for the stale
+            // sweep, minutes later.
+            loop {
+                self.aggregate_window(Some(window_until)).await;
+                if self.window.is_empty()
+                    || Instant::now() + self.settings.retry_initial >= window_until
+                {
+                    break;
+                }
+                tokio::time::sleep(self.settings.retry_initial).await;
+            }
         }
         let left = self.pending.len();
         self.spill_pending();
