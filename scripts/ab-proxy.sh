@@ -36,7 +36,10 @@ if [ ! -f "$WORK/ab.db" ]; then
 fi
 head -500 "$WORK/hot.txt" > "$WORK/hot500.txt"
 metrics() { curl -s http://127.0.0.1:19097/metrics; }
-load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/hot.txt" ${CLIENTS:+--clients $CLIENTS} --connections 32 "$@"; }
+# The callgrind mode loads the 500 hottest codes, so the per-thread memo hits as at the peak.
+CODES=hot
+[ "$MODE" = callgrind ] && CODES=hot500
+load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/$CODES.txt" ${CLIENTS:+--clients $CLIENTS} --connections 32 "$@"; }
 # tid, name (spaces as _), voluntary and involuntary context switches, minor faults.
 thread_counters() {
   local tid name minflt status
@@ -70,29 +73,21 @@ for BIN in "$@"; do
     LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19097 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
     LINKGATE__CLICKS__JOURNAL_DIR="$WORK/journal" "${WRAP[@]}" "$BIN" >/dev/null 2>&1 &
   PID=$!
+  # Under valgrind the server takes seconds to start.
+  for _ in $(seq 300); do
+    metrics >/dev/null 2>&1 || curl -s -o /dev/null http://127.0.0.1:18087/healthz && break
+    sleep 0.1
+  done
   if [ "$MODE" = callgrind ]; then
-    for _ in $(seq 300); do
-      curl -s -o /dev/null http://127.0.0.1:18087/healthz && break
-      sleep 0.2
-    done
-    CG=(--target http://127.0.0.1:18087 --codes-file "$WORK/hot500.txt" --connections 32 --warmup 0)
-    $LT run "${CG[@]}" --rate 2000 --duration 25 >/dev/null
+    load --rate 2000 --duration 25 --warmup 0 >/dev/null
     callgrind_control -i on >/dev/null 2>&1
-    $LT run "${CG[@]}" --rate "$RATE" --duration "$SECS" > "$WORK/run.txt"
+    load --rate "$RATE" --duration "$SECS" --warmup 0 > "$WORK/run.txt"
     callgrind_control -i off >/dev/null 2>&1
     callgrind_control -d >/dev/null 2>&1
     SERVED=$(awk '$1 == "responses" { print $2 }' "$WORK/run.txt")
     echo "== $BIN: $SERVED requests instrumented; instructions per request:"
     per_request "$(ls -S "$OUT".*.1 | head -1)" "$SERVED"
-    kill $PID
-    wait $PID 2>/dev/null || true
-    continue
-  fi
-  for _ in $(seq 100); do
-    metrics >/dev/null 2>&1 || curl -s -o /dev/null http://127.0.0.1:18087/healthz && break
-    sleep 0.1
-  done
-  if [ "$MODE" = switches ]; then
+  elif [ "$MODE" = switches ]; then
     load --zipf 0 --duration 3 --warmup 0 >/dev/null
     load --duration "$SECS" --warmup 0 > "$WORK/peak.txt" &
     LOAD=$!

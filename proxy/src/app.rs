@@ -160,13 +160,14 @@ const ZERO: HeaderValue = HeaderValue::from_static("0");
 /// map (Pingora writes standard names title-cased, from one header map instead of two),
 /// and the map has room for the headers Pingora adds, so it is not grown (reallocated)
 /// while the response is written.
-fn response_head<const N: usize>(
+fn response_head(
     status: StatusCode,
-    headers: [(HeaderName, HeaderValue); N],
+    headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
 ) -> Box<ResponseHeader> {
+    let headers = headers.into_iter();
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
-    parts.headers.reserve(N + PINGORA_ADDS);
+    parts.headers.reserve(headers.size_hint().0 + PINGORA_ADDS);
     for (name, value) in headers {
         parts.headers.insert(name, value);
     }
@@ -182,18 +183,16 @@ async fn respond(
     extra: Option<(HeaderName, HeaderValue)>,
 ) -> Result<()> {
     let head = session.req_header().method == http::Method::HEAD;
-    let base = [
-        (header::CONTENT_TYPE, content_type),
-        (header::CONTENT_LENGTH, HeaderValue::from(body.len())),
-        (header::CACHE_CONTROL, NO_STORE),
-    ];
-    let resp = match extra {
-        None => response_head(status, base),
-        Some(extra) => {
-            let [a, b, c] = base;
-            response_head(status, [a, b, c, extra])
-        }
-    };
+    let resp = response_head(
+        status,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_LENGTH, HeaderValue::from(body.len())),
+            (header::CACHE_CONTROL, NO_STORE),
+        ]
+        .into_iter()
+        .chain(extra),
+    );
     session
         .write_response_header(resp, head || body.is_empty())
         .await?;
