@@ -112,9 +112,65 @@ impl SchedTimes {
     }
 }
 
+/// The whole machine's idle CPU time so far (idle and I/O wait, every CPU), in the
+/// kernel's clock ticks (`USER_HZ`, 100 a second), from `/proc/stat`; `None` where it
+/// cannot be read. Between two readings it tells how much of the cores nothing wanted
+/// (`SCHED_IDLE` work counts as busy). In a container it is the host's (or VM's) idle time,
+/// which may be more than the container may use: it can only make the batcher think the
+/// cores freer than they are, never busier.
+pub fn machine_idle_ticks() -> Option<u64> {
+    idle_ticks_of(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Clock ticks a second in `/proc/stat` (`USER_HZ`, fixed by the kernel's ABI).
+pub const TICKS_PER_SEC: u64 = 100;
+
+/// Idle plus I/O-wait ticks from the text of `/proc/stat` (its first, all-CPU line).
+fn idle_ticks_of(stat: &str) -> Option<u64> {
+    let line = stat.lines().next()?;
+    let mut fields = line.split_ascii_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    // user nice system idle iowait ...
+    let mut fields = fields.skip(3);
+    let idle: u64 = fields.next()?.parse().ok()?;
+    let iowait: u64 = fields.next()?.parse().ok()?;
+    Some(idle.saturating_add(iowait))
+}
+
+/// Idle cores on average between two [`machine_idle_ticks`] readings `elapsed` apart.
+pub fn idle_cores(before: u64, after: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    let idle = after.saturating_sub(before) as f64 / TICKS_PER_SEC as f64;
+    idle / secs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_time_is_idle_plus_io_wait_of_the_all_cpu_line() {
+        let stat = "cpu  4705 356 584 3699176 23060 0 277 0 0 0\n\
+                    cpu0 1393280 32966 572056 13343292 6130 0 17875 0 23933 0\n";
+        assert_eq!(idle_ticks_of(stat), Some(3_699_176 + 23_060));
+        assert_eq!(idle_ticks_of("cpu0 1 2 3 4 5\n"), None);
+        assert_eq!(idle_ticks_of("cpu 1 2 3\n"), None);
+        assert_eq!(idle_ticks_of("cpu 1 2 3 x 5\n"), None);
+        assert_eq!(idle_ticks_of(""), None);
+        // 150 ticks over half a second: three idle cores.
+        let cores = idle_cores(1_000, 1_150, Duration::from_millis(500));
+        assert!((cores - 3.0).abs() < 1e-9, "{cores}");
+        assert!(idle_cores(5, 5, Duration::ZERO).abs() < 1e-9);
+        assert!(idle_cores(9, 5, Duration::from_secs(1)).abs() < 1e-9);
+        // This machine has the file, and its idle time never goes back.
+        let a = machine_idle_ticks().expect("/proc/stat");
+        assert!(machine_idle_ticks().unwrap() >= a);
+    }
 
     fn busy_for(d: Duration) {
         let until = Instant::now() + d;

@@ -59,6 +59,7 @@ both!(
     a_batcher_behind_defers_clicks_to_disk_and_loses_none,
     clicks_deferred_before_a_stop_are_processed_after_the_restart,
     deferred_clicks_wait_while_every_core_is_busy,
+    a_burst_on_busy_cores_is_deferred_at_once_and_waits_whole,
     a_stop_while_every_core_is_busy_loses_no_click,
     a_stop_while_the_store_hangs_loses_no_click,
     flagged_traffic_puts_its_link_in_the_review_queue,
@@ -555,6 +556,81 @@ pub async fn deferred_clicks_wait_while_every_core_is_busy(store: &Arc<dyn Store
         "processing paused while the cores were busy"
     );
     assert_eq!(stats.deferred.load(Ordering::Relaxed), 0, "all taken back");
+}
+
+/// A burst that starts on busy cores (clicks at 10,000/s, every core kept busy) is deferred
+/// within a fraction of a second, and while the cores stay busy nothing more is processed
+/// and no aggregates are written (processing does not probe the cores while the machine has
+/// no idle CPU, and the aggregation window waits with it). Once the cores are free every
+/// click is persisted and aggregated exactly once.
+pub async fn a_burst_on_busy_cores_is_deferred_at_once_and_waits_whole(
+    store: &Arc<dyn Store>,
+    _url: &str,
+) {
+    let links = links(&**store, 3).await;
+    let journal = tempfile::tempdir().unwrap();
+    let (queue, handle) = start_with(store, settings(journal.path()), 65_536);
+    let stats = Arc::clone(handle.stats());
+    let mut stream = events(&links, 40_000, 41).into_iter();
+    let done = |stats: &PipelineStats| {
+        (
+            stats.persisted.load(Ordering::Relaxed),
+            stats.aggregated.load(Ordering::Relaxed),
+        )
+    };
+    let cores = BusyCores::start();
+    let start = Instant::now();
+    let mut early = None;
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= Duration::from_millis(3_500) {
+            break;
+        }
+        if early.is_none() && elapsed >= Duration::from_millis(1_500) {
+            early = Some(done(&stats));
+        }
+        let due = usize::try_from(elapsed.as_millis() * 10).unwrap();
+        let offered = usize::try_from(queue.stats().offered).unwrap();
+        for e in stream.by_ref().take(due.saturating_sub(offered)) {
+            assert!(queue.push(e), "no drop while deferring");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (persisted, aggregated) = early.unwrap();
+    let late = done(&stats);
+    let total = queue.stats().offered;
+    drop(cores);
+    assert!(
+        persisted <= 6_000,
+        "the burst was deferred within about half a second: {persisted} of the first 15,000 \
+         clicks were processed on the busy cores"
+    );
+    assert!(stats.deferred_total.load(Ordering::Relaxed) > 0);
+    assert!(
+        late.0 - persisted < 256,
+        "nothing processed while the cores stayed busy ({persisted} then {})",
+        late.0
+    );
+    assert_eq!(
+        late.1, aggregated,
+        "no aggregates written while the cores stayed busy"
+    );
+    wait_persisted(&stats, total, Duration::from_secs(60)).await;
+    let start = Instant::now();
+    while stats.aggregated.load(Ordering::Relaxed) < total {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "every click aggregated once the cores were free"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(queue.stats().dropped, 0);
+    let mut counted = 0;
+    for &link in &links {
+        counted += counted_once(&**store, link).await;
+    }
+    assert_eq!(counted, total, "every click persisted exactly once");
 }
 
 /// A stop that comes while processing is paused (every core busy, clicks arriving at
