@@ -22,15 +22,17 @@ use linkgate_common::domain::{
     ClickEvent, ClickId, ClickMethod, Dimension, LinkId, Role, StoredClick, Timestamp,
 };
 use linkgate_common::store::Store;
-use linkgate_common::testing::{new_link, user};
+use linkgate_common::testing::{files_under, new_link, user};
 
 const HOUR: i64 = Timestamp::MILLIS_PER_HOUR;
 
+/// Each test on SQLite and on MariaDB, in modules `$sqlite` and `$mysql`, on a runtime of
+/// `$workers` worker threads.
 macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
+    ($sqlite:ident, $mysql:ident, $workers:tt; $($name:ident),* $(,)?) => {
+        mod $sqlite {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
                 async fn $name() {
                     let db = linkgate_common::testing::TestDb::sqlite().await;
                     crate::$name(&db.store, &db.url()).await;
@@ -38,9 +40,9 @@ macro_rules! both {
                 }
             )*
         }
-        mod mysql {
+        mod $mysql {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
                 async fn $name() {
                     let db = linkgate_common::testing::TestDb::mysql().await;
                     crate::$name(&db.store, &db.url()).await;
@@ -52,6 +54,9 @@ macro_rules! both {
 }
 
 both!(
+    sqlite,
+    mysql,
+    2;
     aggregates_equal_the_raw_clicks_they_came_from,
     an_unavailable_store_loses_nothing_and_duplicates_nothing,
     a_store_down_from_the_start_delays_no_click,
@@ -65,35 +70,15 @@ both!(
     a_popular_link_is_judged_by_its_history_after_a_restart,
 );
 
-/// Tests whose batcher must run on one worker thread, as the proxy's does: its judgement of
-/// busy cores ignores a chunk during which its task moved to another thread, which on the
-/// tests' two-worker runtime happens often on a loaded machine.
-macro_rules! both_one_worker {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_one_worker {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-                async fn $name() {
-                    let db = linkgate_common::testing::TestDb::sqlite().await;
-                    crate::$name(&db.store, &db.url()).await;
-                    db.cleanup().await;
-                }
-            )*
-        }
-        mod mysql_one_worker {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-                async fn $name() {
-                    let db = linkgate_common::testing::TestDb::mysql().await;
-                    crate::$name(&db.store, &db.url()).await;
-                    db.cleanup().await;
-                }
-            )*
-        }
-    };
-}
-
-both_one_worker!(a_burst_on_busy_cores_is_deferred_at_once_and_waits_whole);
+// The burst test's batcher runs on one worker thread, as the proxy's does: its judgement
+// of busy cores ignores a chunk during which its task moved to another thread, which on
+// two workers happens often on a loaded machine.
+both!(
+    sqlite_one_worker,
+    mysql_one_worker,
+    1;
+    a_burst_on_busy_cores_is_deferred_at_once_and_waits_whole
+);
 
 const BROWSERS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
@@ -496,7 +481,7 @@ pub async fn an_unavailable_store_loses_nothing_and_duplicates_nothing(
     }
     assert_eq!(persisted, total, "every click persisted exactly once");
     assert!(flagged_total > 0, "the stream has flagged clicks");
-    let left = walkdir(journal.path());
+    let left = files_under(journal.path());
     assert!(left.is_empty(), "journal replayed and emptied: {left:?}");
 }
 
@@ -785,7 +770,7 @@ pub async fn clicks_deferred_before_a_stop_are_processed_after_the_restart(
         persisted += counted_once(&**store, link).await;
     }
     assert_eq!(persisted, 10_000, "every click persisted exactly once");
-    let left = walkdir(journal.path());
+    let left = files_under(journal.path());
     assert!(
         left.is_empty(),
         "deferred files taken and removed: {left:?}"
@@ -866,7 +851,7 @@ async fn restart_persists_every_click(
         persisted += counted_once(&**store, link).await;
     }
     assert_eq!(persisted, total, "every click persisted exactly once");
-    let left = walkdir(journal);
+    let left = files_under(journal);
     assert!(
         left.is_empty(),
         "journal and deferred files emptied: {left:?}"
@@ -951,23 +936,9 @@ async fn slow_store_write(
         persisted += counted_once(&**store, link).await;
     }
     assert_eq!(persisted, total, "every click persisted exactly once");
-    let left: Vec<_> = walkdir(journal.path());
+    let left: Vec<_> = files_under(journal.path());
     assert!(left.is_empty(), "journal replayed and emptied: {left:?}");
     stats
-}
-
-/// The files under `dir`, recursively.
-fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in dir.read_dir().unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walkdir(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// Makes the store's writes hang (not fail) on demand: another session holds a lock the

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use linkgate_common::domain::{Dimension, LinkId, Timestamp};
 
-use linkgate_common::testing::click_counts;
+use linkgate_common::testing::{click_counts, files_under};
 
 use crate::Setup;
 use crate::helpers::{Env, Forwarder, TestProxy, free_port, request};
@@ -289,18 +289,4 @@ fn sigterm_flushes_every_served_click() {
         Vec::<std::path::PathBuf>::new(),
         "the store was up: no click was left in a journal or deferred file"
     );
-}
-
-/// The files under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
