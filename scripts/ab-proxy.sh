@@ -24,6 +24,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+# A server left running on the shared port (SO_REUSEPORT) would take part of the next
+# BIN's connections: whatever ends this script stops its servers and loads.
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 MODE=$1 RATE=$2 SECS=$3
 shift 3
 WORK=${WORK:-/tmp/linkgate-ab}
