@@ -40,7 +40,7 @@ pub struct Report {
     /// Open loop: requests due in the measured window that were never sent because the
     /// target could not keep up (recorded in the histogram at their lower-bound latency).
     pub unsent: u64,
-    /// Open loop: how late the dispatcher handed requests to connections (generator jitter,
+    /// Open loop: how late the pacer handed requests to connections (generator jitter,
     /// included in the latencies, so they err on the slow side).
     pub dispatch_lag: Option<Histogram<u64>>,
 }

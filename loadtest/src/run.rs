@@ -92,16 +92,17 @@ pub async fn run(spec: &RunSpec, workload: Arc<Workload>) -> Report {
         Mode::Open { rate } => {
             let (tx, rx) = async_channel::unbounded::<Instant>();
             let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
-            // Spinning to the due time costs up to `lead` of CPU per request; keep the total
-            // to about 5% of a core (at high rates workers are awake anyway and need no lead).
-            let lead = Duration::from_secs_f64((0.05 / rate.max(1e-3)).min(150e-6));
-            let dispatcher = std::thread::spawn(move || dispatch(&tx, start, end, interval, lead));
+            // The pacer runs on the generator's own runtime: handing a request to a
+            // connection task is then a wake-up within the same threads, not one from a
+            // thread outside them (which cost more CPU than the requests themselves).
+            let pacer = tokio::spawn(pace(tx, start, end, interval));
             for conn in conns {
                 let ctx = ConnCtx::new(spec, &workload, &mode_name, conn, measure_from, end);
                 tasks.spawn(open_loop(ctx, rx.clone()));
             }
             collect(&mut tasks, &mut report, hard_stop).await;
-            if let Ok(lag) = dispatcher.join() {
+            // The pacer stops at `end`, before the connections do.
+            if let Ok(Ok(lag)) = tokio::time::timeout(Duration::from_secs(1), pacer).await {
                 report.dispatch_lag = Some(lag);
             }
             // Due in the measured window but never sent: the target could not keep up.
@@ -146,27 +147,15 @@ async fn collect(tasks: &mut JoinSet<Partial>, report: &mut Report, hard_stop: I
     }
 }
 
-/// How much of each wait the dispatcher spins instead of sleeping.
-const SPIN: Duration = Duration::from_micros(20);
-/// Request intervals below this (rates above 10,000/s) are dispatched in batches per tick.
-const BATCH_BELOW: Duration = Duration::from_micros(100);
-const BATCH_TICK: Duration = Duration::from_micros(50);
-
-/// Hands out intended send times at a constant rate, from a plain thread: its sleeps are
-/// accurate to tens of microseconds, where tokio's timer wheel rounds to milliseconds.
+/// Hands out intended send times at a constant rate, from a task beside the connections'.
 /// Returns how late each hand-out was (generator jitter, reported beside the results).
-fn dispatch(
-    tx: &async_channel::Sender<Instant>,
+async fn pace(
+    tx: async_channel::Sender<Instant>,
     start: Instant,
     end: Instant,
     interval: Duration,
-    lead: Duration,
 ) -> hdrhistogram::Histogram<u64> {
-    // Linux lets a sleeping thread wake up to 50 µs late by default ("timer slack");
-    // asking for 1 ns keeps wake-ups within a few µs. Where unsupported, lag is just larger
-    // (and reported).
-    #[cfg(target_os = "linux")]
-    let _ = nix::sys::prctl::set_timerslack(1);
+    let mut timer = Timer::new();
     let mut lag = histogram();
     let mut i: u32 = 0;
     loop {
@@ -174,34 +163,116 @@ fn dispatch(
         if intended >= end {
             break;
         }
-        // Hand the request over a little early: waking a parked async worker takes tens of
-        // µs, so the connection receives it ahead of time and spins to the exact moment.
-        let hand_over = intended.checked_sub(lead).unwrap_or(intended);
         let now = Instant::now();
-        if interval < BATCH_BELOW {
-            // High rates: wake at most every BATCH_TICK and hand out everything due. Spinning
-            // or sleeping per request would take a whole core from the target on a small
-            // machine; the lateness (tens of µs) is counted in the latencies.
-            if hand_over > now {
-                std::thread::sleep(BATCH_TICK.min(hand_over - now));
-                continue;
-            }
-        } else {
-            if hand_over > now + SPIN {
-                std::thread::sleep(hand_over.saturating_duration_since(now + SPIN));
-            }
-            // The last few µs are spun: a sleep cannot end that precisely.
-            while Instant::now() < hand_over {
-                std::hint::spin_loop();
-            }
+        if intended > now {
+            // The connections run before the pacer sleeps, even when the sleep ends at
+            // once (a slow machine): the pacer never keeps them from sending.
+            tokio::task::yield_now().await;
+            // Woken late (the worker was busy, or a wake-up takes a while), it hands out
+            // everything due at once: the lateness is counted in the latencies.
+            timer.sleep_until(intended).await;
+            continue;
         }
-        let _ = lag.record(micros(Instant::now().saturating_duration_since(hand_over)));
-        if tx.send_blocking(intended).is_err() {
+        let _ = lag.record(micros(now.saturating_duration_since(intended)));
+        if tx.try_send(intended).is_err() {
             break;
         }
         i = i.saturating_add(1);
     }
     lag
+}
+
+/// A sleep to the microsecond inside the async runtime. tokio's own timer rounds to whole
+/// milliseconds, which would move a 20 µs request schedule by up to 1 ms; on Linux a
+/// `timerfd` polled by the runtime's reactor wakes at the time asked (no timer slack).
+/// Elsewhere, or if no timerfd can be made, tokio's timer is used and the coarser hand-outs
+/// show in the reported dispatch lag.
+enum Timer {
+    #[cfg(target_os = "linux")]
+    Fd(tokio::io::unix::AsyncFd<TimerFd>),
+    Coarse,
+}
+
+/// A timerfd, owned.
+#[cfg(target_os = "linux")]
+struct TimerFd(nix::sys::timerfd::TimerFd);
+
+#[cfg(target_os = "linux")]
+impl std::os::fd::AsRawFd for TimerFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd as _;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl Timer {
+    fn new() -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            use nix::sys::timerfd::{ClockId, TimerFlags};
+            let made = nix::sys::timerfd::TimerFd::new(
+                ClockId::CLOCK_MONOTONIC,
+                TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+            );
+            if let Ok(fd) = made {
+                // `AsyncFd::new` is deprecated because a type could hand it a descriptor it
+                // does not own (its replacement is `unsafe`, which this workspace forbids).
+                // `TimerFd` owns its descriptor and always returns that one.
+                #[allow(deprecated)]
+                let registered = tokio::io::unix::AsyncFd::with_interest(
+                    TimerFd(fd),
+                    tokio::io::Interest::READABLE,
+                );
+                if let Ok(fd) = registered {
+                    return Self::Fd(fd);
+                }
+            }
+        }
+        Self::Coarse
+    }
+
+    async fn sleep_until(&mut self, at: Instant) {
+        #[cfg(target_os = "linux")]
+        if let Self::Fd(fd) = self {
+            use nix::sys::time::TimeSpec;
+            use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+            let wait = at.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return;
+            }
+            // A zero expiration would disarm the timer; `wait` is at least 1 ns here.
+            let armed = fd.get_ref().0.set(
+                Expiration::OneShot(TimeSpec::from_duration(wait)),
+                TimerSetTimeFlags::empty(),
+            );
+            if armed.is_err() {
+                *self = Self::Coarse;
+            } else {
+                loop {
+                    let Ok(mut ready) = fd.readable().await else {
+                        *self = Self::Coarse;
+                        break;
+                    };
+                    // Reads the expiry count; EAGAIN (not yet expired) clears the readiness.
+                    match ready.try_io(|fd| fd.get_ref().0.wait().map_err(std::io::Error::from)) {
+                        Ok(Ok(())) => {
+                            // The expiry is consumed; the next one is a new edge for the
+                            // reactor, so the next sleep need not read the timer to find
+                            // it has not expired yet.
+                            ready.clear_ready();
+                            return;
+                        }
+                        Ok(Err(_)) => {
+                            *self = Self::Coarse;
+                            break;
+                        }
+                        Err(_would_block) => {}
+                    }
+                }
+            }
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
 }
 
 struct ConnCtx {
@@ -315,10 +386,6 @@ async fn open_loop(mut ctx: ConnCtx, rx: async_channel::Receiver<Instant>) -> Pa
     let host = ctx.target.host.clone();
     while Instant::now() < ctx.end {
         let Ok(intended) = rx.recv().await else { break };
-        // Handed over up to `lead` early (see `dispatch`): wait out the rest precisely.
-        while Instant::now() < intended {
-            std::hint::spin_loop();
-        }
         if Instant::now() >= ctx.end {
             // Due but not sent in time: counted by the caller from what is left in the queue.
             let counted = intended >= ctx.measure_from;

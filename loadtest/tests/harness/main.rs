@@ -107,8 +107,8 @@ async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
         eprintln!("{}", describe(&report));
         let p50 = ms(report.percentile(50.0));
         // Closed loop measures the service time directly: within 10 %. Open loop adds the
-        // hand-over from the dispatcher thread (tens of µs, more when the two cores are busy
-        // with something else), so it gets 15 %.
+        // pacer's wake-up (tens of µs, more when the two cores are busy with something
+        // else), so it gets 15 %. A pacer on tokio's millisecond timer would add up to 1 ms.
         let tolerance = if mode == Mode::Closed { 0.1 } else { 0.15 };
         assert!(
             (1.0 - tolerance..=1.0 + tolerance).contains(&p50),
