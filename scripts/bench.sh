@@ -164,11 +164,15 @@ echo "throughput ratio proxy/bare: $(awk -v a="$BARE" -v b="$PROXY" 'BEGIN { pri
 RATE=$((PROXY / ROUNDS / 2))
 rm -f "$WORK"/ab-*.txt
 echo "### latency at $RATE requests/s (open loop, half of the proxy's peak, 2 alternating rounds)"
+# Each round twice: with the generator sleeping between events (its wake-ups, tens of µs
+# here, are part of every latency) and busy-polling (it keeps a core busy instead).
 for round in 1 2; do
-  for label in bare proxy; do
-    ab_server $label
-    ab_run $label "$round" --rate "$RATE" --duration "$RUN_SECS" --warmup 2
-    stop_server
+  for pacing in "" --busy-poll; do
+    for label in bare proxy; do
+      ab_server $label
+      ab_run "$label${pacing:+ busy-poll}" "$round" --rate "$RATE" $pacing --duration "$RUN_SECS" --warmup 2
+      stop_server
+    done
   done
 done
 fi

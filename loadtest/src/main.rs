@@ -9,7 +9,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use linkgate_common::store;
 use linkgate_config::{SecretUrl, StoreSettings};
 use linkgate_loadtest::report::{self, Report};
-use linkgate_loadtest::run::{Mode, RunSpec, run};
+use linkgate_loadtest::run::{Mode, Pacing, RunSpec, run};
 use linkgate_loadtest::target::Target;
 use linkgate_loadtest::workload::{CreateLinks, GetPath, RedirectMix, Workload};
 use linkgate_loadtest::{compare, fixed_server, plot, seed, store_bench};
@@ -127,6 +127,10 @@ struct LoadArgs {
     /// Constant request rate per second (open loop); without it, closed loop.
     #[arg(long)]
     rate: Option<f64>,
+    /// Open loop: the generator polls without ever sleeping, keeping one core busy, so
+    /// its own wake-ups are not part of the latencies (see `linkgate-loadtest` docs).
+    #[arg(long, requires = "rate")]
+    busy_poll: bool,
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// Measured seconds (at most 3600).
@@ -364,7 +368,14 @@ fn prepare(load: &LoadArgs, target: Target) -> Result<(RunSpec, Arc<Workload>), 
             .map_err(|_| format!("--{what} must be a non-negative number of seconds"))
     };
     let mode = match load.rate {
-        Some(rate) if rate > 0.0 && rate.is_finite() => Mode::Open { rate },
+        Some(rate) if rate > 0.0 && rate.is_finite() => Mode::Open {
+            rate,
+            pacing: if load.busy_poll {
+                Pacing::BusyPoll
+            } else {
+                Pacing::Sleep
+            },
+        },
         Some(_) => return Err("--rate must be positive".into()),
         None => Mode::Closed,
     };

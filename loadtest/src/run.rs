@@ -21,7 +21,20 @@ pub enum Mode {
     /// N connections, each as fast as the target answers.
     Closed,
     /// A constant request rate (per second) across all connections.
-    Open { rate: f64 },
+    Open { rate: f64, pacing: Pacing },
+}
+
+/// How the open loop's pacer waits for the next due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pacing {
+    /// On a timer: the generator's thread sleeps between events, and each request's
+    /// latency includes waking it (tens of µs on a virtual machine).
+    #[default]
+    Sleep,
+    /// The pacer's thread never sleeps: it polls for responses and due times without
+    /// pause, which keeps one core busy for the whole run but takes the generator's
+    /// wake-ups out of the latencies.
+    BusyPoll,
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +60,14 @@ pub async fn run(spec: &RunSpec, workload: Arc<Workload>) -> Report {
     let connections = spec.connections.max(1);
     let mode_name = match spec.mode {
         Mode::Closed => "closed".to_owned(),
-        Mode::Open { rate } => format!("open {rate:.0}/s"),
+        Mode::Open {
+            rate,
+            pacing: Pacing::Sleep,
+        } => format!("open {rate:.0}/s"),
+        Mode::Open {
+            rate,
+            pacing: Pacing::BusyPoll,
+        } => format!("open {rate:.0}/s, busy-poll"),
     };
     let duration = spec.duration.min(MAX_DURATION);
     let warmup = spec.warmup.min(MAX_DURATION);
@@ -89,13 +109,13 @@ pub async fn run(spec: &RunSpec, workload: Arc<Workload>) -> Report {
             }
             collect(&mut tasks, &mut report, hard_stop).await;
         }
-        Mode::Open { rate } => {
+        Mode::Open { rate, pacing } => {
             let (tx, rx) = async_channel::unbounded::<Instant>();
             let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
             // The pacer runs on the generator's own runtime: handing a request to a
             // connection task is then a wake-up within the same threads, not one from a
             // thread outside them (which cost more CPU than the requests themselves).
-            let pacer = tokio::spawn(pace(tx, start, end, interval));
+            let pacer = tokio::spawn(pace(tx, start, end, interval, pacing));
             for conn in conns {
                 let ctx = ConnCtx::new(spec, &workload, &mode_name, conn, measure_from, end);
                 tasks.spawn(open_loop(ctx, rx.clone()));
@@ -154,6 +174,7 @@ async fn pace(
     start: Instant,
     end: Instant,
     interval: Duration,
+    pacing: Pacing,
 ) -> hdrhistogram::Histogram<u64> {
     let mut timer = Timer::new();
     let mut lag = histogram();
@@ -167,7 +188,12 @@ async fn pace(
         if intended > now {
             // The connections run before the pacer sleeps, even when the sleep ends at
             // once (a slow machine): the pacer never keeps them from sending.
+            // (tokio runs a yielded task again after it has polled for I/O events, so
+            // busy polling is this yield in a loop.)
             tokio::task::yield_now().await;
+            if pacing == Pacing::BusyPoll {
+                continue;
+            }
             // Woken late (the worker was busy, or a wake-up takes a while), it hands out
             // everything due at once: the lateness is counted in the latencies.
             timer.sleep_until(intended).await;
