@@ -163,6 +163,13 @@ pub fn aggregate_every(interval: Duration, max: Duration, last_write: Duration) 
         .min(max.max(interval))
 }
 
+/// The wait before the next write after `failures` (at least 1) failed ones in a row:
+/// `initial`, doubled per further failure, at most `max`.
+fn retry_delay(initial: Duration, max: Duration, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    initial.saturating_mul(1 << exp).min(max)
+}
+
 /// Whole milliseconds of `d`, saturating.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -391,6 +398,9 @@ pub fn spawn(
         local_salts: HashMap::new(),
         failures: 0,
         next_attempt: Instant::now(),
+        window_failures: 0,
+        next_window_attempt: Instant::now(),
+        last_window_error_log: None,
         last_maintenance: None,
         last_error_log: None,
         last_counter_connect: None,
@@ -503,6 +513,11 @@ struct Worker {
     local_salts: HashMap<Timestamp, (VisitorSalt, Instant)>,
     failures: u32,
     next_attempt: Instant,
+    /// Failed window writes in a row, and when the next one may be tried: a full window
+    /// is otherwise written at once, which after a failure would be every poll.
+    window_failures: u32,
+    next_window_attempt: Instant,
+    last_window_error_log: Option<Instant>,
     last_maintenance: Option<Instant>,
     last_error_log: Option<Instant>,
     /// When the batcher last tried to connect its Redis for fraud counters.
@@ -533,8 +548,9 @@ impl Worker {
             // While processing pauses for busy cores, the window's write waits with it
             // (within the deferral's bounds, or until the window is full): it is the
             // batcher's largest piece of work, and the cores are the redirects'.
-            if (self.last_aggregate.elapsed() >= self.aggregate_every && !self.pausing())
-                || self.window_full()
+            if ((self.last_aggregate.elapsed() >= self.aggregate_every && !self.pausing())
+                || self.window_full())
+                && Instant::now() >= self.next_window_attempt
             {
                 self.aggregate_window(None).await;
             }
@@ -1141,7 +1157,7 @@ impl Worker {
         deadline: Option<Instant>,
     ) {
         self.window.add(batch_id, clicks, &self.clock);
-        if self.window_full() {
+        if self.window_full() && Instant::now() >= self.next_window_attempt {
             self.aggregate_window(deadline).await;
         }
     }
@@ -1242,16 +1258,21 @@ impl Worker {
         }
     }
 
+    /// The wait before the next try after `failures` failed writes in a row: the initial
+    /// retry delay, doubled per failure up to the maximum.
+    fn backoff(&self, failures: u32) -> Duration {
+        retry_delay(
+            self.settings.retry_initial,
+            self.settings.retry_max,
+            failures,
+        )
+    }
+
     fn failed(&mut self, error: &str) {
         self.failures = self.failures.saturating_add(1);
         self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
         self.stats.store_up.store(false, Ordering::Relaxed);
-        let exp = self.failures.saturating_sub(1).min(16);
-        let backoff = self
-            .settings
-            .retry_initial
-            .saturating_mul(1 << exp)
-            .min(self.settings.retry_max);
+        let backoff = self.backoff(self.failures);
         self.next_attempt = Instant::now() + backoff;
         if self
             .last_error_log
@@ -1288,6 +1309,7 @@ impl Worker {
             .await;
         match result {
             Ok(clicks) => {
+                self.window_failures = 0;
                 self.aggregate_every = aggregate_every(
                     self.settings.aggregate_interval,
                     self.settings.aggregate_max_interval,
@@ -1302,6 +1324,9 @@ impl Worker {
             }
             Err(error) => {
                 self.stats.aggregate_errors.fetch_add(1, Ordering::Relaxed);
+                self.window_failures = self.window_failures.saturating_add(1);
+                let backoff = self.backoff(self.window_failures);
+                self.next_window_attempt = Instant::now() + backoff;
                 let clicks = self.window.clicks();
                 if clicks > self.settings.buffer_max_clicks as u64 {
                     tracing::warn!(
@@ -1313,7 +1338,18 @@ impl Worker {
                 } else {
                     // The window stays and goes on folding: the next write claims what is
                     // still pending of it.
-                    tracing::warn!(error, "cannot write click aggregates; retried");
+                    if self
+                        .last_window_error_log
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                    {
+                        self.last_window_error_log = Some(Instant::now());
+                        tracing::warn!(
+                            error,
+                            failures = self.window_failures,
+                            retry_in_ms = millis(backoff),
+                            "cannot write click aggregates; retried"
+                        );
+                    }
                     self.window.put_back(window, &clock);
                 }
             }
@@ -1526,6 +1562,27 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_by_doubling_up_to_the_maximum() {
+        let ms = Duration::from_millis;
+        let delays: Vec<_> = (1..=7)
+            .map(|failures| retry_delay(ms(100), ms(5_000), failures))
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1_600),
+                ms(3_200),
+                ms(5_000)
+            ]
+        );
+        assert_eq!(retry_delay(ms(100), ms(5_000), u32::MAX), ms(5_000));
+    }
 
     #[test]
     fn the_aggregation_window_stretches_with_slow_writes_up_to_its_cap() {

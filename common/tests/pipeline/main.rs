@@ -68,6 +68,7 @@ both!(
     a_stop_while_the_store_hangs_loses_no_click,
     flagged_traffic_puts_its_link_in_the_review_queue,
     a_popular_link_is_judged_by_its_history_after_a_restart,
+    a_full_window_the_store_refuses_is_retried_with_backoff,
 );
 
 // The burst test's batcher runs on one worker thread, as the proxy's does: its judgement
@@ -1073,6 +1074,112 @@ impl Outage {
         match &self.kind {
             OutageKind::Mysql(f) => f.resume(),
             OutageKind::Sqlite { holder, .. } => release_sqlite_lock(holder.lock().unwrap().take()),
+        }
+    }
+}
+
+/// The store takes raw clicks but refuses aggregates (a trigger rejects every hourly
+/// counter row) when the aggregation window fills up: a full window is written at once, and
+/// its failed write is retried after the batch writes' backoff, not at every poll and every
+/// batch folded in. Once the store takes aggregates again, every click is counted once.
+pub async fn a_full_window_the_store_refuses_is_retried_with_backoff(
+    store: &Arc<dyn Store>,
+    url: &str,
+) {
+    let link = links(&**store, 1).await[0];
+    let journal = tempfile::tempdir().unwrap();
+    let refusal = AggregateRefusal::begin(url).await;
+    let queue = Arc::new(ClickQueue::new(200_000));
+    let mut config = settings(journal.path());
+    // Only a full window is written, and a full window the store refuses is kept.
+    config.aggregate_interval = Duration::from_secs(3600);
+    config.aggregate_max_interval = Duration::from_secs(3600);
+    config.buffer_max_clicks = 1_000_000;
+    config.retry_initial = Duration::from_millis(100);
+    config.retry_max = Duration::from_secs(1);
+    let handle = pipeline::spawn(Arc::clone(&queue), Arc::clone(store), config).unwrap();
+    let stats = Arc::clone(handle.stats());
+    // One client without an Accept header: every click is flagged, and the window is full
+    // at 100,000 flagged clicks.
+    let total: u64 = 110_000;
+    let now = Timestamp::now().as_millis();
+    let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+    for i in 0..total {
+        let at = now - 60_000 + i64::try_from(i / 2).unwrap();
+        assert!(queue.push(browser_click(link, at, ip, false)));
+    }
+    let start = Instant::now();
+    while stats.aggregate_errors.load(Ordering::Relaxed) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no window write was refused ({} clicks persisted)",
+            stats.persisted.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Retried after 0.1, 0.2, 0.4, 0.8 and then every 1 s: about six tries in 3 s. Without
+    // the backoff it was tried at every 5 ms poll.
+    let before = stats.aggregate_errors.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tries = stats.aggregate_errors.load(Ordering::Relaxed) - before;
+    assert!(
+        tries <= 8,
+        "{tries} refused window writes in 3 s ({} clicks persisted)",
+        stats.persisted.load(Ordering::Relaxed)
+    );
+    assert_eq!(stats.aggregated.load(Ordering::Relaxed), 0);
+    refusal.end().await;
+    let start = Instant::now();
+    while stats.aggregated.load(Ordering::Relaxed) < total {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} of {total} clicks aggregated after the store took aggregates again",
+            stats.aggregated.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(queue.stats().dropped, 0);
+    assert_eq!(counted_once(&**store, link).await, total);
+}
+
+/// A trigger that makes the store refuse every hourly counter row, so aggregate writes
+/// fail while raw clicks are still written.
+struct AggregateRefusal {
+    url: String,
+}
+
+impl AggregateRefusal {
+    const SQLITE: &str = "CREATE TRIGGER refuse_aggregates BEFORE INSERT ON click_hourly \
+        BEGIN SELECT RAISE(ABORT, 'aggregates refused'); END";
+    const MYSQL: &str = "CREATE TRIGGER refuse_aggregates BEFORE INSERT ON click_hourly \
+        FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'aggregates refused'";
+
+    async fn begin(url: &str) -> Self {
+        let refusal = Self {
+            url: url.to_owned(),
+        };
+        refusal.run(Self::SQLITE, Self::MYSQL).await;
+        refusal
+    }
+
+    async fn end(&self) {
+        let drop = "DROP TRIGGER refuse_aggregates";
+        self.run(drop, drop).await;
+    }
+
+    async fn run(&self, sqlite: &str, mysql: &str) {
+        use mysql_async::prelude::Queryable as _;
+        if let Some(path) = self.url.strip_prefix("sqlite://") {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            conn.execute_batch(sqlite).unwrap();
+        } else {
+            let mut conn = mysql_async::Conn::from_url(self.url.as_str())
+                .await
+                .unwrap();
+            conn.query_drop(mysql).await.unwrap();
+            conn.disconnect().await.unwrap();
         }
     }
 }
