@@ -170,6 +170,16 @@ fn retry_delay(initial: Duration, max: Duration, failures: u32) -> Duration {
     initial.saturating_mul(1 << exp).min(max)
 }
 
+/// Whether a repeated failure should be logged now (at most every 10 s); if so, `last`
+/// becomes now.
+fn log_due(last: &mut Option<Instant>) -> bool {
+    let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+    if due {
+        *last = Some(Instant::now());
+    }
+    due
+}
+
 /// Whole milliseconds of `d`, saturating.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -1274,11 +1284,7 @@ impl Worker {
         self.stats.store_up.store(false, Ordering::Relaxed);
         let backoff = self.backoff(self.failures);
         self.next_attempt = Instant::now() + backoff;
-        if self
-            .last_error_log
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-        {
-            self.last_error_log = Some(Instant::now());
+        if log_due(&mut self.last_error_log) {
             tracing::warn!(
                 error,
                 failures = self.failures,
@@ -1338,11 +1344,7 @@ impl Worker {
                 } else {
                     // The window stays and goes on folding: the next write claims what is
                     // still pending of it.
-                    if self
-                        .last_window_error_log
-                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-                    {
-                        self.last_window_error_log = Some(Instant::now());
+                    if log_due(&mut self.last_window_error_log) {
                         tracing::warn!(
                             error,
                             failures = self.window_failures,
