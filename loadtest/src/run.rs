@@ -260,44 +260,42 @@ impl Timer {
     async fn sleep_until(&mut self, at: Instant) {
         #[cfg(target_os = "linux")]
         if let Self::Fd(fd) = self {
-            use nix::sys::time::TimeSpec;
-            use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
-            let wait = at.saturating_duration_since(Instant::now());
-            if wait.is_zero() {
+            if fd_sleep_until(fd, at).await.is_ok() {
                 return;
             }
-            // A zero expiration would disarm the timer; `wait` is at least 1 ns here.
-            let armed = fd.get_ref().0.set(
-                Expiration::OneShot(TimeSpec::from_duration(wait)),
-                TimerSetTimeFlags::empty(),
-            );
-            if armed.is_err() {
-                *self = Self::Coarse;
-            } else {
-                loop {
-                    let Ok(mut ready) = fd.readable().await else {
-                        *self = Self::Coarse;
-                        break;
-                    };
-                    // Reads the expiry count; EAGAIN (not yet expired) clears the readiness.
-                    match ready.try_io(|fd| fd.get_ref().0.wait().map_err(std::io::Error::from)) {
-                        Ok(Ok(())) => {
-                            // The expiry is consumed; the next one is a new edge for the
-                            // reactor, so the next sleep need not read the timer to find
-                            // it has not expired yet.
-                            ready.clear_ready();
-                            return;
-                        }
-                        Ok(Err(_)) => {
-                            *self = Self::Coarse;
-                            break;
-                        }
-                        Err(_would_block) => {}
-                    }
-                }
-            }
+            *self = Self::Coarse;
         }
         tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+}
+
+/// Sleeps on the timerfd until `at`; an error means the timerfd cannot be used.
+#[cfg(target_os = "linux")]
+async fn fd_sleep_until(
+    fd: &tokio::io::unix::AsyncFd<TimerFd>,
+    at: Instant,
+) -> std::io::Result<()> {
+    use nix::sys::time::TimeSpec;
+    use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+    let wait = at.saturating_duration_since(Instant::now());
+    if wait.is_zero() {
+        return Ok(());
+    }
+    // A zero expiration would disarm the timer; `wait` is at least 1 ns here.
+    fd.get_ref().0.set(
+        Expiration::OneShot(TimeSpec::from_duration(wait)),
+        TimerSetTimeFlags::empty(),
+    )?;
+    loop {
+        let mut ready = fd.readable().await?;
+        // Reads the expiry count; EAGAIN (not yet expired) clears the readiness.
+        if let Ok(read) = ready.try_io(|fd| fd.get_ref().0.wait().map_err(std::io::Error::from)) {
+            read?;
+            // The expiry is consumed; the next one is a new edge for the reactor, so the
+            // next sleep need not read the timer to find it has not expired yet.
+            ready.clear_ready();
+            return Ok(());
+        }
     }
 }
 

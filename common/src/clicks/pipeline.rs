@@ -170,14 +170,52 @@ fn retry_delay(initial: Duration, max: Duration, failures: u32) -> Duration {
     initial.saturating_mul(1 << exp).min(max)
 }
 
-/// Whether a repeated failure should be logged now (at most every 10 s); if so, `last`
-/// becomes now.
-fn log_due(last: &mut Option<Instant>) -> bool {
-    let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
-    if due {
-        *last = Some(Instant::now());
+/// One kind of store write's failures in a row: when it may be tried next
+/// ([`retry_delay`] after the last failure) and when a failure was last logged.
+#[derive(Debug)]
+struct Retry {
+    failures: u32,
+    next: Instant,
+    last_log: Option<Instant>,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self {
+            failures: 0,
+            next: Instant::now(),
+            last_log: None,
+        }
     }
-    due
+
+    /// Whether the backoff after the last failure is over.
+    fn ready(&self) -> bool {
+        Instant::now() >= self.next
+    }
+
+    /// Counts a failure; returns the wait before the next try.
+    fn failed(&mut self, initial: Duration, max: Duration) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let backoff = retry_delay(initial, max, self.failures);
+        self.next = Instant::now() + backoff;
+        backoff
+    }
+
+    /// Whether a failure should be logged now: at most one every 10 s.
+    fn log_due(&mut self) -> bool {
+        let due = self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        if due {
+            self.last_log = Some(Instant::now());
+        }
+        due
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.next = Instant::now();
+    }
 }
 
 /// Whole milliseconds of `d`, saturating.
@@ -406,13 +444,9 @@ pub fn spawn(
         last_sweep: None,
         salts: FastMap::default(),
         local_salts: HashMap::new(),
-        failures: 0,
-        next_attempt: Instant::now(),
-        window_failures: 0,
-        next_window_attempt: Instant::now(),
-        last_window_error_log: None,
+        batch_retry: Retry::new(),
+        window_retry: Retry::new(),
         last_maintenance: None,
-        last_error_log: None,
         last_counter_connect: None,
         stats: Arc::clone(&stats),
         stopping: stop_rx,
@@ -521,15 +555,12 @@ struct Worker {
     salts: FastMap<Timestamp, VisitorSalt>,
     /// Days whose shared salt could not be read yet: a local salt and when to ask again.
     local_salts: HashMap<Timestamp, (VisitorSalt, Instant)>,
-    failures: u32,
-    next_attempt: Instant,
-    /// Failed window writes in a row, and when the next one may be tried: a full window
-    /// is otherwise written at once, which after a failure would be every poll.
-    window_failures: u32,
-    next_window_attempt: Instant,
-    last_window_error_log: Option<Instant>,
+    /// Batch writes' failures in a row and backoff.
+    batch_retry: Retry,
+    /// The window writes' own: a full window is otherwise written at once, which after a
+    /// failure would be every poll.
+    window_retry: Retry,
     last_maintenance: Option<Instant>,
-    last_error_log: Option<Instant>,
     /// When the batcher last tried to connect its Redis for fraud counters.
     last_counter_connect: Option<Instant>,
     stats: Arc<PipelineStats>,
@@ -552,7 +583,7 @@ impl Worker {
                 last_flush = Instant::now();
                 self.collect().await;
             }
-            if Instant::now() >= self.next_attempt {
+            if self.batch_retry.ready() {
                 self.write_pending(None).await;
             }
             // While processing pauses for busy cores, the window's write waits with it
@@ -560,11 +591,13 @@ impl Worker {
             // batcher's largest piece of work, and the cores are the redirects'.
             if ((self.last_aggregate.elapsed() >= self.aggregate_every && !self.pausing())
                 || self.window_full())
-                && Instant::now() >= self.next_window_attempt
+                && self.window_retry.ready()
             {
                 self.aggregate_window(None).await;
             }
-            if self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) && self.failures == 0 {
+            if self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY)
+                && self.batch_retry.failures == 0
+            {
                 self.last_sweep = Some(Instant::now());
                 self.sweep_stale().await;
             }
@@ -573,7 +606,7 @@ impl Worker {
                 .is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY)
                 && self.entries.is_empty()
                 && self.pending.is_empty()
-                && self.failures == 0
+                && self.batch_retry.failures == 0
             {
                 self.last_maintenance = Some(Instant::now());
                 self.maintain().await;
@@ -599,7 +632,7 @@ impl Worker {
         let until = deadline.checked_sub(reserve).unwrap_or(deadline);
         self.finish_by = Some(until);
         self.collect().await;
-        if self.failures < self.settings.spill_after_failures {
+        if self.batch_retry.failures < self.settings.spill_after_failures {
             self.write_pending(Some(until)).await;
             // With nothing left to journal the window may use the journal's reserve too.
             // What it cannot write in time stays pending in the store: another node (or
@@ -1078,7 +1111,7 @@ impl Worker {
     }
 
     fn store_down(&self) -> bool {
-        self.failures >= self.settings.spill_after_failures
+        self.batch_retry.failures >= self.settings.spill_after_failures
     }
 
     /// Writes journaled batches, then buffered ones, oldest first, until one fails or the
@@ -1167,7 +1200,7 @@ impl Worker {
         deadline: Option<Instant>,
     ) {
         self.window.add(batch_id, clicks, &self.clock);
-        if self.window_full() && Instant::now() >= self.next_window_attempt {
+        if self.window_full() && self.window_retry.ready() {
             self.aggregate_window(deadline).await;
         }
     }
@@ -1192,14 +1225,13 @@ impl Worker {
                 if outcome == BatchOutcome::AlreadyApplied {
                     tracing::debug!("click batch was already applied; skipped");
                 }
-                if self.failures > 0 {
+                if self.batch_retry.failures > 0 {
                     tracing::info!(
-                        after_failures = self.failures,
+                        after_failures = self.batch_retry.failures,
                         "click store is writable again"
                     );
                 }
-                self.failures = 0;
-                self.next_attempt = Instant::now();
+                self.batch_retry.succeeded();
                 self.stats.store_up.store(true, Ordering::Relaxed);
                 true
             }
@@ -1268,26 +1300,16 @@ impl Worker {
         }
     }
 
-    /// The wait before the next try after `failures` failed writes in a row: the initial
-    /// retry delay, doubled per failure up to the maximum.
-    fn backoff(&self, failures: u32) -> Duration {
-        retry_delay(
-            self.settings.retry_initial,
-            self.settings.retry_max,
-            failures,
-        )
-    }
-
     fn failed(&mut self, error: &str) {
-        self.failures = self.failures.saturating_add(1);
         self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
         self.stats.store_up.store(false, Ordering::Relaxed);
-        let backoff = self.backoff(self.failures);
-        self.next_attempt = Instant::now() + backoff;
-        if log_due(&mut self.last_error_log) {
+        let backoff = self
+            .batch_retry
+            .failed(self.settings.retry_initial, self.settings.retry_max);
+        if self.batch_retry.log_due() {
             tracing::warn!(
                 error,
-                failures = self.failures,
+                failures = self.batch_retry.failures,
                 retry_in_ms = millis(backoff),
                 "click batch write failed"
             );
@@ -1315,7 +1337,7 @@ impl Worker {
             .await;
         match result {
             Ok(clicks) => {
-                self.window_failures = 0;
+                self.window_retry.succeeded();
                 self.aggregate_every = aggregate_every(
                     self.settings.aggregate_interval,
                     self.settings.aggregate_max_interval,
@@ -1330,9 +1352,9 @@ impl Worker {
             }
             Err(error) => {
                 self.stats.aggregate_errors.fetch_add(1, Ordering::Relaxed);
-                self.window_failures = self.window_failures.saturating_add(1);
-                let backoff = self.backoff(self.window_failures);
-                self.next_window_attempt = Instant::now() + backoff;
+                let backoff = self
+                    .window_retry
+                    .failed(self.settings.retry_initial, self.settings.retry_max);
                 let clicks = self.window.clicks();
                 if clicks > self.settings.buffer_max_clicks as u64 {
                     tracing::warn!(
@@ -1344,10 +1366,10 @@ impl Worker {
                 } else {
                     // The window stays and goes on folding: the next write claims what is
                     // still pending of it.
-                    if log_due(&mut self.last_window_error_log) {
+                    if self.window_retry.log_due() {
                         tracing::warn!(
                             error,
-                            failures = self.window_failures,
+                            failures = self.window_retry.failures,
                             retry_in_ms = millis(backoff),
                             "cannot write click aggregates; retried"
                         );
