@@ -63,7 +63,7 @@ impl AppState {
                 }
             })?,
         };
-        let redis = RedisTier::from_settings(&settings).map_err(SetupError::Redis)?;
+        let redis = RedisTier::for_admin(&settings).map_err(SetupError::Redis)?;
         let default_domain = url::Url::parse(&settings.links.public_base_url)
             .ok()
             .and_then(|u| {

@@ -122,6 +122,10 @@ pub struct RedisSettings {
     pub url: Option<SecretUrl>,
     /// Per-command timeout on the redirect path; Redis must be faster than the store or skipped.
     pub timeout_ms: u64,
+    /// Per-command timeout in the admin service (login and creation limits, change notices).
+    /// Not on the redirect path, and a login fails closed when Redis does not answer, so it
+    /// waits longer than `timeout_ms`.
+    pub admin_timeout_ms: u64,
     /// After errors, Redis is skipped for this long (circuit breaker).
     pub circuit_cooldown_ms: u64,
     /// Prefix for every key, so linkgate shares a Redis with other users safely.
@@ -133,6 +137,7 @@ impl Default for RedisSettings {
         Self {
             url: None,
             timeout_ms: 5,
+            admin_timeout_ms: 250,
             circuit_cooldown_ms: 2000,
             key_prefix: "lg:".to_owned(),
         }

@@ -78,6 +78,12 @@ pub(crate) fn validate(s: &Settings) -> Vec<String> {
     }
     p.range("redis.timeout_ms", s.redis.timeout_ms, 1, 10_000);
     p.range(
+        "redis.admin_timeout_ms",
+        s.redis.admin_timeout_ms,
+        1,
+        10_000,
+    );
+    p.range(
         "redis.circuit_cooldown_ms",
         s.redis.circuit_cooldown_ms,
         10,

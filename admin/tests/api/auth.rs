@@ -303,3 +303,84 @@ async fn login_fails_closed_and_creation_open_when_redis_is_down() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     app.stop().await;
 }
+
+/// A relay to the test Redis that holds every reply back by `delay`; returns its URL.
+async fn slow_redis(delay: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut url = url::Url::parse(&linkgate_common::testing::redis_url()).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap()
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    url.set_port(Some(listener.local_addr().unwrap().port()))
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let requests = tokio::io::copy(&mut client_read, &mut server_write);
+                let replies = async {
+                    let mut buf = vec![0; 64 * 1024];
+                    loop {
+                        let n = server_read.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        tokio::time::sleep(delay).await;
+                        client_write.write_all(&buf[..n]).await?;
+                    }
+                };
+                let _ = tokio::join!(requests, replies);
+            });
+        }
+    });
+    url.to_string()
+}
+
+/// The admin service waits `redis.admin_timeout_ms` for Redis, not the redirect path's
+/// few milliseconds: a Redis 20 ms slow still answers login limits (a login is served, and
+/// the shared limit still limits), and only an admin timeout shorter than the delay makes
+/// logins fail closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_wait_for_a_slow_redis_longer_than_redirects_do() {
+    let slow = slow_redis(std::time::Duration::from_millis(20)).await;
+    let spawn = |admin_timeout_ms| {
+        let slow = slow.clone();
+        App::spawn_with(Setup::Sqlite, move |s| {
+            s.redis.url = Some(linkgate_config::SecretUrl::new(slow));
+            s.redis.key_prefix = linkgate_common::testing::redis_prefix();
+            s.redis.timeout_ms = 5;
+            s.redis.admin_timeout_ms = admin_timeout_ms;
+            s.limits.login_per_minute = 2;
+        })
+    };
+    let login = async |app: &App| {
+        app.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": crate::helpers::ADMIN_EMAIL, "password": crate::helpers::ADMIN_PASSWORD}),
+        )
+        .await
+    };
+
+    let app = spawn(linkgate_config::RedisSettings::default().admin_timeout_ms).await;
+    for _ in 0..2 {
+        let (status, body) = login(&app).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = login(&app).await;
+    problem(status, &body, StatusCode::TOO_MANY_REQUESTS);
+    app.stop().await;
+
+    let app = spawn(5).await;
+    let (status, body) = login(&app).await;
+    problem(status, &body, StatusCode::SERVICE_UNAVAILABLE);
+    app.stop().await;
+}

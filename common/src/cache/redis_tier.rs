@@ -58,14 +58,24 @@ impl std::fmt::Debug for RedisTier {
 }
 
 impl RedisTier {
-    /// Validates the URL; no connection yet (see [`RedisTier::connect`]).
+    /// Validates the URL; no connection yet (see [`RedisTier::connect`]). Calls wait up to
+    /// `settings.timeout_ms`.
     pub fn new(url: &str, settings: &RedisSettings, ttl: Duration) -> Result<Arc<Self>, String> {
+        Self::with_timeout(url, settings, ttl, settings.timeout_ms)
+    }
+
+    fn with_timeout(
+        url: &str,
+        settings: &RedisSettings,
+        ttl: Duration,
+        timeout_ms: u64,
+    ) -> Result<Arc<Self>, String> {
         let client = redis::Client::open(url)
             .map_err(|_| "redis.url is not a valid Redis URL".to_owned())?;
         Ok(Arc::new(Self {
             client,
             conn: RwLock::new(None),
-            timeout: Duration::from_millis(settings.timeout_ms),
+            timeout: Duration::from_millis(timeout_ms),
             breaker: Breaker::new(Duration::from_millis(settings.circuit_cooldown_ms)),
             prefix: settings.key_prefix.clone(),
             ttl_secs: ttl.as_secs().max(1),
@@ -77,20 +87,36 @@ impl RedisTier {
         }))
     }
 
-    /// The tier the configuration names (`None` without `redis.url`), with the L2 lifetime
-    /// `cache.l2_ttl_secs`. Each caller gets a tier of its own (own connection and breaker).
+    /// The redirect path's tier (`None` without `redis.url`): calls wait up to
+    /// `redis.timeout_ms`, L2 copies live `cache.l2_ttl_secs`. Each caller gets a tier of its
+    /// own (own connection and breaker).
     pub fn from_settings(
         settings: &linkgate_config::Settings,
+    ) -> Result<Option<Arc<Self>>, String> {
+        Self::configured(settings, settings.redis.timeout_ms)
+    }
+
+    /// The admin service's tier: as [`RedisTier::from_settings`], but calls wait up to
+    /// `redis.admin_timeout_ms`. A login's limit check fails closed without an answer, so a
+    /// Redis a few milliseconds slow must not turn logins away.
+    pub fn for_admin(settings: &linkgate_config::Settings) -> Result<Option<Arc<Self>>, String> {
+        Self::configured(settings, settings.redis.admin_timeout_ms)
+    }
+
+    fn configured(
+        settings: &linkgate_config::Settings,
+        timeout_ms: u64,
     ) -> Result<Option<Arc<Self>>, String> {
         settings
             .redis
             .url
             .as_ref()
             .map(|url| {
-                Self::new(
+                Self::with_timeout(
                     url.expose(),
                     &settings.redis,
                     Duration::from_secs(settings.cache.l2_ttl_secs),
+                    timeout_ms,
                 )
             })
             .transpose()
