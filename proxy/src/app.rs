@@ -56,8 +56,8 @@ pub struct ProxyState {
     pub default_status: RedirectStatus,
     /// Set by the readiness checker: the store answered recently.
     pub ready: AtomicBool,
-    /// Trusted load-balancer header carrying the client's country (lower-case name).
-    pub country_header: Option<Box<str>>,
+    /// Trusted load-balancer header carrying the client's country.
+    pub country_header: Option<HeaderName>,
     /// The click pipeline's counters.
     pub pipeline: Arc<linkgate_common::clicks::PipelineStats>,
 }
@@ -302,6 +302,16 @@ impl Default for Enumerators {
     }
 }
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Headers whose value may mark a prefetch (see [`is_prefetch_value`]).
+static PREFETCH_MARKS: [HeaderName; 4] = [
+    HeaderName::from_static("sec-purpose"),
+    HeaderName::from_static("purpose"),
+    HeaderName::from_static("x-moz"),
+    HeaderName::from_static("x-purpose"),
+];
+
 /// Whether a `Sec-Purpose`, `Purpose`, `X-Moz` or `X-Purpose` value marks a speculative
 /// load or link preview (Chrome's `prefetch`, Firefox's `X-Moz: prefetch`).
 fn is_prefetch_value(value: &str) -> bool {
@@ -333,32 +343,37 @@ struct RequestHeaders<'a> {
 }
 
 impl<'a> RequestHeaders<'a> {
-    fn scan(req: &'a RequestHeader, country_header: Option<&str>) -> Self {
+    fn scan(req: &'a RequestHeader, country_header: Option<&HeaderName>) -> Self {
         // `Some(first value)` once a header has been seen; a value that is not visible ASCII
         // is `Some(None)`, as a lookup's `to_str` would have it.
         let mut seen: [Option<Option<&'a str>>; 5] = [None; 5];
         let mut prefetch = false;
         let mut forwarded = None;
         let mut forwarded_more = false;
+        // Names are compared as `HeaderName`s: a standard name is a one-byte tag, so most
+        // comparisons are a byte or two, where matching `as_str()` compared text.
         for (name, value) in &req.headers {
-            let slot = match name.as_str() {
-                "host" => 0,
-                "user-agent" => 1,
-                "referer" => 2,
-                "accept" => 3,
-                "x-forwarded-for" => {
-                    if let Ok(v) = value.to_str() {
-                        forwarded_more |= forwarded.is_some();
-                        forwarded.get_or_insert(v);
-                    }
-                    continue;
+            let slot = if *name == header::HOST {
+                0
+            } else if *name == header::USER_AGENT {
+                1
+            } else if *name == header::REFERER {
+                2
+            } else if *name == header::ACCEPT {
+                3
+            } else if *name == X_FORWARDED_FOR {
+                if let Ok(v) = value.to_str() {
+                    forwarded_more |= forwarded.is_some();
+                    forwarded.get_or_insert(v);
                 }
-                "sec-purpose" | "purpose" | "x-moz" | "x-purpose" => {
-                    prefetch |= value.to_str().is_ok_and(is_prefetch_value);
-                    continue;
-                }
-                other if country_header.is_some_and(|c| c.eq_ignore_ascii_case(other)) => 4,
-                _ => continue,
+                continue;
+            } else if PREFETCH_MARKS.contains(name) {
+                prefetch |= value.to_str().is_ok_and(is_prefetch_value);
+                continue;
+            } else if country_header == Some(name) {
+                4
+            } else {
+                continue;
             };
             seen[slot].get_or_insert_with(|| value.to_str().ok());
         }
@@ -394,7 +409,7 @@ impl<'a> RequestHeaders<'a> {
 
 impl LinkProxy {
     /// The country header to read: only a trusted load balancer's counts.
-    fn country_header(&self, ctx: &Ctx) -> Option<&str> {
+    fn country_header(&self, ctx: &Ctx) -> Option<&HeaderName> {
         match (&self.state.country_header, ctx.peer_trusted) {
             (Some(name), true) => Some(name),
             _ => None,
@@ -411,7 +426,7 @@ impl LinkProxy {
     ) -> ClickEvent {
         // Anything but two ASCII letters (and Cloudflare's "XX" for unknown) is ignored.
         let country = headers.country.and_then(|v| {
-            let b = v.trim().as_bytes();
+            let b = v.as_bytes().trim_ascii();
             (b.len() == 2
                 && b.iter().all(u8::is_ascii_alphabetic)
                 && !b.eq_ignore_ascii_case(b"XX"))
@@ -425,7 +440,11 @@ impl LinkProxy {
             client_ip: ctx.client,
             user_agent: captured(headers.user_agent),
             referrer: captured(headers.referrer),
-            has_accept: headers.accept.is_some_and(|a| !a.trim().is_empty()),
+            // Readable header values are visible ASCII, spaces and tabs: an ASCII trim is
+            // the whole trim (and skips `str::trim`'s Unicode decoding).
+            has_accept: headers
+                .accept
+                .is_some_and(|a| !a.as_bytes().trim_ascii().is_empty()),
             method: match method {
                 Method::Head => ClickMethod::Head,
                 Method::Post => ClickMethod::Post,
@@ -867,7 +886,7 @@ mod tests {
             ("CF-IPCountry", b"de"),
             ("X-Forwarded-For", b"198.51.100.7"),
         ]);
-        let found = RequestHeaders::scan(&req, Some("cf-ipcountry"));
+        let found = RequestHeaders::scan(&req, Some(&HeaderName::from_static("cf-ipcountry")));
         assert_eq!(
             found,
             RequestHeaders {

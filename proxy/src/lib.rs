@@ -163,7 +163,8 @@ impl Proxy {
                 .clicks
                 .country_header
                 .as_deref()
-                .map(|h| h.to_ascii_lowercase().into_boxed_str()),
+                // Validated as a header name (`clicks.country_header`).
+                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
             pipeline: Arc::clone(pipeline.stats()),
         });
         Ok(Self {

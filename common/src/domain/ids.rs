@@ -32,6 +32,24 @@ db_id!(
     ApiKeyId
 );
 
+thread_local! {
+    static ID_BITS: std::cell::RefCell<rand::rngs::SmallRng> =
+        std::cell::RefCell::new(rand::SeedableRng::from_rng(&mut rand::rng()));
+}
+
+/// The random part of a click id. Ids are made on every redirect thread, so the bits come
+/// from a small generator per thread (seeded once from the OS-seeded thread RNG) rather than
+/// `Uuid::now_v7()`, whose shared clock-sequence context is a lock, or the thread RNG
+/// itself, a `ChaCha` generator with reseeding checks. Ids must be unique, not unpredictable.
+fn random_bits() -> [u8; 10] {
+    use rand::Rng as _;
+    let (high, low) = ID_BITS.with_borrow_mut(|rng| (rng.next_u64(), rng.next_u64()));
+    let mut bits = [0u8; 10];
+    bits[..8].copy_from_slice(&high.to_le_bytes());
+    bits[8..].copy_from_slice(&low.to_le_bytes()[..2]);
+    bits
+}
+
 /// A click's 128-bit id: a UUIDv7, so ids are unique without coordination and sort by time,
 /// which keeps the raw-click primary key append-only in InnoDB's clustered index.
 #[derive(
@@ -41,21 +59,16 @@ db_id!(
 pub struct ClickId(pub u128);
 
 impl ClickId {
-    /// A fresh id: the current millisecond and 74 random bits. Built from the thread-local
-    /// RNG rather than `Uuid::now_v7()`, whose shared clock-sequence context is a lock every
-    /// redirect thread would contend on.
+    /// A fresh id: the current millisecond and 74 random bits.
     pub fn new() -> Self {
         Self::at(Timestamp::now())
     }
 
     /// A fresh id for an event at `at` (callers that already read the clock pass it in).
     pub fn at(at: Timestamp) -> Self {
-        use rand::Rng as _;
         let millis = u64::try_from(at.as_millis()).unwrap_or_default();
-        let mut random = [0u8; 10];
-        rand::rng().fill_bytes(&mut random);
         Self(
-            uuid::Builder::from_unix_timestamp_millis(millis, &random)
+            uuid::Builder::from_unix_timestamp_millis(millis, &random_bits())
                 .into_uuid()
                 .as_u128(),
         )
@@ -116,6 +129,22 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(ClickId::from_bytes(&a.to_bytes()), Some(a));
         assert_eq!(ClickId::from_bytes(&[1, 2, 3]), None);
+    }
+
+    /// Each thread has a generator of its own: threads making ids in the same millisecond
+    /// must not repeat each other's (as they would if the generators shared a seed).
+    #[test]
+    fn ids_made_on_many_threads_at_one_millisecond_are_all_distinct() {
+        let at = Timestamp::now();
+        let ids: Vec<Vec<ClickId>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| scope.spawn(move || (0..50_000).map(|_| ClickId::at(at)).collect()))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let all: std::collections::HashSet<ClickId> = ids.iter().flatten().copied().collect();
+        assert_eq!(all.len(), 200_000);
+        assert!(all.iter().all(|id| id.millis() == at.as_millis()));
     }
 
     #[test]
