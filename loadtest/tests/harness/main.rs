@@ -125,6 +125,7 @@ async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
             describe(&report)
         );
         assert_eq!(report.error_count(), 0, "{}", describe(&report));
+        assert_eq!(report.unsent, 0, "a server this fast is never overloaded");
         assert!(report.responses() > 300, "{}", describe(&report));
         assert_eq!(report.statuses.keys().copied().collect::<Vec<_>>(), [302]);
     }
@@ -219,6 +220,11 @@ async fn a_server_that_never_answers_is_reported_and_the_run_still_stops() {
     );
     assert!(report.error_count() > 0, "{}", describe(&report));
     assert_eq!(report.responses(), 0);
+    assert!(
+        report.unsent > 0,
+        "with every connection waiting, due requests stay unsent\n{}",
+        describe(&report)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
