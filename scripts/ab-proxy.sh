@@ -17,6 +17,8 @@
 #                                                   hits as at the peak (needs valgrind)
 #
 # CLIENTS=N sends the redirects as from N clients behind a load balancer (--clients).
+# CACHE_SIM=1 has callgrind simulate the caches too and prints first-level instruction-cache
+# misses per request beside the instructions.
 # Each BIN is started alone (one worker thread, SQLite) on 127.0.0.1:18087, loaded, and
 # stopped before the next. The store (100,000 links, 10,000 hot) is seeded once into $WORK.
 # A BIN may be a wrapper script: `exec ./target/release/examples/bare_redirect
@@ -56,12 +58,18 @@ thread_counters() {
 # Inclusive instructions per served request of the request path's functions, from a
 # callgrind profile.
 per_request() {
-  callgrind_annotate --inclusive=yes --show=Ir --threshold=100 "$1" 2>/dev/null |
-    awk -v n="$2" '
+  callgrind_annotate --inclusive=yes --show=Ir${CACHE_SIM:+,I1mr} --threshold=100 "$1" 2>/dev/null |
+    awk -v n="$2" -v sim="${CACHE_SIM:-}" '
       /apps\/mod.rs:<T as pingora_core::apps::ServerApp>::process_new::\{\{closure\}\} *(\[|$)/ { k = "process_new (the connection task)" }
       /src\/lib.rs:pingora_proxy::HttpProxy<SV,C>::process_request::\{\{closure\}\} *(\[|$)/ { k = "process_request" }
       /(app|bare_[a-z_]+)\.rs:<[^>]* as pingora_proxy::proxy_trait::ProxyHttp>::request_filter::\{\{closure\}\} *(\[|$)/ { k = "request_filter" }
-      k != "" && !(k in seen) { seen[k] = 1; x = $1; gsub(",", "", x); printf "  %-36s %8.0f\n", k, x / n }
+      k != "" && !(k in seen) {
+        seen[k] = 1; x = $1; gsub(",", "", x); printf "  %-36s %8.0f", k, x / n
+        # Without the "(N%)" shares (which may hold a space) the misses are field 2.
+        if (sim != "") { line = $0; gsub(/\([^)]*\)/, "", line); split(line, f, " ")
+          m = f[2]; gsub(",", "", m); printf "  I1 misses %6.0f", m / n }
+        printf "\n"
+      }
       { k = "" }'
 }
 for BIN in "$@"; do
@@ -70,7 +78,7 @@ for BIN in "$@"; do
   if [ "$MODE" = callgrind ]; then
     OUT=$WORK/callgrind.out
     rm -f "$OUT"*
-    WRAP=(valgrind --tool=callgrind --trace-children=yes --instr-atstart=no --callgrind-out-file="$OUT.%p")
+    WRAP=(valgrind --tool=callgrind --trace-children=yes --instr-atstart=no ${CACHE_SIM:+--cache-sim=yes} --callgrind-out-file="$OUT.%p")
   fi
   LINKGATE__STORE__URL="sqlite://$WORK/ab.db" LINKGATE__PROXY__LISTEN=127.0.0.1:18087 \
     LINKGATE__PROXY__METRICS_LISTEN=127.0.0.1:19097 LINKGATE__PROXY__THREADS=1 RUST_LOG=warn \
