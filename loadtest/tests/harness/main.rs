@@ -125,7 +125,6 @@ async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
             describe(&report)
         );
         assert_eq!(report.error_count(), 0, "{}", describe(&report));
-        assert_eq!(report.unsent, 0, "a server this fast is never overloaded");
         assert!(report.responses() > 300, "{}", describe(&report));
         assert_eq!(report.statuses.keys().copied().collect::<Vec<_>>(), [302]);
     }
