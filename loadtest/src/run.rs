@@ -60,14 +60,10 @@ pub async fn run(spec: &RunSpec, workload: Arc<Workload>) -> Report {
     let connections = spec.connections.max(1);
     let mode_name = match spec.mode {
         Mode::Closed => "closed".to_owned(),
-        Mode::Open {
-            rate,
-            pacing: Pacing::Sleep,
-        } => format!("open {rate:.0}/s"),
-        Mode::Open {
-            rate,
-            pacing: Pacing::BusyPoll,
-        } => format!("open {rate:.0}/s, busy-poll"),
+        Mode::Open { rate, pacing } => match pacing {
+            Pacing::Sleep => format!("open {rate:.0}/s"),
+            Pacing::BusyPoll => format!("open {rate:.0}/s, busy-poll"),
+        },
     };
     let duration = spec.duration.min(MAX_DURATION);
     let warmup = spec.warmup.min(MAX_DURATION);

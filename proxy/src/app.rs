@@ -123,11 +123,13 @@ fn method_of(req: &RequestHeader) -> Method {
     }
 }
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Every X-Forwarded-For value as one list; the usual single header is borrowed, not copied.
 fn forwarded_chain(req: &RequestHeader) -> Option<Cow<'_, str>> {
     let mut values = req
         .headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok());
     let first = values.next()?;
@@ -301,8 +303,6 @@ impl Default for Enumerators {
         Self::new()
     }
 }
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers whose value may mark a prefetch (see [`is_prefetch_value`]).
 static PREFETCH_MARKS: [HeaderName; 4] = [

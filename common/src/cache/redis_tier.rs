@@ -61,21 +61,12 @@ impl RedisTier {
     /// Validates the URL; no connection yet (see [`RedisTier::connect`]). Calls wait up to
     /// `settings.timeout_ms`.
     pub fn new(url: &str, settings: &RedisSettings, ttl: Duration) -> Result<Arc<Self>, String> {
-        Self::with_timeout(url, settings, ttl, settings.timeout_ms)
-    }
-
-    fn with_timeout(
-        url: &str,
-        settings: &RedisSettings,
-        ttl: Duration,
-        timeout_ms: u64,
-    ) -> Result<Arc<Self>, String> {
         let client = redis::Client::open(url)
             .map_err(|_| "redis.url is not a valid Redis URL".to_owned())?;
         Ok(Arc::new(Self {
             client,
             conn: RwLock::new(None),
-            timeout: Duration::from_millis(timeout_ms),
+            timeout: Duration::from_millis(settings.timeout_ms),
             breaker: Breaker::new(Duration::from_millis(settings.circuit_cooldown_ms)),
             prefix: settings.key_prefix.clone(),
             ttl_secs: ttl.as_secs().max(1),
@@ -112,11 +103,14 @@ impl RedisTier {
             .url
             .as_ref()
             .map(|url| {
-                Self::with_timeout(
-                    url.expose(),
-                    &settings.redis,
-                    Duration::from_secs(settings.cache.l2_ttl_secs),
+                let redis = RedisSettings {
                     timeout_ms,
+                    ..settings.redis.clone()
+                };
+                Self::new(
+                    url.expose(),
+                    &redis,
+                    Duration::from_secs(settings.cache.l2_ttl_secs),
                 )
             })
             .transpose()

@@ -171,17 +171,22 @@ fn retry_delay(initial: Duration, max: Duration, failures: u32) -> Duration {
 }
 
 /// One kind of store write's failures in a row: when it may be tried next
-/// ([`retry_delay`] after the last failure) and when a failure was last logged.
+/// ([`retry_delay`] after the last failure, from `initial` up to `max`) and when a failure
+/// was last logged.
 #[derive(Debug)]
 struct Retry {
+    initial: Duration,
+    max: Duration,
     failures: u32,
     next: Instant,
     last_log: Option<Instant>,
 }
 
 impl Retry {
-    fn new() -> Self {
+    fn new(initial: Duration, max: Duration) -> Self {
         Self {
+            initial,
+            max,
             failures: 0,
             next: Instant::now(),
             last_log: None,
@@ -194,9 +199,9 @@ impl Retry {
     }
 
     /// Counts a failure; returns the wait before the next try.
-    fn failed(&mut self, initial: Duration, max: Duration) -> Duration {
+    fn failed(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let backoff = retry_delay(initial, max, self.failures);
+        let backoff = retry_delay(self.initial, self.max, self.failures);
         self.next = Instant::now() + backoff;
         backoff
     }
@@ -444,8 +449,8 @@ pub fn spawn(
         last_sweep: None,
         salts: FastMap::default(),
         local_salts: HashMap::new(),
-        batch_retry: Retry::new(),
-        window_retry: Retry::new(),
+        batch_retry: Retry::new(settings.retry_initial, settings.retry_max),
+        window_retry: Retry::new(settings.retry_initial, settings.retry_max),
         last_maintenance: None,
         last_counter_connect: None,
         stats: Arc::clone(&stats),
@@ -1303,9 +1308,7 @@ impl Worker {
     fn failed(&mut self, error: &str) {
         self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
         self.stats.store_up.store(false, Ordering::Relaxed);
-        let backoff = self
-            .batch_retry
-            .failed(self.settings.retry_initial, self.settings.retry_max);
+        let backoff = self.batch_retry.failed();
         if self.batch_retry.log_due() {
             tracing::warn!(
                 error,
@@ -1352,9 +1355,7 @@ impl Worker {
             }
             Err(error) => {
                 self.stats.aggregate_errors.fetch_add(1, Ordering::Relaxed);
-                let backoff = self
-                    .window_retry
-                    .failed(self.settings.retry_initial, self.settings.retry_max);
+                let backoff = self.window_retry.failed();
                 let clicks = self.window.clicks();
                 if clicks > self.settings.buffer_max_clicks as u64 {
                     tracing::warn!(

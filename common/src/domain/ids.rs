@@ -43,10 +43,8 @@ thread_local! {
 /// itself, a `ChaCha` generator with reseeding checks. Ids must be unique, not unpredictable.
 fn random_bits() -> [u8; 10] {
     use rand::Rng as _;
-    let (high, low) = ID_BITS.with_borrow_mut(|rng| (rng.next_u64(), rng.next_u64()));
     let mut bits = [0u8; 10];
-    bits[..8].copy_from_slice(&high.to_le_bytes());
-    bits[8..].copy_from_slice(&low.to_le_bytes()[..2]);
+    ID_BITS.with_borrow_mut(|rng| rng.fill_bytes(&mut bits));
     bits
 }
 
