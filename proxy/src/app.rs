@@ -3,7 +3,9 @@
 //! proxied, to the admin service.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -20,6 +22,7 @@ use linkgate_common::domain::{
     ClickEvent, ClickId, ClickMethod, LinkId, RedirectStatus, Timestamp, capture_header,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
@@ -112,6 +115,12 @@ fn route(path: &str) -> Route {
         }
         _ => Route::Link,
     }
+}
+
+/// The code a link path names. Origin-form paths start with "/"; authority-form
+/// (CONNECT) and "*" do not.
+fn link_code(req: &RequestHeader) -> &str {
+    req.uri.path().strip_prefix('/').unwrap_or_default()
 }
 
 fn method_of(req: &RequestHeader) -> Method {
@@ -234,6 +243,48 @@ async fn respond_redirect(session: &mut Session, status: u16, location: HeaderVa
         ],
     );
     session.write_response_header(resp, true).await
+}
+
+/// What [`LinkProxy::prepare`] found. Only `Redirect` is answered on the hot path.
+enum Prepared {
+    /// A redirect whose click is queued: all that is left is to write it.
+    Redirect {
+        status: u16,
+        location: HeaderValue,
+    },
+    Health,
+    Ready,
+    /// Proxied to the admin service.
+    Admin,
+    /// The client's network is refused outright.
+    Refused,
+    /// A limit refused the client for this long.
+    TooMany(std::time::Duration),
+    /// A link request decided without a redirect.
+    Link(Step, Timestamp),
+    /// A redirect of a click-limited link, which must take from its budget first.
+    Limited(Limited, Timestamp),
+    /// Not in the process's cache: loaded from Redis or the store.
+    Miss(Timestamp),
+}
+
+/// A resolved link request, decided (see [`LinkProxy::resolved`]).
+enum Resolution {
+    /// Its click is queued.
+    Redirect {
+        status: u16,
+        location: HeaderValue,
+    },
+    Limited(Limited),
+    Other(Step),
+}
+
+/// A redirect of a link with a click limit, before its click is taken.
+struct Limited {
+    link: Arc<CachedLink>,
+    status: u16,
+    location: HeaderValue,
+    outcome: Outcome,
 }
 
 /// What the read-only phase of a link request decided; the write phase sends it.
@@ -473,36 +524,87 @@ impl LinkProxy {
         }
     }
 
-    /// The read-only phase: everything is borrowed from the request, nothing is copied on
-    /// the cache-hit path except the `Location` value itself.
-    async fn look_up(
+    /// The first phase of every request, synchronous: reads the peer and headers, routes,
+    /// applies the link path's refusals and limits, and answers a cached link. A redirect
+    /// (its click queued) is all the hot path has left to write; anything else goes to
+    /// [`LinkProxy::finish`], out of line.
+    fn prepare(&self, session: &Session, ctx: &mut Ctx) -> Prepared {
+        ctx.peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(SocketAddr::ip);
+        ctx.peer_trusted = ctx
+            .peer
+            .is_some_and(|p| self.state.trusted.iter().any(|n| n.contains(&p)));
+        let peer = ctx.peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let req = session.req_header();
+        let headers = RequestHeaders::scan(req, self.country_header(ctx));
+        // An untrusted peer's X-Forwarded-For is never read.
+        ctx.client = if ctx.peer_trusted {
+            client_behind_trusted_peer(
+                peer,
+                headers.forwarded_chain(req).as_deref(),
+                &self.state.trusted,
+            )
+        } else {
+            peer
+        };
+        match route(req.uri.path()) {
+            Route::Health => return Prepared::Health,
+            Route::Ready => return Prepared::Ready,
+            Route::Admin => return Prepared::Admin,
+            Route::Link => {}
+        }
+        if self
+            .state
+            .refused_networks
+            .iter()
+            .any(|n| n.contains(&ctx.client))
+        {
+            return Prepared::Refused;
+        }
+        if let Some(wait) = self.state.enumerators.blocked_for(&ctx.client, ctx.started) {
+            return Prepared::TooMany(wait);
+        }
+        if let Some(limiter) = &self.state.per_client
+            && let Verdict::Limited { retry_after } = limiter.check_local(&ctx.client)
+        {
+            return Prepared::TooMany(retry_after);
+        }
+        let now = Timestamp::now();
+        let Some(host) = headers.host(req) else {
+            return Prepared::Link(Step::NoHost, now);
+        };
+        match self
+            .state
+            .resolver
+            .cached(host, link_code(req), ctx.started)
+        {
+            Some(hit) => match self.resolved(req, &headers, ctx, hit, now) {
+                Resolution::Redirect { status, location } => {
+                    Prepared::Redirect { status, location }
+                }
+                Resolution::Limited(limited) => Prepared::Limited(limited, now),
+                Resolution::Other(step) => Prepared::Link(step, now),
+            },
+            None => Prepared::Miss(now),
+        }
+    }
+
+    /// Decides a resolved link request; everything is borrowed from the request, nothing is
+    /// copied on the redirect path except the `Location` value itself. A redirect's click
+    /// is queued here, except a click-limited link's, which must first take from its budget.
+    fn resolved(
         &self,
         req: &RequestHeader,
         headers: &RequestHeaders<'_>,
         ctx: &mut Ctx,
+        resolved: Resolved,
         now: Timestamp,
-    ) -> Step {
-        let method = method_of(req);
-        let Some(host) = headers.host(req) else {
-            return Step::NoHost;
-        };
-        // Origin-form paths start with "/"; authority-form (CONNECT) and "*" do not.
-        let code = req.uri.path().strip_prefix('/').unwrap_or_default();
-        let query = req.uri.query();
-        // The cache-hit path is synchronous: no future is built for it.
-        let resolved = match self.state.resolver.cached(host, code, ctx.started) {
-            Some(hit) => hit,
-            // Boxed: the miss path's state is large, and keeping it out of this future keeps
-            // the hit path's future small (it is moved and copied on every request).
-            None => match Box::pin(self.state.resolver.load_missing(host, code)).await {
-                Ok(r) => r,
-                Err(error) => {
-                    tracing::warn!(%error, "link lookup failed");
-                    return Step::StoreFailed;
-                }
-            },
-        };
+    ) -> Resolution {
         self.count_lookup(&resolved);
+        let method = method_of(req);
+        let query = req.uri.query();
         let facts = RequestFacts { method, query, now };
         let link = resolved.link;
         match decide::decide(link.as_deref(), &facts, self.state.default_status) {
@@ -512,33 +614,144 @@ impl LinkProxy {
                 limited,
             } => {
                 let Some(link) = link else {
-                    return Step::Decided(Decision::NotFound);
+                    return Resolution::Other(Step::Decided(Decision::NotFound));
                 };
-                if limited && !Box::pin(self.state.budget.take(&link)).await {
-                    return Step::Decided(decide::gone(&link));
-                }
-                ctx.outcome = Some(match resolved.tier {
+                let outcome = match resolved.tier {
                     Tier::L1 => Outcome::L1Hit,
                     Tier::L2 => Outcome::L2Hit,
                     Tier::Store | Tier::Shared => Outcome::StoreHit,
-                });
+                };
+                if limited {
+                    return Resolution::Limited(Limited {
+                        link,
+                        status,
+                        location,
+                        outcome,
+                    });
+                }
+                ctx.outcome = Some(outcome);
                 self.state
                     .clicks
                     .push(Self::click(headers, ctx, link.id, method, now));
-                Step::Redirect { status, location }
+                Resolution::Redirect { status, location }
             }
             Decision::PasswordRequired if method == Method::Post => match link {
-                Some(link) => Step::CheckPassword {
+                Some(link) => Resolution::Other(Step::CheckPassword {
                     link,
                     query: query.map(str::to_owned),
-                },
-                None => Step::Decided(Decision::NotFound),
+                }),
+                None => Resolution::Other(Step::Decided(Decision::NotFound)),
             },
-            other => Step::Decided(other),
+            other => Resolution::Other(Step::Decided(other)),
         }
     }
 
-    /// Sends what [`LinkProxy::look_up`] decided.
+    /// Everything but a prepared redirect: probes, passthrough, refusals, cache misses,
+    /// click-limited links and every other answer. Boxed behind `dyn`, so none of its code
+    /// is laid out among the hot path's (it would take instruction-cache lines every
+    /// redirect pays for).
+    fn finish<'a>(
+        &'a self,
+        session: &'a mut Session,
+        ctx: &'a mut Ctx,
+        prepared: Prepared,
+    ) -> Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>> {
+        Box::pin(async move {
+            let (step, now) = match prepared {
+                Prepared::Redirect { status, location } => {
+                    respond_redirect(session, status, location).await?;
+                    return Ok(true);
+                }
+                Prepared::Health => {
+                    respond_text(session, StatusCode::OK, "ok\n").await?;
+                    return Ok(true);
+                }
+                Prepared::Ready => {
+                    if self.state.ready.load(Ordering::Relaxed) {
+                        respond_text(session, StatusCode::OK, "ready\n").await?;
+                    } else {
+                        respond_text(
+                            session,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the store has not answered recently\n",
+                        )
+                        .await?;
+                    }
+                    return Ok(true);
+                }
+                Prepared::Admin => {
+                    ctx.outcome = Some(Outcome::Passthrough);
+                    return Ok(false);
+                }
+                Prepared::Refused => {
+                    ctx.outcome = Some(Outcome::Limited);
+                    respond_text(session, StatusCode::FORBIDDEN, pages::REFUSED).await?;
+                    return Ok(true);
+                }
+                Prepared::TooMany(wait) => {
+                    self.too_many(session, ctx, wait).await?;
+                    return Ok(true);
+                }
+                Prepared::Link(step, now) => (step, now),
+                Prepared::Limited(limited, now) => {
+                    (self.take_budget(session, ctx, limited, now).await, now)
+                }
+                Prepared::Miss(now) => (self.load_missing(session, ctx, now).await, now),
+            };
+            self.answer_link(session, ctx, step, now).await?;
+            Ok(true)
+        })
+    }
+
+    /// A link that was not cached: loads it (a single flight per key) and decides.
+    async fn load_missing(&self, session: &Session, ctx: &mut Ctx, now: Timestamp) -> Step {
+        let req = session.req_header();
+        let headers = RequestHeaders::scan(req, self.country_header(ctx));
+        let Some(host) = headers.host(req) else {
+            return Step::NoHost;
+        };
+        let resolved = match self.state.resolver.load_missing(host, link_code(req)).await {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::warn!(%error, "link lookup failed");
+                return Step::StoreFailed;
+            }
+        };
+        match self.resolved(req, &headers, ctx, resolved, now) {
+            Resolution::Redirect { status, location } => Step::Redirect { status, location },
+            Resolution::Limited(limited) => self.take_budget(session, ctx, limited, now).await,
+            Resolution::Other(step) => step,
+        }
+    }
+
+    /// A click-limited link redirects only with a click taken from its budget (exact across
+    /// nodes when Redis is configured); with the budget spent it is gone.
+    async fn take_budget(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        limited: Limited,
+        now: Timestamp,
+    ) -> Step {
+        let Limited {
+            link,
+            status,
+            location,
+            outcome,
+        } = limited;
+        if !self.state.budget.take(&link).await {
+            return Step::Decided(decide::gone(&link));
+        }
+        ctx.outcome = Some(outcome);
+        let req = session.req_header();
+        let headers = RequestHeaders::scan(req, self.country_header(ctx));
+        self.state
+            .clicks
+            .push(Self::click(&headers, ctx, link.id, method_of(req), now));
+        Step::Redirect { status, location }
+    }
+
+    /// Sends what [`LinkProxy::prepare`] or [`LinkProxy::finish`] decided for a link.
     async fn answer_link(
         &self,
         session: &mut Session,
@@ -730,6 +943,13 @@ async fn read_body(session: &mut Session, max: usize) -> Result<Option<Vec<u8>>>
 impl ProxyHttp for LinkProxy {
     type CTX = Ctx;
 
+    /// None. Pingora's default is a response-compression module at level 0 (disabled),
+    /// which still builds its context (two allocations) and runs its filters on every
+    /// request. linkgate never turns it on: a redirect has no body, the proxy's own pages are
+    /// a few hundred bytes, and a passthrough response reaches the client as the admin
+    /// service wrote it, as it did with the module disabled.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
@@ -741,75 +961,12 @@ impl ProxyHttp for LinkProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(SocketAddr::ip);
-        ctx.peer_trusted = ctx
-            .peer
-            .is_some_and(|p| self.state.trusted.iter().any(|n| n.contains(&p)));
-        let peer = ctx.peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let req = session.req_header();
-        let headers = RequestHeaders::scan(req, self.country_header(ctx));
-        // An untrusted peer's X-Forwarded-For is never read.
-        ctx.client = if ctx.peer_trusted {
-            client_behind_trusted_peer(
-                peer,
-                headers.forwarded_chain(req).as_deref(),
-                &self.state.trusted,
-            )
-        } else {
-            peer
-        };
-
-        match route(req.uri.path()) {
-            Route::Health => {
-                respond_text(session, StatusCode::OK, "ok\n").await?;
+        match self.prepare(session, ctx) {
+            Prepared::Redirect { status, location } => {
+                respond_redirect(session, status, location).await?;
                 Ok(true)
             }
-            Route::Ready => {
-                if self.state.ready.load(Ordering::Relaxed) {
-                    respond_text(session, StatusCode::OK, "ready\n").await?;
-                } else {
-                    respond_text(
-                        session,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not ready: the store has not answered recently\n",
-                    )
-                    .await?;
-                }
-                Ok(true)
-            }
-            Route::Admin => {
-                ctx.outcome = Some(Outcome::Passthrough);
-                Ok(false)
-            }
-            Route::Link => {
-                if self
-                    .state
-                    .refused_networks
-                    .iter()
-                    .any(|n| n.contains(&ctx.client))
-                {
-                    ctx.outcome = Some(Outcome::Limited);
-                    respond_text(session, StatusCode::FORBIDDEN, pages::REFUSED).await?;
-                    return Ok(true);
-                }
-                if let Some(wait) = self.state.enumerators.blocked_for(&ctx.client, ctx.started) {
-                    self.too_many(session, ctx, wait).await?;
-                    return Ok(true);
-                }
-                if let Some(limiter) = &self.state.per_client
-                    && let Verdict::Limited { retry_after } = limiter.check_local(&ctx.client)
-                {
-                    self.too_many(session, ctx, retry_after).await?;
-                    return Ok(true);
-                }
-                let now = Timestamp::now();
-                let step = self.look_up(req, &headers, ctx, now).await;
-                self.answer_link(session, ctx, step, now).await?;
-                Ok(true)
-            }
+            other => self.finish(session, ctx, other).await,
         }
     }
 
