@@ -158,14 +158,14 @@ for round in $(seq $ROUNDS); do
   proxy_clicks 19090 | sed 's/^/  /'
   stop_server
 done
-sum_of() { cat "$WORK"/ab-"$1"-*.txt | awk '$1 == "throughput" { t += $2 } END { print t }'; }
+peak_of() { awk '$1 == "throughput" { print $2 }' "$WORK/ab-$1-$2.txt"; } # proxy|bare round
+sum_of() { for round in $(seq $ROUNDS); do peak_of "$1" "$round"; done | awk '{ t += $1 } END { print t }'; }
 BARE=$(sum_of bare)
 PROXY=$(sum_of proxy)
 echo "mean peak: bare $((BARE / ROUNDS)) /s, proxy $((PROXY / ROUNDS)) /s"
 echo "throughput ratio proxy/bare: $(awk -v a="$BARE" -v b="$PROXY" 'BEGIN { printf "%.3f", b / a }')"
 # Each round's pair (the baseline, then the proxy right after it) and their median, which
 # a single disturbed round cannot move much.
-peak_of() { awk '$1 == "throughput" { print $2 }' "$WORK/ab-$1-$2.txt"; }
 RATIOS=$(for round in $(seq $ROUNDS); do
   awk -v a="$(peak_of bare "$round")" -v b="$(peak_of proxy "$round")" 'BEGIN { printf "%.3f\n", b / a }'
 done)

@@ -3,7 +3,6 @@
 //! proxied, to the admin service.
 
 use std::borrow::Cow;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -245,13 +244,9 @@ async fn respond_redirect(session: &mut Session, status: u16, location: HeaderVa
     session.write_response_header(resp, true).await
 }
 
-/// What [`LinkProxy::prepare`] found. Only `Redirect` is answered on the hot path.
+/// What [`LinkProxy::prepare`] found. Only a link's `Step::Redirect` is answered on the hot
+/// path.
 enum Prepared {
-    /// A redirect whose click is queued: all that is left is to write it.
-    Redirect {
-        status: u16,
-        location: HeaderValue,
-    },
     Health,
     Ready,
     /// Proxied to the admin service.
@@ -260,39 +255,30 @@ enum Prepared {
     Refused,
     /// A limit refused the client for this long.
     TooMany(std::time::Duration),
-    /// A link request decided without a redirect.
+    /// A cached link request, decided.
     Link(Step, Timestamp),
-    /// A redirect of a click-limited link, which must take from its budget first.
-    Limited(Limited, Timestamp),
     /// Not in the process's cache: loaded from Redis or the store.
     Miss(Timestamp),
 }
 
-/// A resolved link request, decided (see [`LinkProxy::resolved`]).
-enum Resolution {
+/// A redirect of a link with a click limit: sent only if its click is taken from the
+/// link's budget.
+struct Limited {
+    link: Arc<CachedLink>,
+    status: u16,
+    location: HeaderValue,
+    outcome: Outcome,
+    click: ClickEvent,
+}
+
+/// What the read-only phase of a link request decided; the write phase sends it.
+enum Step {
     /// Its click is queued.
     Redirect {
         status: u16,
         location: HeaderValue,
     },
     Limited(Limited),
-    Other(Step),
-}
-
-/// A redirect of a link with a click limit, before its click is taken.
-struct Limited {
-    link: Arc<CachedLink>,
-    status: u16,
-    location: HeaderValue,
-    outcome: Outcome,
-}
-
-/// What the read-only phase of a link request decided; the write phase sends it.
-enum Step {
-    Redirect {
-        status: u16,
-        location: HeaderValue,
-    },
     Decided(Decision),
     /// A POST to a password link: read the body, check, then redirect or refuse.
     CheckPassword {
@@ -580,20 +566,14 @@ impl LinkProxy {
             .resolver
             .cached(host, link_code(req), ctx.started)
         {
-            Some(hit) => match self.resolved(req, &headers, ctx, hit, now) {
-                Resolution::Redirect { status, location } => {
-                    Prepared::Redirect { status, location }
-                }
-                Resolution::Limited(limited) => Prepared::Limited(limited, now),
-                Resolution::Other(step) => Prepared::Link(step, now),
-            },
+            Some(hit) => Prepared::Link(self.resolved(req, &headers, ctx, hit, now), now),
             None => Prepared::Miss(now),
         }
     }
 
     /// Decides a resolved link request; everything is borrowed from the request, nothing is
     /// copied on the redirect path except the `Location` value itself. A redirect's click
-    /// is queued here, except a click-limited link's, which must first take from its budget.
+    /// is queued here, except a click-limited link's, which waits for its budget.
     fn resolved(
         &self,
         req: &RequestHeader,
@@ -601,7 +581,7 @@ impl LinkProxy {
         ctx: &mut Ctx,
         resolved: Resolved,
         now: Timestamp,
-    ) -> Resolution {
+    ) -> Step {
         self.count_lookup(&resolved);
         let method = method_of(req);
         let query = req.uri.query();
@@ -614,39 +594,39 @@ impl LinkProxy {
                 limited,
             } => {
                 let Some(link) = link else {
-                    return Resolution::Other(Step::Decided(Decision::NotFound));
+                    return Step::Decided(Decision::NotFound);
                 };
                 let outcome = match resolved.tier {
                     Tier::L1 => Outcome::L1Hit,
                     Tier::L2 => Outcome::L2Hit,
                     Tier::Store | Tier::Shared => Outcome::StoreHit,
                 };
+                let click = Self::click(headers, ctx, link.id, method, now);
                 if limited {
-                    return Resolution::Limited(Limited {
+                    return Step::Limited(Limited {
                         link,
                         status,
                         location,
                         outcome,
+                        click,
                     });
                 }
                 ctx.outcome = Some(outcome);
-                self.state
-                    .clicks
-                    .push(Self::click(headers, ctx, link.id, method, now));
-                Resolution::Redirect { status, location }
+                self.state.clicks.push(click);
+                Step::Redirect { status, location }
             }
             Decision::PasswordRequired if method == Method::Post => match link {
-                Some(link) => Resolution::Other(Step::CheckPassword {
+                Some(link) => Step::CheckPassword {
                     link,
                     query: query.map(str::to_owned),
-                }),
-                None => Resolution::Other(Step::Decided(Decision::NotFound)),
+                },
+                None => Step::Decided(Decision::NotFound),
             },
-            other => Resolution::Other(Step::Decided(other)),
+            other => Step::Decided(other),
         }
     }
 
-    /// Everything but a prepared redirect: probes, passthrough, refusals, cache misses,
+    /// Everything but a cached link's redirect: probes, passthrough, refusals, cache misses,
     /// click-limited links and every other answer. Boxed behind `dyn`, so none of its code
     /// is laid out among the hot path's (it would take instruction-cache lines every
     /// redirect pays for).
@@ -658,10 +638,6 @@ impl LinkProxy {
     ) -> Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>> {
         Box::pin(async move {
             let (step, now) = match prepared {
-                Prepared::Redirect { status, location } => {
-                    respond_redirect(session, status, location).await?;
-                    return Ok(true);
-                }
                 Prepared::Health => {
                     respond_text(session, StatusCode::OK, "ok\n").await?;
                     return Ok(true);
@@ -693,9 +669,6 @@ impl LinkProxy {
                     return Ok(true);
                 }
                 Prepared::Link(step, now) => (step, now),
-                Prepared::Limited(limited, now) => {
-                    (self.take_budget(session, ctx, limited, now).await, now)
-                }
                 Prepared::Miss(now) => (self.load_missing(session, ctx, now).await, now),
             };
             self.answer_link(session, ctx, step, now).await?;
@@ -706,6 +679,8 @@ impl LinkProxy {
     /// A link that was not cached: loads it (a single flight per key) and decides.
     async fn load_missing(&self, session: &Session, ctx: &mut Ctx, now: Timestamp) -> Step {
         let req = session.req_header();
+        // The header pass again: `prepare`'s borrowed from the request and ended with it
+        // (the hit path copies nothing out); a miss waits on I/O anyway.
         let headers = RequestHeaders::scan(req, self.country_header(ctx));
         let Some(host) = headers.host(req) else {
             return Step::NoHost;
@@ -717,38 +692,7 @@ impl LinkProxy {
                 return Step::StoreFailed;
             }
         };
-        match self.resolved(req, &headers, ctx, resolved, now) {
-            Resolution::Redirect { status, location } => Step::Redirect { status, location },
-            Resolution::Limited(limited) => self.take_budget(session, ctx, limited, now).await,
-            Resolution::Other(step) => step,
-        }
-    }
-
-    /// A click-limited link redirects only with a click taken from its budget (exact across
-    /// nodes when Redis is configured); with the budget spent it is gone.
-    async fn take_budget(
-        &self,
-        session: &Session,
-        ctx: &mut Ctx,
-        limited: Limited,
-        now: Timestamp,
-    ) -> Step {
-        let Limited {
-            link,
-            status,
-            location,
-            outcome,
-        } = limited;
-        if !self.state.budget.take(&link).await {
-            return Step::Decided(decide::gone(&link));
-        }
-        ctx.outcome = Some(outcome);
-        let req = session.req_header();
-        let headers = RequestHeaders::scan(req, self.country_header(ctx));
-        self.state
-            .clicks
-            .push(Self::click(&headers, ctx, link.id, method_of(req), now));
-        Step::Redirect { status, location }
+        self.resolved(req, &headers, ctx, resolved, now)
     }
 
     /// Sends what [`LinkProxy::prepare`] or [`LinkProxy::finish`] decided for a link.
@@ -761,6 +705,24 @@ impl LinkProxy {
     ) -> Result<()> {
         match step {
             Step::Redirect { status, location } => {
+                respond_redirect(session, status, location).await
+            }
+            // Exact across nodes when Redis is configured; with the budget spent the link
+            // is gone.
+            Step::Limited(Limited {
+                link,
+                status,
+                location,
+                outcome,
+                click,
+            }) => {
+                if !self.state.budget.take(&link).await {
+                    return self
+                        .answer_decision(session, ctx, decide::gone(&link))
+                        .await;
+                }
+                ctx.outcome = Some(outcome);
+                self.state.clicks.push(click);
                 respond_redirect(session, status, location).await
             }
             Step::NoHost => {
@@ -962,7 +924,7 @@ impl ProxyHttp for LinkProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match self.prepare(session, ctx) {
-            Prepared::Redirect { status, location } => {
+            Prepared::Link(Step::Redirect { status, location }, _) => {
                 respond_redirect(session, status, location).await?;
                 Ok(true)
             }
