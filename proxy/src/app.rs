@@ -15,7 +15,7 @@ use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use linkgate_common::budget::ClickBudget;
-use linkgate_common::cache::{CachedLink, Resolved, Resolver, Tier};
+use linkgate_common::cache::{HotLink, Resolved, Resolver, Tier};
 use linkgate_common::clicks::ClickQueue;
 use linkgate_common::domain::{
     ClickEvent, ClickId, ClickMethod, LinkId, RedirectStatus, Timestamp, capture_header,
@@ -264,7 +264,7 @@ enum Prepared {
 /// A redirect of a link with a click limit: sent only if its click is taken from the
 /// link's budget.
 struct Limited {
-    link: Arc<CachedLink>,
+    link: HotLink,
     status: u16,
     location: HeaderValue,
     outcome: Outcome,
@@ -282,7 +282,7 @@ enum Step {
     Decided(Decision),
     /// A POST to a password link: read the body, check, then redirect or refuse.
     CheckPassword {
-        link: Arc<CachedLink>,
+        link: HotLink,
         query: Option<String>,
     },
     NoHost,
@@ -587,7 +587,7 @@ impl LinkProxy {
         let query = req.uri.query();
         let facts = RequestFacts { method, query, now };
         let link = resolved.link;
-        match decide::decide(link.as_deref(), &facts, self.state.default_status) {
+        match decide::decide(link.as_ref(), &facts, self.state.default_status) {
             Decision::Redirect {
                 status,
                 location,
@@ -751,7 +751,7 @@ impl LinkProxy {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        link: &CachedLink,
+        link: &HotLink,
         query: Option<&str>,
         now: Timestamp,
     ) -> Result<()> {

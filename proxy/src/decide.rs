@@ -2,7 +2,7 @@
 //! rule is unit-tested without sockets. The Pingora shell only translates its result.
 
 use http::HeaderValue;
-use linkgate_common::cache::CachedLink;
+use linkgate_common::cache::{CachedLink, HotLink};
 use linkgate_common::domain::{
     LinkState, RedirectStatus, TargetUrl, Timestamp, has_encoded_control,
 };
@@ -55,11 +55,7 @@ pub enum Decision {
 }
 
 /// Decides how to answer a request for `link` (`None`: no such code).
-pub fn decide(
-    link: Option<&CachedLink>,
-    req: &RequestFacts<'_>,
-    default: RedirectStatus,
-) -> Decision {
+pub fn decide(link: Option<&HotLink>, req: &RequestFacts<'_>, default: RedirectStatus) -> Decision {
     let Some(link) = link.filter(|l| !l.deleted) else {
         return Decision::NotFound;
     };
@@ -85,11 +81,11 @@ pub fn decide(
 }
 
 /// The redirect for a link whose checks have passed (also used after a correct password).
-pub fn redirect(link: &CachedLink, query: Option<&str>, default: RedirectStatus) -> Decision {
+pub fn redirect(link: &HotLink, query: Option<&str>, default: RedirectStatus) -> Decision {
     let status = link.redirect_status.unwrap_or(default).code();
     let location = match query.filter(|q| link.forward_query && !q.is_empty()) {
-        // The usual redirect: the link's own value, shared, not copied.
-        None => link.location().clone(),
+        // The usual redirect: the link's target as it is.
+        None => link.location(),
         Some(q) => {
             let target = link.target().as_str();
             if !q.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'#') || has_encoded_control(q)
@@ -156,6 +152,15 @@ mod tests {
     }
 
     const FOUND: RedirectStatus = RedirectStatus::Found;
+
+    /// [`super::decide`] for a link as a test builds it.
+    fn decide(
+        link: Option<&CachedLink>,
+        req: &RequestFacts<'_>,
+        default: RedirectStatus,
+    ) -> Decision {
+        super::decide(link.cloned().map(HotLink::from).as_ref(), req, default)
+    }
 
     fn location(d: Decision) -> String {
         match d {

@@ -3,12 +3,14 @@
 //! breaker), then the store with bounded concurrency. One load per key at a time.
 
 mod breaker;
+mod hot;
 mod l1;
 mod link;
 mod redis_tier;
 mod resolver;
 
 pub use breaker::Breaker;
+pub use hot::HotLink;
 pub use link::{CachedLink, LinkExtras};
 pub use redis_tier::{RedisTier, RedisUnavailable, parse_invalidation};
 pub use resolver::{Resolved, Resolver, ResolverSettings, Tier};

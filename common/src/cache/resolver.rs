@@ -6,7 +6,7 @@
 //! one L2/store load.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::hot::{HotLink, MemoEntry};
 use super::l1::L1;
 use super::link::CachedLink;
 use super::redis_tier::RedisTier;
@@ -37,7 +38,7 @@ pub enum Tier {
 /// A lookup result: the link, or `None` for an unknown code (possibly a cached negative).
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    pub link: Option<Arc<CachedLink>>,
+    pub link: Option<HotLink>,
     pub tier: Tier,
 }
 
@@ -68,61 +69,10 @@ struct Memo {
     /// Which resolver filled it (several can share a process, e.g. in tests).
     owner: u64,
     epoch: u64,
-    entries: HashMap<MemoKey, (Entry, Instant), foldhash::fast::RandomState>,
+    /// Each entry one allocation with its key, answer, expiry and target (see
+    /// [`HotLink`]): the table itself holds pointers only.
+    entries: HashSet<MemoEntry, foldhash::fast::RandomState>,
 }
-
-/// Longest key a memo entry holds in place (a host and a code of usual lengths).
-const INLINE_KEY: usize = 38;
-
-/// A memo key. Usual keys are held in the table's own slot, so a hit reads no other memory
-/// to compare keys (a boxed key was a cache miss of its own on most hits of a large hot
-/// set); longer ones are boxed. Hashes and compares as the key's bytes, so the table is
-/// searched with a plain `&[u8]`. (The workspace's `SmallVec<[u8; N]>` also keeps a
-/// capacity word: a 64-byte slot would then hold keys of 24 bytes in place, not 38.)
-enum MemoKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Boxed(Box<[u8]>),
-}
-
-impl MemoKey {
-    fn new(key: &[u8]) -> Self {
-        match u8::try_from(key.len()) {
-            Ok(len) if key.len() <= INLINE_KEY => {
-                let mut bytes = [0; INLINE_KEY];
-                bytes[..key.len()].copy_from_slice(key);
-                Self::Inline { len, bytes }
-            }
-            _ => Self::Boxed(Box::from(key)),
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Self::Boxed(b) => b,
-        }
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for MemoKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
-impl std::hash::Hash for MemoKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
-impl PartialEq for MemoKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for MemoKey {}
 
 thread_local! {
     static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
@@ -207,7 +157,7 @@ impl Resolver {
             let memo = memo.get_or_insert_with(|| Memo {
                 owner: self.id,
                 epoch,
-                entries: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+                entries: HashSet::with_hasher(foldhash::fast::RandomState::default()),
             });
             if memo.owner != self.id || memo.epoch != epoch {
                 memo.owner = self.id;
@@ -216,8 +166,8 @@ impl Resolver {
             }
             memo.entries
                 .get(key)
-                .filter(|(_, until)| now < *until)
-                .map(|(e, _)| e.clone())
+                .filter(|e| now < e.until())
+                .map(MemoEntry::answer)
         });
         if let Some(link) = memo_hit {
             return Some(Resolved {
@@ -230,6 +180,8 @@ impl Resolver {
             None if self.negative.contains_key(key) => None,
             None => return None,
         };
+        let entry = MemoEntry::new(link.map(Arc::unwrap_or_clone), key, now + self.memo_ttl);
+        let link = entry.answer();
         MEMO.with_borrow_mut(|memo| {
             if let Some(memo) = memo
                 .as_mut()
@@ -238,8 +190,8 @@ impl Resolver {
                 if memo.entries.len() >= MEMO_CAPACITY {
                     memo.entries.clear();
                 }
-                memo.entries
-                    .insert(MemoKey::new(key), (link.clone(), now + self.memo_ttl));
+                // An expired entry of the key is replaced.
+                memo.entries.replace(entry);
             }
         });
         Some(Resolved {
@@ -296,7 +248,7 @@ impl Resolver {
         };
         let (link, tier) = result?;
         Ok(Resolved {
-            link,
+            link: link.map(|l| HotLink::new(Arc::unwrap_or_clone(l), key)),
             tier: if first { tier } else { Tier::Shared },
         })
     }
@@ -447,45 +399,6 @@ fn key_into<'a>(buf: &'a mut [u8; KEY_BUF], host: &str, code: &str) -> Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn memo_keys_hash_and_compare_as_their_bytes_inline_or_boxed() {
-        use std::hash::BuildHasher as _;
-        let state = foldhash::fast::RandomState::default();
-        let keys: Vec<Vec<u8>> = [1, 2, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, KEY_BUF]
-            .iter()
-            .map(|&n| {
-                (0..n)
-                    .map(|i| b'a' + u8::try_from(i % 26).unwrap())
-                    .collect()
-            })
-            .collect();
-        let mut map = HashMap::with_hasher(state.clone());
-        for (i, key) in keys.iter().enumerate() {
-            let memo_key = MemoKey::new(key);
-            assert_eq!(memo_key.as_bytes(), key.as_slice());
-            assert_eq!(
-                matches!(memo_key, MemoKey::Inline { .. }),
-                key.len() <= INLINE_KEY
-            );
-            assert_eq!(state.hash_one(&memo_key), state.hash_one(key.as_slice()));
-            map.insert(memo_key, i);
-        }
-        for (i, key) in keys.iter().enumerate() {
-            assert_eq!(
-                map.get(key.as_slice()),
-                Some(&i),
-                "key of {} bytes",
-                key.len()
-            );
-        }
-        // A key that is a prefix of an inline one is a different key.
-        assert_eq!(map.get(&keys[1][..1]), Some(&0));
-        assert_eq!(map.get(b"ab".as_slice()), Some(&1));
-        assert_eq!(map.get(b"abc".as_slice()), None);
-        // The slot (key, answer, expiry) is one cache line.
-        assert_eq!(std::mem::size_of::<(MemoKey, (Entry, Instant))>(), 64);
-    }
 
     #[test]
     fn every_byte_is_allowed_in_a_key_exactly_where_it_may_appear() {
