@@ -15,6 +15,11 @@
 #                                                   serves about 1,000 /s) over the 500
 #                                                   hottest codes, so the per-thread memo
 #                                                   hits as at the peak (needs valgrind)
+#   bash scripts/ab-proxy.sh profile 0 SECS BIN...   closed-loop peak for SECS (at least 4);
+#                                                   perf's cpu-clock samples of the request
+#                                                   thread over its middle, as ns per request:
+#                                                   user and kernel, and the hottest symbols
+#                                                   (needs perf; TOP=N symbols, 30 by default)
 #
 # CLIENTS=N sends the redirects as from N clients behind a load balancer (--clients).
 # CACHE_SIM=1 has callgrind simulate the caches too and prints first-level instruction-cache
@@ -98,6 +103,26 @@ for BIN in "$@"; do
     SERVED=$(awk '$1 == "responses" { print $2 }' "$WORK/run.txt")
     echo "== $BIN: $SERVED requests instrumented; instructions per request:"
     per_request "$(ls -S "$OUT".*.1 | head -1)" "$SERVED"
+  elif [ "$MODE" = profile ]; then
+    load --zipf 0 --duration 3 --warmup 0 >/dev/null
+    load --duration "$SECS" --warmup 0 > "$WORK/peak.txt" &
+    LOAD=$!
+    sleep 1
+    # One sample every 50 µs of CPU; the middle SECS - 2 seconds.
+    perf record -q -e cpu-clock -c 50000 -p $PID -o "$WORK/perf.data" -- sleep $((SECS - 2)) 2>/dev/null
+    wait $LOAD
+    PEAK=$(awk '$1 == "throughput" { print $2 }' "$WORK/peak.txt")
+    echo "== $BIN: peak $PEAK /s; request thread, ns per request:"
+    # Pingora names its request threads "Pingora HTTP Proxy..." (15 characters kept).
+    perf report -i "$WORK/perf.data" --no-children --comms 'Pingora HTTP Pr' --sort sym -q \
+      --stdio -g none -F sample,sym 2>/dev/null | sort -k1,1 -n -r |
+      awk -v per=$((50000 / (SECS - 2))) -v peak="$PEAK" -v top="${TOP:-30}" '
+        $2 == "[k]" || $2 == "[.]" {
+          ns = $1 * per / peak; sym = $0; sub(/^ *[0-9]+ +\[.\] +/, "", sym)
+          if ($2 == "[k]") k += ns; else u += ns
+          if (n < top) { printf "  %7.0f  %s %s\n", ns, $2, substr(sym, 1, 110); n++ }
+        }
+        END { printf "  user %.0f ns, kernel %.0f ns\n", u, k }'
   elif [ "$MODE" = switches ]; then
     load --zipf 0 --duration 3 --warmup 0 >/dev/null
     load --duration "$SECS" --warmup 0 > "$WORK/peak.txt" &

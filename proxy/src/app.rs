@@ -557,7 +557,7 @@ impl LinkProxy {
         {
             return Prepared::TooMany(retry_after);
         }
-        let now = Timestamp::now();
+        let now = Timestamp::at(ctx.started);
         let Some(host) = headers.host(req) else {
             return Prepared::Link(Step::NoHost, now);
         };

@@ -3,14 +3,24 @@
 //! One integer is what both databases store, what the redirect path compares against expiry,
 //! and what the click pipeline buckets into hours; RFC 3339 is only for people (the API).
 
+use std::cell::Cell;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
+
+/// How long [`Timestamp::at`] goes on from one reading of the wall clock.
+const WALL_CLOCK_REREAD: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// A monotonic and a wall-clock reading (since the epoch) taken together, for
+    /// [`Timestamp::at`].
+    static ANCHOR: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
+}
 
 impl Timestamp {
     pub const MILLIS_PER_HOUR: i64 = 3_600_000;
@@ -20,6 +30,38 @@ impl Timestamp {
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// The wall-clock time at `at`, a recent reading of the monotonic clock (a request's
+    /// start), without reading the clock again: a clock read costs tens of nanoseconds in a
+    /// virtual machine, and a redirect already reads it for its start and its latency. Each
+    /// thread reads the wall clock again once a second, so a step of the system clock shows
+    /// within a second; in between the time follows the monotonic clock, which NTP's slewing
+    /// moves apart from the wall clock by under a millisecond a second.
+    pub fn at(at: Instant) -> Self {
+        let (base, wall) = ANCHOR.with(|anchor| {
+            match anchor
+                .get()
+                .filter(|(base, _)| at.saturating_duration_since(*base) < WALL_CLOCK_REREAD)
+            {
+                Some(reading) => reading,
+                None => {
+                    let reading = (
+                        Instant::now(),
+                        SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap_or_default(),
+                    );
+                    anchor.set(Some(reading));
+                    reading
+                }
+            }
+        });
+        let since = match at.checked_duration_since(base) {
+            Some(after) => wall + after,
+            None => wall.saturating_sub(base - at),
+        };
         Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
     }
 
@@ -102,6 +144,30 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_at_a_monotonic_reading_is_the_wall_clock_then() {
+        let close = |a: Timestamp, b: Timestamp| (a.as_millis() - b.as_millis()).abs() <= 5;
+        let before = Timestamp::now();
+        let started = Instant::now();
+        let at = Timestamp::at(started);
+        assert!(close(at, before), "{at:?} {before:?}");
+        // Later readings follow the monotonic clock from the same wall-clock reading.
+        std::thread::sleep(Duration::from_millis(30));
+        let later = Timestamp::at(Instant::now());
+        assert!(close(later, Timestamp::now()), "{later:?}");
+        assert!(later.as_millis() - at.as_millis() >= 30);
+        // A reading from before the anchor, and one from long ago.
+        assert_eq!(Timestamp::at(started), at);
+        let long_ago = started.checked_sub(Duration::from_secs(10)).unwrap();
+        assert!(close(
+            Timestamp::at(long_ago),
+            Timestamp::from_millis(at.as_millis() - 10_000)
+        ));
+        // Past the re-read interval the wall clock is read again.
+        std::thread::sleep(WALL_CLOCK_REREAD + Duration::from_millis(10));
+        assert!(close(Timestamp::at(Instant::now()), Timestamp::now()));
+    }
 
     #[test]
     fn hours_and_days_are_bucketed_in_utc() {
