@@ -88,7 +88,7 @@ pub trait ScrapeSource: Send + Sync {
 pub struct Metrics {
     pub registry: Registry,
     /// Requests by outcome, their latency and the cache lookups: counted per thread.
-    requests: Arc<Shards>,
+    counts: Arc<Shards>,
     queue_depth: IntGauge,
     clicks_offered: IntCounter,
     clicks_dropped: IntCounter,
@@ -231,28 +231,10 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// Latency buckets from 25 µs to 1 s.
-const BUCKETS: [f64; 15] = [
-    25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
-    500e-3, 1.0,
-];
-/// [`BUCKETS`] in nanoseconds.
-const BUCKET_NANOS: [u64; 15] = [
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
+/// Latency buckets from 25 µs to 1 s, in µs (the exposition's `le` is in seconds).
+const BUCKETS_MICROS: [u64; 15] = [
+    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
 ];
 const OUTCOMES: usize = Outcome::ALL.len();
 
@@ -260,22 +242,20 @@ const OUTCOMES: usize = Outcome::ALL.len();
 /// no locked instruction, and the lines stay in its core's cache. (Prometheus' own counter
 /// and histogram took five locked read-modify-writes a redirect, on lines every request
 /// thread shares.) A scrape sums every thread's.
+#[derive(Default)]
 struct Shard {
     /// Per outcome, requests per latency bucket (not cumulative; the last is above 1 s).
     /// Their sum is the outcome's request count.
-    latency: [[AtomicU64; BUCKETS.len() + 1]; OUTCOMES],
+    latency: [[AtomicU64; BUCKETS_MICROS.len() + 1]; OUTCOMES],
     latency_nanos: [AtomicU64; OUTCOMES],
     /// [tier][hit=0/miss=1]
     lookups: [[AtomicU64; 2]; 3],
 }
 
-impl Shard {
-    fn new() -> Self {
-        Self {
-            latency: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
-            latency_nanos: std::array::from_fn(|_| AtomicU64::new(0)),
-            lookups: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
-        }
+/// Adds each counter to its sum.
+fn add_all(sums: &mut [u64], counters: &[AtomicU64]) {
+    for (sum, c) in sums.iter_mut().zip(counters) {
+        *sum = sum.wrapping_add(c.load(Ordering::Relaxed));
     }
 }
 
@@ -314,7 +294,7 @@ impl Shards {
         SHARD.with_borrow_mut(|mine| match mine {
             Some((id, shard)) if *id == self.id => f(shard),
             _ => {
-                let shard = Arc::new(Shard::new());
+                let shard = Arc::new(Shard::default());
                 self.all
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -327,31 +307,26 @@ impl Shards {
     /// The sum of every thread's shard, in the shape of one.
     fn total(&self) -> Totals {
         let mut t = Totals {
-            latency: [[0; BUCKETS.len() + 1]; OUTCOMES],
+            latency: [[0; BUCKETS_MICROS.len() + 1]; OUTCOMES],
             latency_nanos: [0; OUTCOMES],
             lookups: [[0; 2]; 3],
         };
-        let add = |sum: &mut u64, c: &AtomicU64| *sum = sum.wrapping_add(c.load(Ordering::Relaxed));
         for shard in self
             .all
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            for (sums, counts) in t.latency.iter_mut().zip(&shard.latency) {
-                sums.iter_mut().zip(counts).for_each(|(s, c)| add(s, c));
-            }
-            (t.latency_nanos.iter_mut().zip(&shard.latency_nanos)).for_each(|(s, c)| add(s, c));
-            for (sums, counts) in t.lookups.iter_mut().zip(&shard.lookups) {
-                sums.iter_mut().zip(counts).for_each(|(s, c)| add(s, c));
-            }
+            add_all(t.latency.as_flattened_mut(), shard.latency.as_flattened());
+            add_all(&mut t.latency_nanos, &shard.latency_nanos);
+            add_all(t.lookups.as_flattened_mut(), shard.lookups.as_flattened());
         }
         t
     }
 }
 
 struct Totals {
-    latency: [[u64; BUCKETS.len() + 1]; OUTCOMES],
+    latency: [[u64; BUCKETS_MICROS.len() + 1]; OUTCOMES],
     latency_nanos: [u64; OUTCOMES],
     lookups: [[u64; 2]; 3],
 }
@@ -452,13 +427,13 @@ impl Collector for RequestCollector {
             h.set_sample_sum(t.latency_nanos[i] as f64 / 1e9);
             let mut cumulative = 0;
             h.set_bucket(
-                BUCKETS
+                BUCKETS_MICROS
                     .iter()
                     .zip(counts)
                     .map(|(le, n)| {
                         cumulative += n;
                         let mut b = proto::Bucket::default();
-                        b.set_upper_bound(*le);
+                        b.set_upper_bound(*le as f64 / 1e6);
                         b.set_cumulative_count(cumulative);
                         b
                     })
@@ -520,9 +495,9 @@ impl Metrics {
         )
         .expect("valid metric");
         let pipeline = PipelineMetrics::new(&registry);
-        let requests = Arc::new(Shards::new());
+        let counts = Arc::new(Shards::new());
         for c in [
-            Box::new(RequestCollector::new(Arc::clone(&requests)))
+            Box::new(RequestCollector::new(Arc::clone(&counts)))
                 as Box<dyn prometheus::core::Collector>,
             Box::new(queue_depth.clone()),
             Box::new(clicks_offered.clone()),
@@ -534,7 +509,7 @@ impl Metrics {
             registry.register(c).expect("metric names are unique");
         }
         Self {
-            requests,
+            counts,
             queue_depth,
             clicks_offered,
             clicks_dropped,
@@ -551,15 +526,15 @@ impl Metrics {
     pub fn observe(&self, outcome: Outcome, took: Duration) {
         let i = outcome as usize;
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = BUCKET_NANOS.partition_point(|&le| le < nanos);
-        self.requests.with(|shard| {
+        let bucket = BUCKETS_MICROS.partition_point(|&le| le * 1_000 < nanos);
+        self.counts.with(|shard| {
             bump(&shard.latency[i][bucket], 1);
             bump(&shard.latency_nanos[i], nanos);
         });
     }
 
     pub fn lookup(&self, tier: TierLabel, hit: bool) {
-        self.requests
+        self.counts
             .with(|shard| bump(&shard.lookups[tier as usize][usize::from(!hit)], 1));
     }
 

@@ -225,11 +225,13 @@ impl Bucket {
         Held::Plain(self.target(slot))
     }
 
-    fn link(&self, slot: &Slot) -> Option<Arc<CachedLink>> {
+    /// The slot's link, built for the caller (the resolver packs it into a memo entry of
+    /// its own, so a shared `Arc` would only be unwrapped again).
+    fn link(&self, slot: &Slot) -> Option<CachedLink> {
         match self.held(slot) {
-            Held::Whole(link) => Some(Arc::clone(link)),
+            Held::Whole(link) => Some(CachedLink::clone(link)),
             // A `WHOLE` slot without its link (never built so) reads as no link: reloaded.
-            Held::Plain(target) => plain_link(slot.id, slot.flags, target).map(Arc::new),
+            Held::Plain(target) => plain_link(slot.id, slot.flags, target),
         }
     }
 
@@ -357,7 +359,7 @@ impl L1 {
         now_secs.saturating_sub(loaded) < self.ttl_secs
     }
 
-    pub(crate) fn get(&self, key: &[u8], now: Instant) -> Option<Arc<CachedLink>> {
+    pub(crate) fn get(&self, key: &[u8], now: Instant) -> Option<CachedLink> {
         let key = &self.hosts.stored(key, false)[..];
         let (bucket, tag) = self.locate(key);
         let bucket = self.buckets.get(&bucket)?;

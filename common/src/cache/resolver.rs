@@ -180,7 +180,7 @@ impl Resolver {
             None if self.negative.contains_key(key) => None,
             None => return None,
         };
-        let entry = MemoEntry::new(link.map(Arc::unwrap_or_clone), key, now + self.memo_ttl);
+        let entry = MemoEntry::new(link, key, now + self.memo_ttl);
         let link = entry.answer();
         MEMO.with_borrow_mut(|memo| {
             if let Some(memo) = memo

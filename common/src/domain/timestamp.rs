@@ -22,14 +22,22 @@ thread_local! {
     static ANCHOR: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
 }
 
+/// The wall clock, since the Unix epoch.
+fn wall_clock() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 impl Timestamp {
     pub const MILLIS_PER_HOUR: i64 = 3_600_000;
     pub const MILLIS_PER_DAY: i64 = 86_400_000;
 
     pub fn now() -> Self {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        Self::since_epoch(wall_clock())
+    }
+
+    fn since_epoch(since: Duration) -> Self {
         Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
     }
 
@@ -47,22 +55,16 @@ impl Timestamp {
             {
                 Some(reading) => reading,
                 None => {
-                    let reading = (
-                        Instant::now(),
-                        SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .unwrap_or_default(),
-                    );
+                    let reading = (Instant::now(), wall_clock());
                     anchor.set(Some(reading));
                     reading
                 }
             }
         });
-        let since = match at.checked_duration_since(base) {
+        Self::since_epoch(match at.checked_duration_since(base) {
             Some(after) => wall + after,
             None => wall.saturating_sub(base - at),
-        };
-        Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        })
     }
 
     pub const fn from_millis(ms: i64) -> Self {
