@@ -7,6 +7,7 @@ pub mod clicks;
 pub mod client_ip;
 pub mod domain;
 pub mod password;
+pub mod per_thread;
 pub mod ratelimit;
 pub mod store;
 pub mod telemetry;

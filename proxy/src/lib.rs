@@ -37,6 +37,15 @@ use crate::password::PasswordGate;
 use crate::priority::ClickPriority;
 
 /// Connects to the configured store and verifies its schema version.
+/// How many threads answer requests (`proxy.threads`, or one per core if 0).
+fn request_threads(settings: &Settings) -> usize {
+    if settings.proxy.threads == 0 {
+        std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+    } else {
+        settings.proxy.threads
+    }
+}
+
 pub async fn check_store(settings: &Settings) -> Result<u32, StoreError> {
     let store = store::open_tuned(&settings.store, SqliteTuning::LOOKUPS)?;
     store.check_schema().await?;
@@ -107,7 +116,11 @@ impl Proxy {
             store,
             redis.clone(),
         ));
-        let clicks = Arc::new(ClickQueue::new(settings.clicks.queue_capacity));
+        // Each request thread pushes onto a ring of its own, with its share of the capacity.
+        let clicks = Arc::new(ClickQueue::with_threads(
+            settings.clicks.queue_capacity,
+            request_threads(&settings),
+        ));
         // The batcher starts now (replaying any journal left by an earlier run) and drains
         // the queue the redirect threads fill. It runs on a runtime of its own whose threads
         // (and the blocking threads its SQLite writes use) run on idle CPU while it keeps up
@@ -236,12 +249,8 @@ impl Proxy {
             sync::spawn_all(&state, Duration::from_millis(settings.cache.change_poll_ms));
         }
 
+        let threads = request_threads(&settings);
         let grace = settings.proxy.grace_period_secs.max(1);
-        let threads = if settings.proxy.threads == 0 {
-            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
-        } else {
-            settings.proxy.threads
-        };
         // Pingora first keeps serving in-flight requests for `grace_period_seconds` (new
         // connections are no longer accepted), then gives its runtimes
         // `graceful_shutdown_timeout_seconds` to finish. Together they stay inside our grace

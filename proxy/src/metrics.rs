@@ -4,12 +4,13 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Response;
 use linkgate_common::clicks::PipelineStats;
+use linkgate_common::per_thread::{Local, PerThread, bump};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::core::{Collector, Desc};
@@ -259,49 +260,22 @@ fn add_all(sums: &mut [u64], counters: &[AtomicU64]) {
     }
 }
 
-/// Adds to a counter that only the calling thread writes.
-fn bump(counter: &AtomicU64, by: u64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(by),
-        Ordering::Relaxed,
-    );
-}
-
-static NEXT_SHARDS_ID: AtomicU64 = AtomicU64::new(1);
-
 thread_local! {
-    /// This thread's shard, and which [`Shards`] it belongs to (a process may have several
-    /// `Metrics`, as tests do).
-    static SHARD: RefCell<Option<(u64, Arc<Shard>)>> = const { RefCell::new(None) };
+    /// This thread's shard of each `Metrics` it counted into.
+    static SHARD: Local<Shard> = const { RefCell::new(Vec::new()) };
 }
 
 /// Every thread's [`Shard`] of one `Metrics`.
-struct Shards {
-    id: u64,
-    all: Mutex<Vec<Arc<Shard>>>,
-}
+struct Shards(PerThread<Shard>);
 
 impl Shards {
     fn new() -> Self {
-        Self {
-            id: NEXT_SHARDS_ID.fetch_add(1, Ordering::Relaxed),
-            all: Mutex::new(Vec::new()),
-        }
+        Self(PerThread::new())
     }
 
     /// Runs `f` on the calling thread's shard, made and registered on its first use.
-    fn with(&self, f: impl FnOnce(&Shard)) {
-        SHARD.with_borrow_mut(|mine| match mine {
-            Some((id, shard)) if *id == self.id => f(shard),
-            _ => {
-                let shard = Arc::new(Shard::default());
-                self.all
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(Arc::clone(&shard));
-                f(&mine.insert((self.id, shard)).1);
-            }
-        });
+    fn with<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
+        self.0.with(&SHARD, f)
     }
 
     /// The sum of every thread's shard, in the shape of one.
@@ -311,16 +285,11 @@ impl Shards {
             latency_nanos: [0; OUTCOMES],
             lookups: [[0; 2]; 3],
         };
-        for shard in self
-            .all
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        self.0.each(|shard| {
             add_all(t.latency.as_flattened_mut(), shard.latency.as_flattened());
             add_all(&mut t.latency_nanos, &shard.latency_nanos);
             add_all(t.lookups.as_flattened_mut(), shard.lookups.as_flattened());
-        }
+        });
         t
     }
 }
