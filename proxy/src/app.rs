@@ -15,7 +15,7 @@ use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use linkgate_common::budget::ClickBudget;
-use linkgate_common::cache::{HotLink, Resolved, Resolver, Tier};
+use linkgate_common::cache::{HotLink, Resolver, Tier};
 use linkgate_common::clicks::ClickQueue;
 use linkgate_common::domain::{
     ClickEvent, ClickId, ClickMethod, LinkId, RedirectStatus, Timestamp, capture_header,
@@ -492,9 +492,10 @@ impl LinkProxy {
         }
     }
 
-    fn count_lookup(&self, resolved: &Resolved) {
+    /// Counts a lookup that `tier` answered (`found`: a link, not an unknown code).
+    fn count_lookup(&self, tier: Tier, found: bool) {
         let metrics = &self.state.metrics;
-        match resolved.tier {
+        match tier {
             Tier::L1 => metrics.lookup(TierLabel::L1, true),
             Tier::L2 => {
                 metrics.lookup(TierLabel::L1, false);
@@ -505,7 +506,7 @@ impl LinkProxy {
                 if self.state.resolver.l2().is_some() {
                     metrics.lookup(TierLabel::L2, false);
                 }
-                metrics.lookup(TierLabel::Store, resolved.link.is_some());
+                metrics.lookup(TierLabel::Store, found);
             }
         }
     }
@@ -561,12 +562,15 @@ impl LinkProxy {
         let Some(host) = headers.host(req) else {
             return Prepared::Link(Step::NoHost, now);
         };
-        match self
+        // Decided on the memo's own entry: a hit copies nothing but the target's bytes.
+        let decided = self
             .state
             .resolver
-            .cached(host, link_code(req), ctx.started)
-        {
-            Some(hit) => Prepared::Link(self.resolved(req, &headers, ctx, hit, now), now),
+            .cached_with(host, link_code(req), ctx.started, |link| {
+                self.resolved(req, &headers, ctx, link, Tier::L1, now)
+            });
+        match decided {
+            Some(step) => Prepared::Link(step, now),
             None => Prepared::Miss(now),
         }
     }
@@ -579,15 +583,15 @@ impl LinkProxy {
         req: &RequestHeader,
         headers: &RequestHeaders<'_>,
         ctx: &mut Ctx,
-        resolved: Resolved,
+        link: Option<&HotLink>,
+        tier: Tier,
         now: Timestamp,
     ) -> Step {
-        self.count_lookup(&resolved);
+        self.count_lookup(tier, link.is_some());
         let method = method_of(req);
         let query = req.uri.query();
         let facts = RequestFacts { method, query, now };
-        let link = resolved.link;
-        match decide::decide(link.as_ref(), &facts, self.state.default_status) {
+        match decide::decide(link, &facts, self.state.default_status) {
             Decision::Redirect {
                 status,
                 location,
@@ -596,7 +600,7 @@ impl LinkProxy {
                 let Some(link) = link else {
                     return Step::Decided(Decision::NotFound);
                 };
-                let outcome = match resolved.tier {
+                let outcome = match tier {
                     Tier::L1 => Outcome::L1Hit,
                     Tier::L2 => Outcome::L2Hit,
                     Tier::Store | Tier::Shared => Outcome::StoreHit,
@@ -604,7 +608,7 @@ impl LinkProxy {
                 let click = Self::click(headers, ctx, link.id, method, now);
                 if limited {
                     return Step::Limited(Limited {
-                        link,
+                        link: link.clone(),
                         status,
                         location,
                         outcome,
@@ -617,7 +621,7 @@ impl LinkProxy {
             }
             Decision::PasswordRequired if method == Method::Post => match link {
                 Some(link) => Step::CheckPassword {
-                    link,
+                    link: link.clone(),
                     query: query.map(str::to_owned),
                 },
                 None => Step::Decided(Decision::NotFound),
@@ -692,7 +696,14 @@ impl LinkProxy {
                 return Step::StoreFailed;
             }
         };
-        self.resolved(req, &headers, ctx, resolved, now)
+        self.resolved(
+            req,
+            &headers,
+            ctx,
+            resolved.link.as_ref(),
+            resolved.tier,
+            now,
+        )
     }
 
     /// Sends what [`LinkProxy::prepare`] or [`LinkProxy::finish`] decided for a link.

@@ -84,39 +84,40 @@ impl Packed<[u8]> {
 /// An entry of a thread's memo: hashed and compared as its key's bytes, so the memo is
 /// searched with a plain `&[u8]` and its table holds one pointer an entry.
 #[derive(Debug, Clone)]
-pub(crate) struct MemoEntry(Arc<Packed<[u8]>>);
+pub(crate) struct MemoEntry(HotLink);
 
 impl MemoEntry {
     /// The answer `link` for `key`, trusted until `until`.
     pub(crate) fn new(link: Option<CachedLink>, key: &[u8], until: Instant) -> Self {
-        Self(pack(link, key, until))
+        Self(HotLink(pack(link, key, until)))
     }
 
     pub(crate) fn until(&self) -> Instant {
-        self.0.until
+        self.0.0.until
     }
 
-    /// The answer: a link, or `None` for an unknown code.
-    pub(crate) fn answer(&self) -> Option<HotLink> {
-        self.0.link.is_some().then(|| HotLink(Arc::clone(&self.0)))
+    /// The answer: a link, or `None` for an unknown code. (A `HotLink` without a link
+    /// exists only inside a `MemoEntry`.)
+    pub(crate) fn answer(&self) -> Option<&HotLink> {
+        self.0.0.link.is_some().then_some(&self.0)
     }
 }
 
 impl std::borrow::Borrow<[u8]> for MemoEntry {
     fn borrow(&self) -> &[u8] {
-        self.0.key()
+        self.0.0.key()
     }
 }
 
 impl std::hash::Hash for MemoEntry {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.key().hash(state);
+        self.0.0.key().hash(state);
     }
 }
 
 impl PartialEq for MemoEntry {
     fn eq(&self, other: &Self) -> bool {
-        self.0.key() == other.0.key()
+        self.0.0.key() == other.0.0.key()
     }
 }
 

@@ -140,20 +140,35 @@ impl Resolver {
         }
     }
 
-    /// The L1 answer, if L1 has one: synchronous, the cache-hit path. `now` is a recent
-    /// reading of the clock (the proxy passes the request's start) for the memo's expiry.
+    /// The L1 answer, if L1 has one: synchronous. `now` is a recent reading of the clock
+    /// for the memo's expiry.
     pub fn cached(&self, host: &str, code: &str, now: Instant) -> Option<Resolved> {
+        self.cached_with(host, code, now, |link| Resolved {
+            link: link.cloned(),
+            tier: Tier::L1,
+        })
+    }
+
+    /// Runs `f` on the L1 answer (`None` for a known-unknown code), if L1 has one: the
+    /// cache-hit path. `f` borrows the answer from this thread's memo (a hit takes no
+    /// reference count, two locked instructions on the entry's line) and must not look
+    /// anything up itself. `now` is a recent reading of the clock (the proxy passes the
+    /// request's start) for the memo's expiry.
+    pub fn cached_with<R>(
+        &self,
+        host: &str,
+        code: &str,
+        now: Instant,
+        f: impl FnOnce(Option<&HotLink>) -> R,
+    ) -> Option<R> {
         let mut buf = [0u8; KEY_BUF];
         let Some(key) = key_into(&mut buf, host, code) else {
-            return Some(Resolved {
-                link: None,
-                tier: Tier::L1,
-            });
+            return Some(f(None));
         };
         // Read the epoch before L1: an invalidation that lands after this read bumps it
         // past the value the memo is stamped with, so the memo is dropped on the next call.
         let epoch = self.epoch.load(Ordering::Acquire);
-        let memo_hit = MEMO.with_borrow_mut(|memo| {
+        MEMO.with_borrow_mut(|memo| {
             let memo = memo.get_or_insert_with(|| Memo {
                 owner: self.id,
                 epoch,
@@ -164,39 +179,22 @@ impl Resolver {
                 memo.epoch = epoch;
                 memo.entries.clear();
             }
-            memo.entries
-                .get(key)
-                .filter(|e| now < e.until())
-                .map(MemoEntry::answer)
-        });
-        if let Some(link) = memo_hit {
-            return Some(Resolved {
-                link,
-                tier: Tier::L1,
-            });
-        }
-        let link = match self.l1.get(key, now) {
-            Some(link) => Some(link),
-            None if self.negative.contains_key(key) => None,
-            None => return None,
-        };
-        let entry = MemoEntry::new(link, key, now + self.memo_ttl);
-        let link = entry.answer();
-        MEMO.with_borrow_mut(|memo| {
-            if let Some(memo) = memo
-                .as_mut()
-                .filter(|m| m.owner == self.id && m.epoch == epoch)
-            {
-                if memo.entries.len() >= MEMO_CAPACITY {
-                    memo.entries.clear();
-                }
-                // An expired entry of the key is replaced.
-                memo.entries.replace(entry);
+            if let Some(entry) = memo.entries.get(key).filter(|e| now < e.until()) {
+                return Some(f(entry.answer()));
             }
-        });
-        Some(Resolved {
-            link,
-            tier: Tier::L1,
+            let link = match self.l1.get(key, now) {
+                Some(link) => Some(link),
+                None if self.negative.contains_key(key) => None,
+                None => return None,
+            };
+            if memo.entries.len() >= MEMO_CAPACITY {
+                memo.entries.clear();
+            }
+            // An expired entry of the key is replaced.
+            let entry = MemoEntry::new(link, key, now + self.memo_ttl);
+            let answer = f(entry.answer());
+            memo.entries.replace(entry);
+            Some(answer)
         })
     }
 
