@@ -278,7 +278,8 @@ enum Step {
         status: u16,
         location: HeaderValue,
     },
-    Limited(Limited),
+    /// Boxed: the rare case, kept out of the size of every `Step` the hit path moves.
+    Limited(Box<Limited>),
     Decided(Decision),
     /// A POST to a password link: read the body, check, then redirect or refuse.
     CheckPassword {
@@ -607,13 +608,13 @@ impl LinkProxy {
                 };
                 let click = Self::click(headers, ctx, link.id, method, now);
                 if limited {
-                    return Step::Limited(Limited {
+                    return Step::Limited(Box::new(Limited {
                         link: link.clone(),
                         status,
                         location,
                         outcome,
                         click,
-                    });
+                    }));
                 }
                 ctx.outcome = Some(outcome);
                 self.state.clicks.push(click);
@@ -720,13 +721,14 @@ impl LinkProxy {
             }
             // Exact across nodes when Redis is configured; with the budget spent the link
             // is gone.
-            Step::Limited(Limited {
-                link,
-                status,
-                location,
-                outcome,
-                click,
-            }) => {
+            Step::Limited(limited) => {
+                let Limited {
+                    link,
+                    status,
+                    location,
+                    outcome,
+                    click,
+                } = *limited;
                 if !self.state.budget.take(&link).await {
                     return self
                         .answer_decision(session, ctx, decide::gone(&link))
@@ -1109,6 +1111,22 @@ mod tests {
         assert!(!RequestHeaders::scan(&plain, None).prefetch);
         let second = request(&[("Purpose", b"none"), ("Purpose", b"prefetch")]);
         assert!(RequestHeaders::scan(&second, None).prefetch);
+    }
+
+    #[test]
+    fn what_the_hit_path_moves_stays_small() {
+        // `prepare` returns its decision through two closures; a click-limited redirect's
+        // event is boxed so the usual answer is not copied at its size.
+        assert!(
+            size_of::<Step>() <= 72,
+            "Step is {} bytes",
+            size_of::<Step>()
+        );
+        assert!(
+            size_of::<Prepared>() <= 88,
+            "Prepared is {} bytes",
+            size_of::<Prepared>()
+        );
     }
 
     #[test]
