@@ -1,6 +1,7 @@
 //! The bounded queue redirects push click events onto.
 //!
-//! A redirect must never wait for analytics: `push` never blocks, allocates or awaits.
+//! A redirect must never wait for analytics: `push` never blocks or awaits, and allocates
+//! only on a thread's first push (its ring).
 //! Each thread that pushes has a ring of its own (`rtrb`'s single-producer ring), so a push
 //! is plain stores: no locked instruction, no index or slot it must first read back from the
 //! batcher's core. (A shared `crossbeam` `ArrayQueue` cost a redirect 110-200 ns in such
