@@ -4,7 +4,7 @@
 //! measure.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::LocalKey;
 
@@ -15,16 +15,13 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub type Local<T> = RefCell<Vec<(u64, Arc<T>)>>;
 
 /// Every thread's shard of one value. A thread's shard is made and registered on its first
-/// use; the registry keeps it after the thread ends, so whatever it holds can still be read
-/// (see [`PerThread::retire`]).
+/// use; the registry keeps it after the thread ends, so whatever it counted is still read.
 #[derive(Debug)]
 pub struct PerThread<T> {
     /// Tells this registry's shards apart in a thread's [`Local`] (a process may have
     /// several, as tests do).
     id: u64,
     all: Mutex<Vec<Arc<T>>>,
-    /// How many shards are registered.
-    count: AtomicUsize,
 }
 
 impl<T: Default> Default for PerThread<T> {
@@ -38,7 +35,6 @@ impl<T: Default> PerThread<T> {
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             all: Mutex::new(Vec::new()),
-            count: AtomicUsize::new(0),
         }
     }
 
@@ -54,19 +50,11 @@ impl<T: Default> PerThread<T> {
                 // Shards of registries that are gone are dropped here.
                 mine.retain(|(_, shard)| Arc::strong_count(shard) > 1);
                 let shard = Arc::new(T::default());
-                let mut all = self.lock();
-                all.push(Arc::clone(&shard));
-                self.count.store(all.len(), Ordering::Relaxed);
-                drop(all);
+                self.lock().push(Arc::clone(&shard));
                 mine.insert(0, (self.id, shard));
             }
             f(&mine[0].1)
         })
-    }
-
-    /// How many shards are registered.
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on every shard, the registry locked (no shard is registered meanwhile).
@@ -74,13 +62,6 @@ impl<T: Default> PerThread<T> {
         for shard in self.lock().iter() {
             f(shard);
         }
-    }
-
-    /// Drops the shards whose thread has ended and that `done` says hold nothing more.
-    pub fn retire(&self, mut done: impl FnMut(&T) -> bool) {
-        let mut all = self.lock();
-        all.retain(|shard| Arc::strong_count(shard) > 1 || !done(shard));
-        self.count.store(all.len(), Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Arc<T>>> {
@@ -107,6 +88,12 @@ mod tests {
         static MINE: Local<Counter> = const { RefCell::new(Vec::new()) };
     }
 
+    fn count(p: &PerThread<Counter>) -> usize {
+        let mut n = 0;
+        p.each(|_| n += 1);
+        n
+    }
+
     fn total(p: &PerThread<Counter>) -> u64 {
         let mut sum = 0;
         p.each(|c| sum += c.0.load(Ordering::Relaxed));
@@ -129,13 +116,9 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(p.count(), 4);
+        // The threads have ended; what they counted is still read.
+        assert_eq!(count(&p), 4);
         assert_eq!(total(&p), 4_000);
-        // The threads have ended: their shards are retired only when done says so.
-        p.retire(|c| c.0.load(Ordering::Relaxed) == 0);
-        assert_eq!(p.count(), 4);
-        p.retire(|_| true);
-        assert_eq!(p.count(), 0);
     }
 
     #[test]
@@ -146,11 +129,8 @@ mod tests {
             a.with(&MINE, |c| bump(&c.0, 1));
             b.with(&MINE, |c| bump(&c.0, 10));
         }
-        assert_eq!((a.count(), b.count()), (1, 1));
+        assert_eq!((count(&a), count(&b)), (1, 1));
         assert_eq!((total(&a), total(&b)), (3, 30));
-        // A live thread's shard is never retired.
-        a.retire(|_| true);
-        assert_eq!(a.count(), 1);
         drop(b);
         let c = PerThread::<Counter>::new();
         c.with(&MINE, |c| bump(&c.0, 1));
