@@ -6,20 +6,53 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::LocalKey;
+use std::thread::{AccessError, LocalKey};
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
-/// A thread's shards, one for each [`PerThread`] it has used. Declare one per shard type:
-/// `thread_local! { static MINE: Local<MyShard> = const { RefCell::new(Vec::new()) }; }`.
-pub type Local<T> = RefCell<Vec<(u64, Arc<T>)>>;
+/// A thread's values, one for each owner (a [`PerThread`], a click queue) it has used,
+/// keyed by the owner's id. Declare one per value type:
+/// `thread_local! { static MINE: Local<V> = const { RefCell::new(Vec::new()) }; }`.
+pub type Local<V> = RefCell<Vec<(u64, V)>>;
+
+/// A new owner id for [`with_local`], unique in the process (a process may have several
+/// owners of one kind, as tests do).
+pub fn owner_id() -> u64 {
+    NEXT_OWNER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs `f` on the calling thread's value for `owner` in `local`, made by `make` on the
+/// thread's first use; the values of owners that are gone (`gone`) are dropped then. The
+/// owner a thread uses most is found first. `Err` once the thread's locals are torn down
+/// (it is ending). `make` and `f` must not use `local` themselves.
+pub fn with_local<V, R>(
+    local: &'static LocalKey<Local<V>>,
+    owner: u64,
+    make: impl FnOnce() -> V,
+    gone: impl Fn(&V) -> bool,
+    f: impl FnOnce(&mut V) -> R,
+) -> Result<R, AccessError> {
+    local.try_with(|mine| {
+        let mut mine = mine.borrow_mut();
+        match mine.iter().position(|(id, _)| *id == owner) {
+            Some(0) => {}
+            Some(at) => mine.swap(0, at),
+            None => {
+                mine.retain(|(_, value)| !gone(value));
+                mine.push((owner, make()));
+                let last = mine.len() - 1;
+                mine.swap(0, last);
+            }
+        }
+        f(&mut mine[0].1)
+    })
+}
 
 /// Every thread's shard of one value. A thread's shard is made and registered on its first
 /// use; the registry keeps it after the thread ends, so whatever it counted is still read.
 #[derive(Debug)]
 pub struct PerThread<T> {
-    /// Tells this registry's shards apart in a thread's [`Local`] (a process may have
-    /// several, as tests do).
+    /// Tells this registry's shards apart in a thread's [`Local`].
     id: u64,
     all: Mutex<Vec<Arc<T>>>,
 }
@@ -33,28 +66,26 @@ impl<T: Default> Default for PerThread<T> {
 impl<T: Default> PerThread<T> {
     pub fn new() -> Self {
         Self {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: owner_id(),
             all: Mutex::new(Vec::new()),
         }
     }
 
     /// Runs `f` on the calling thread's shard. `f` must not use `local` itself.
-    pub fn with<R>(&self, local: &'static LocalKey<Local<T>>, f: impl FnOnce(&T) -> R) -> R {
-        local.with_borrow_mut(|mine| {
-            if let Some(at) = mine.iter().position(|(id, _)| *id == self.id) {
-                // The registry a thread uses most is first after its first use.
-                if at != 0 {
-                    mine.swap(0, at);
-                }
-            } else {
-                // Shards of registries that are gone are dropped here.
-                mine.retain(|(_, shard)| Arc::strong_count(shard) > 1);
+    pub fn with<R>(&self, local: &'static LocalKey<Local<Arc<T>>>, f: impl FnOnce(&T) -> R) -> R {
+        with_local(
+            local,
+            self.id,
+            || {
                 let shard = Arc::new(T::default());
                 self.lock().push(Arc::clone(&shard));
-                mine.insert(0, (self.id, shard));
-            }
-            f(&mine[0].1)
-        })
+                shard
+            },
+            // Only this thread holds it: its registry is gone.
+            |shard| Arc::strong_count(shard) == 1,
+            |shard| f(shard),
+        )
+        .expect("a thread's shards are used only while it runs")
     }
 
     /// Runs `f` on every shard, the registry locked (no shard is registered meanwhile).
@@ -85,7 +116,7 @@ mod tests {
     struct Counter(AtomicU64);
 
     thread_local! {
-        static MINE: Local<Counter> = const { RefCell::new(Vec::new()) };
+        static MINE: Local<Arc<Counter>> = const { RefCell::new(Vec::new()) };
     }
 
     fn count(p: &PerThread<Counter>) -> usize {

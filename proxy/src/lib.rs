@@ -36,7 +36,6 @@ use crate::metrics::{Metrics, MetricsApp, ScrapeSource};
 use crate::password::PasswordGate;
 use crate::priority::ClickPriority;
 
-/// Connects to the configured store and verifies its schema version.
 /// How many threads answer requests (`proxy.threads`, or one per core if 0).
 fn request_threads(settings: &Settings) -> usize {
     if settings.proxy.threads == 0 {
@@ -46,6 +45,7 @@ fn request_threads(settings: &Settings) -> usize {
     }
 }
 
+/// Connects to the configured store and verifies its schema version.
 pub async fn check_store(settings: &Settings) -> Result<u32, StoreError> {
     let store = store::open_tuned(&settings.store, SqliteTuning::LOOKUPS)?;
     store.check_schema().await?;

@@ -262,42 +262,33 @@ fn add_all(sums: &mut [u64], counters: &[AtomicU64]) {
 
 thread_local! {
     /// This thread's shard of each `Metrics` it counted into.
-    static SHARD: Local<Shard> = const { RefCell::new(Vec::new()) };
+    static SHARD: Local<Arc<Shard>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Every thread's [`Shard`] of one `Metrics`.
-struct Shards(PerThread<Shard>);
+type Shards = PerThread<Shard>;
 
-impl Shards {
-    fn new() -> Self {
-        Self(PerThread::new())
-    }
+/// The sum of every thread's shard, in the shape of one.
+struct Totals {
+    latency: [[u64; BUCKETS_MICROS.len() + 1]; OUTCOMES],
+    latency_nanos: [u64; OUTCOMES],
+    lookups: [[u64; 2]; 3],
+}
 
-    /// Runs `f` on the calling thread's shard, made and registered on its first use.
-    fn with<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
-        self.0.with(&SHARD, f)
-    }
-
-    /// The sum of every thread's shard, in the shape of one.
-    fn total(&self) -> Totals {
-        let mut t = Totals {
+impl Totals {
+    fn of(shards: &Shards) -> Self {
+        let mut t = Self {
             latency: [[0; BUCKETS_MICROS.len() + 1]; OUTCOMES],
             latency_nanos: [0; OUTCOMES],
             lookups: [[0; 2]; 3],
         };
-        self.0.each(|shard| {
+        shards.each(|shard| {
             add_all(t.latency.as_flattened_mut(), shard.latency.as_flattened());
             add_all(&mut t.latency_nanos, &shard.latency_nanos);
             add_all(t.lookups.as_flattened_mut(), shard.lookups.as_flattened());
         });
         t
     }
-}
-
-struct Totals {
-    latency: [[u64; BUCKETS_MICROS.len() + 1]; OUTCOMES],
-    latency_nanos: [u64; OUTCOMES],
-    lookups: [[u64; 2]; 3],
 }
 
 /// Exposes the shards as `linkgate_proxy_requests_total`,
@@ -383,7 +374,7 @@ impl Collector for RequestCollector {
     }
 
     fn collect(&self) -> Vec<proto::MetricFamily> {
-        let t = self.shards.total();
+        let t = Totals::of(&self.shards);
         let mut requests = Vec::with_capacity(OUTCOMES);
         let mut latency = Vec::with_capacity(OUTCOMES);
         for (i, outcome) in Outcome::ALL.iter().enumerate() {
@@ -496,15 +487,16 @@ impl Metrics {
         let i = outcome as usize;
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKETS_MICROS.partition_point(|&le| le * 1_000 < nanos);
-        self.counts.with(|shard| {
+        self.counts.with(&SHARD, |shard| {
             bump(&shard.latency[i][bucket], 1);
             bump(&shard.latency_nanos[i], nanos);
         });
     }
 
     pub fn lookup(&self, tier: TierLabel, hit: bool) {
-        self.counts
-            .with(|shard| bump(&shard.lookups[tier as usize][usize::from(!hit)], 1));
+        self.counts.with(&SHARD, |shard| {
+            bump(&shard.lookups[tier as usize][usize::from(!hit)], 1)
+        });
     }
 
     /// The text exposition, after copying the scrape-time values in.

@@ -87,37 +87,41 @@ impl Packed<[u8]> {
 pub(crate) struct MemoEntry(HotLink);
 
 impl MemoEntry {
+    fn packed(&self) -> &Packed<[u8]> {
+        &self.0.0
+    }
+
     /// The answer `link` for `key`, trusted until `until`.
     pub(crate) fn new(link: Option<CachedLink>, key: &[u8], until: Instant) -> Self {
         Self(HotLink(pack(link, key, until)))
     }
 
     pub(crate) fn until(&self) -> Instant {
-        self.0.0.until
+        self.packed().until
     }
 
     /// The answer: a link, or `None` for an unknown code. (A `HotLink` without a link
     /// exists only inside a `MemoEntry`.)
     pub(crate) fn answer(&self) -> Option<&HotLink> {
-        self.0.0.link.is_some().then_some(&self.0)
+        self.packed().link.is_some().then_some(&self.0)
     }
 }
 
 impl std::borrow::Borrow<[u8]> for MemoEntry {
     fn borrow(&self) -> &[u8] {
-        self.0.0.key()
+        self.packed().key()
     }
 }
 
 impl std::hash::Hash for MemoEntry {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.0.key().hash(state);
+        self.packed().key().hash(state);
     }
 }
 
 impl PartialEq for MemoEntry {
     fn eq(&self, other: &Self) -> bool {
-        self.0.0.key() == other.0.0.key()
+        self.packed().key() == other.packed().key()
     }
 }
 

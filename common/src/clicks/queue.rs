@@ -18,12 +18,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::domain::{ClickEvent, Timestamp};
-use crate::per_thread::bump;
+use crate::per_thread::{Local, bump, owner_id, with_local};
 
 /// Minimum time between two "queue full" log lines.
 const DROP_LOG_INTERVAL_MS: i64 = 10_000;
-
-static NEXT_QUEUE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The click queue, shared by every redirect thread and the batcher.
 #[derive(Debug)]
@@ -70,13 +68,12 @@ struct Counts {
 
 /// A thread's end of one queue's ring.
 struct Mine {
-    queue: u64,
     events: Producer<ClickEvent>,
     counts: Arc<Counts>,
 }
 
 thread_local! {
-    static MINE: RefCell<Vec<Mine>> = const { RefCell::new(Vec::new()) };
+    static MINE: Local<Mine> = const { RefCell::new(Vec::new()) };
 }
 
 /// Counters for metrics and the conservation invariant (accepted = persisted + dropped +
@@ -100,7 +97,7 @@ impl ClickQueue {
     pub fn with_threads(capacity: usize, threads: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            id: NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed),
+            id: owner_id(),
             capacity,
             share: (capacity / threads.max(1)).max(1),
             rings: Mutex::new(Rings::default()),
@@ -116,28 +113,20 @@ impl ClickQueue {
     /// Offers an event; returns false (and counts a drop) when the calling thread's ring is
     /// full.
     pub fn push(&self, event: ClickEvent) -> bool {
-        let pushed = MINE.try_with(|mine| {
-            let mut mine = mine.borrow_mut();
-            let at = match mine.iter().position(|m| m.queue == self.id) {
-                Some(at) => at,
-                None => {
-                    // The rings of queues that are gone are dropped here.
-                    mine.retain(|m| !m.events.is_abandoned());
-                    mine.push(self.register());
-                    mine.len() - 1
+        let pushed = with_local(
+            &MINE,
+            self.id,
+            || self.register(),
+            // The rings of queues that are gone.
+            |m| m.events.is_abandoned(),
+            |m| {
+                bump(&m.counts.offered, 1);
+                match m.events.push(event) {
+                    Ok(()) => None,
+                    Err(_full) => Some(bump(&m.counts.dropped, 1)),
                 }
-            };
-            // The queue a thread uses most is first after its first use.
-            if at != 0 {
-                mine.swap(0, at);
-            }
-            let m = &mut mine[0];
-            bump(&m.counts.offered, 1);
-            match m.events.push(event) {
-                Ok(()) => None,
-                Err(_full) => Some(bump(&m.counts.dropped, 1)),
-            }
-        });
+            },
+        );
         let dropped = match pushed {
             Ok(None) => return true,
             Ok(Some(dropped)) => dropped,
@@ -173,11 +162,7 @@ impl ClickQueue {
             events: consumer,
             counts: Arc::clone(&counts),
         });
-        Mine {
-            queue: self.id,
-            events,
-            counts,
-        }
+        Mine { events, counts }
     }
 
     /// Moves up to `max` events into `out`; returns how many.
