@@ -19,7 +19,9 @@
 #                                                   perf's cpu-clock samples of the request
 #                                                   thread over its middle, as ns per request:
 #                                                   user and kernel, and the hottest symbols
-#                                                   (needs perf; TOP=N symbols, 30 by default)
+#                                                   (needs perf; TOP=N symbols, 30 by default;
+#                                                   PERIOD=N ns of CPU per sample, 50,000 by
+#                                                   default: fewer samples disturb less)
 #
 # CLIENTS=N sends the redirects as from N clients behind a load balancer (--clients).
 # CACHE_SIM=1 has callgrind simulate the caches too and prints first-level instruction-cache
@@ -109,14 +111,14 @@ for BIN in "$@"; do
     LOAD=$!
     sleep 1
     # One sample every 50 µs of CPU; the middle SECS - 2 seconds.
-    perf record -q -e cpu-clock -c 50000 -p $PID -o "$WORK/perf.data" -- sleep $((SECS - 2)) 2>/dev/null
+    perf record -q -e cpu-clock -c ${PERIOD:-50000} -p $PID -o "$WORK/perf.data" -- sleep $((SECS - 2)) 2>/dev/null
     wait $LOAD
     PEAK=$(awk '$1 == "throughput" { print $2 }' "$WORK/peak.txt")
     echo "== $BIN: peak $PEAK /s; request thread, ns per request:"
     # Pingora names its request threads "Pingora HTTP Proxy..." (15 characters kept).
     perf report -i "$WORK/perf.data" --no-children --comms 'Pingora HTTP Pr' --sort sym -q \
       --stdio -g none -F sample,sym 2>/dev/null | sort -k1,1 -n -r |
-      awk -v per=$((50000 / (SECS - 2))) -v peak="$PEAK" -v top="${TOP:-30}" '
+      awk -v per=$((${PERIOD:-50000} / (SECS - 2))) -v peak="$PEAK" -v top="${TOP:-30}" '
         $2 == "[k]" || $2 == "[.]" {
           ns = $1 * per / peak; sym = $0; sub(/^ *[0-9]+ +\[.\] +/, "", sym)
           if ($2 == "[k]") k += ns; else u += ns

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod clicks;
 pub mod client_ip;
 pub mod domain;
+pub mod hint;
 pub mod password;
 pub mod per_thread;
 pub mod ratelimit;

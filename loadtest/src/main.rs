@@ -127,9 +127,10 @@ struct LoadArgs {
     /// Constant request rate per second (open loop); without it, closed loop.
     #[arg(long)]
     rate: Option<f64>,
-    /// Open loop: the generator polls without ever sleeping, keeping one core busy, so
-    /// its own wake-ups are not part of the latencies (see `linkgate-loadtest` docs).
-    #[arg(long, requires = "rate")]
+    /// The generator polls without ever sleeping, keeping one core busy: in an open loop
+    /// its own wake-ups are not part of the latencies; in a closed loop, a target on the
+    /// same machine does not spend its CPU waking the generator for every response.
+    #[arg(long)]
     busy_poll: bool,
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -367,17 +368,15 @@ fn prepare(load: &LoadArgs, target: Target) -> Result<(RunSpec, Arc<Workload>), 
         Duration::try_from_secs_f64(s)
             .map_err(|_| format!("--{what} must be a non-negative number of seconds"))
     };
+    let pacing = if load.busy_poll {
+        Pacing::BusyPoll
+    } else {
+        Pacing::Sleep
+    };
     let mode = match load.rate {
-        Some(rate) if rate > 0.0 && rate.is_finite() => Mode::Open {
-            rate,
-            pacing: if load.busy_poll {
-                Pacing::BusyPoll
-            } else {
-                Pacing::Sleep
-            },
-        },
+        Some(rate) if rate > 0.0 && rate.is_finite() => Mode::Open { rate, pacing },
         Some(_) => return Err("--rate must be positive".into()),
-        None => Mode::Closed,
+        None => Mode::Closed { pacing },
     };
     let spec = RunSpec {
         target,

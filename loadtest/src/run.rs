@@ -18,22 +18,25 @@ pub const MAX_DURATION: Duration = Duration::from_hours(1);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
-    /// N connections, each as fast as the target answers.
-    Closed,
+    /// N connections, each as fast as the target answers. Busy-polling, the generator's
+    /// thread never sleeps between responses, so a response need not wake it.
+    Closed { pacing: Pacing },
     /// A constant request rate (per second) across all connections.
     Open { rate: f64, pacing: Pacing },
 }
 
-/// How the open loop's pacer waits for the next due time.
+/// How the generator's thread waits: for the open loop's next due time, and for responses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pacing {
-    /// On a timer: the generator's thread sleeps between events, and each request's
-    /// latency includes waking it (tens of µs on a virtual machine).
+    /// In the kernel (a timer, or epoll): the generator's thread sleeps between events, and
+    /// each request's latency includes waking it (tens of µs on a virtual machine). On
+    /// loopback the target pays for that wake-up: its send delivers the response and wakes
+    /// the sleeping reader (an inter-processor interrupt) from the target's own thread.
     #[default]
     Sleep,
-    /// The pacer's thread never sleeps: it polls for responses and due times without
+    /// The generator's thread never sleeps: it polls for responses (and due times) without
     /// pause, which keeps one core busy for the whole run but takes the generator's
-    /// wake-ups out of the latencies.
+    /// wake-ups out of the latencies, and out of the target's CPU time.
     BusyPoll,
 }
 
@@ -59,7 +62,12 @@ struct Partial {
 pub async fn run(spec: &RunSpec, workload: Arc<Workload>) -> Report {
     let connections = spec.connections.max(1);
     let mode_name = match spec.mode {
-        Mode::Closed => "closed".to_owned(),
+        Mode::Closed {
+            pacing: Pacing::Sleep,
+        } => "closed".to_owned(),
+        Mode::Closed {
+            pacing: Pacing::BusyPoll,
+        } => "closed, busy-poll".to_owned(),
         Mode::Open { rate, pacing } => match pacing {
             Pacing::Sleep => format!("open {rate:.0}/s"),
             Pacing::BusyPoll => format!("open {rate:.0}/s, busy-poll"),
@@ -98,12 +106,16 @@ pub async fn run(spec: &RunSpec, workload: Arc<Workload>) -> Report {
     let hard_stop = end + spec.request_timeout + Duration::from_secs(2);
     let mut tasks = JoinSet::new();
     match spec.mode {
-        Mode::Closed => {
+        Mode::Closed { pacing } => {
+            let spinner = (pacing == Pacing::BusyPoll).then(|| tokio::spawn(spin_until(end)));
             for conn in conns {
                 let ctx = ConnCtx::new(spec, &workload, &mode_name, conn, measure_from, end);
                 tasks.spawn(closed_loop(ctx));
             }
             collect(&mut tasks, &mut report, hard_stop).await;
+            if let Some(spinner) = spinner {
+                spinner.abort();
+            }
         }
         Mode::Open { rate, pacing } => {
             let (tx, rx) = async_channel::unbounded::<Instant>();
@@ -160,6 +172,14 @@ async fn collect(tasks: &mut JoinSet<Partial>, report: &mut Report, hard_stop: I
                 return;
             }
         }
+    }
+}
+
+/// Keeps the generator's thread polling until `end`: while a task has yielded, tokio polls
+/// for I/O events without blocking, so the thread never parks in the kernel.
+async fn spin_until(end: Instant) {
+    while Instant::now() < end {
+        tokio::task::yield_now().await;
     }
 }
 

@@ -9,7 +9,8 @@
 //! event's stores.) The capacity is shared equally among the request threads
 //! ([`ClickQueue::with_threads`]): a thread whose ring is full drops the event and counts it
 //! (metrics show it; a log line at most every 10 s). The batcher drains every ring in bulk,
-//! each in the order it was pushed.
+//! each in the order it was pushed. After each push a thread prefetches its next slot
+//! ([`crate::hint`]), so the next event is written to lines already in its core's caches.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::domain::{ClickEvent, Timestamp};
+use crate::hint::prefetch_lines;
 use crate::per_thread::{Local, bump, owner_id, with_local};
 
 /// Minimum time between two "queue full" log lines.
@@ -76,6 +78,18 @@ thread_local! {
     static MINE: Local<Mine> = const { RefCell::new(Vec::new()) };
 }
 
+/// Starts fetching the lines of the slot the thread's next event goes to. A slot's lines were
+/// last read by the batcher's core, or have left the caches since (a ring holds thousands of
+/// events); without this, the next push's stores wait for them, and so does the first later
+/// instruction that must order after those stores (BENCHMARKS.md, session 28).
+fn prefetch_next_slot(events: &mut Producer<ClickEvent>) {
+    if let Ok(mut next) = events.write_chunk_uninit(1)
+        && let Some(slot) = next.as_mut_slices().0.first()
+    {
+        prefetch_lines(slot.as_ptr());
+    }
+}
+
 /// Counters for metrics and the conservation invariant (accepted = persisted + dropped +
 /// in flight).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +136,10 @@ impl ClickQueue {
             |m| {
                 bump(&m.counts.offered, 1);
                 match m.events.push(event) {
-                    Ok(()) => None,
+                    Ok(()) => {
+                        prefetch_next_slot(&mut m.events);
+                        None
+                    }
                     Err(_full) => Some(bump(&m.counts.dropped, 1)),
                 }
             },

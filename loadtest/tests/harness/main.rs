@@ -106,12 +106,18 @@ async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
         rate: 400.0,
         pacing,
     };
-    for mode in [Mode::Closed, open(Pacing::Sleep), open(Pacing::BusyPoll)] {
+    let closed = |pacing| Mode::Closed { pacing };
+    for mode in [
+        closed(Pacing::Sleep),
+        closed(Pacing::BusyPoll),
+        open(Pacing::Sleep),
+        open(Pacing::BusyPoll),
+    ] {
         let report = run(&spec(server.addr, mode, 2, 2.0), workload()).await;
         eprintln!("{}", describe(&report));
         let p50 = ms(report.percentile(50.0));
-        // Closed loop measures the service time directly: within 10 %, as does a busy-polling
-        // open loop. A sleeping open loop adds the pacer's wake-up (tens of µs, more when
+        // Closed loop measures the service time directly (sleeping or busy-polling): within
+        // 10 %, as does a busy-polling open loop. A sleeping open loop adds the pacer's wake-up (tens of µs, more when
         // the two cores are busy with something else), so it gets 15 %. A pacer on tokio's
         // millisecond timer would add up to 1 ms.
         let tolerance = if mode == open(Pacing::Sleep) {
@@ -165,7 +171,18 @@ async fn open_loop_shows_a_stall_that_closed_loop_hides() {
         },
     )
     .unwrap();
-    let closed = run(&spec(server.addr, Mode::Closed, 8, 3.0), workload()).await;
+    let closed = run(
+        &spec(
+            server.addr,
+            Mode::Closed {
+                pacing: Pacing::Sleep,
+            },
+            8,
+            3.0,
+        ),
+        workload(),
+    )
+    .await;
     drop(server);
 
     let table = linkgate_loadtest::report::table(&[&open, &closed]);
@@ -232,7 +249,18 @@ async fn nothing_listening_is_counted_as_connection_errors() {
         let l = std::net::TcpListener::bind(any_port()).unwrap();
         l.local_addr().unwrap()
     };
-    let report = run(&spec(addr, Mode::Closed, 2, 0.5), workload()).await;
+    let report = run(
+        &spec(
+            addr,
+            Mode::Closed {
+                pacing: Pacing::Sleep,
+            },
+            2,
+            0.5,
+        ),
+        workload(),
+    )
+    .await;
     assert_eq!(report.responses(), 0);
     assert!(
         report.errors.keys().any(|k| k.starts_with("connect")),
