@@ -107,13 +107,21 @@ pub async fn run(spec: &RunSpec, workload: Arc<Workload>) -> Report {
     let mut tasks = JoinSet::new();
     match spec.mode {
         Mode::Closed { pacing } => {
-            let spinner = (pacing == Pacing::BusyPoll).then(|| tokio::spawn(spin_until(end)));
+            // One spinner per worker thread, so that none of them parks.
+            let spinners = if pacing == Pacing::BusyPoll {
+                tokio::runtime::Handle::current().metrics().num_workers()
+            } else {
+                0
+            };
+            let spinners: Vec<_> = (0..spinners)
+                .map(|_| tokio::spawn(spin_until(end)))
+                .collect();
             for conn in conns {
                 let ctx = ConnCtx::new(spec, &workload, &mode_name, conn, measure_from, end);
                 tasks.spawn(closed_loop(ctx));
             }
             collect(&mut tasks, &mut report, hard_stop).await;
-            if let Some(spinner) = spinner {
+            for spinner in spinners {
                 spinner.abort();
             }
         }
@@ -175,8 +183,8 @@ async fn collect(tasks: &mut JoinSet<Partial>, report: &mut Report, hard_stop: I
     }
 }
 
-/// Keeps the generator's thread polling until `end`: while a task has yielded, tokio polls
-/// for I/O events without blocking, so the thread never parks in the kernel.
+/// Keeps a generator thread polling until `end`: while a task has yielded, tokio polls for
+/// I/O events without blocking, so the thread never parks in the kernel.
 async fn spin_until(end: Instant) {
     while Instant::now() < end {
         tokio::task::yield_now().await;
