@@ -183,7 +183,7 @@ for pacing in "" " busy-poll"; do
     END { printf "%.3f", NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }')"
 done
 # Half of the proxy's measured peak with the sleeping generator (the rate the latency target
-# is stated at; the lower of the two peaks).
+# is stated at; in session 28 the lower of the two peaks).
 PROXY=$(sum_of proxy)
 RATE=$((PROXY / ROUNDS / 2))
 rm -f "$WORK"/ab-*.txt

@@ -25,6 +25,15 @@ pub enum Mode {
     Open { rate: f64, pacing: Pacing },
 }
 
+impl Mode {
+    /// How the generator's thread waits in this mode.
+    pub fn pacing(self) -> Pacing {
+        match self {
+            Mode::Closed { pacing } | Mode::Open { pacing, .. } => pacing,
+        }
+    }
+}
+
 /// How the generator's thread waits: for the open loop's next due time, and for responses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pacing {
@@ -61,17 +70,13 @@ struct Partial {
 /// Runs one measurement. Always returns within warm-up + duration + request timeout + 2 s.
 pub async fn run(spec: &RunSpec, workload: Arc<Workload>) -> Report {
     let connections = spec.connections.max(1);
-    let mode_name = match spec.mode {
-        Mode::Closed {
-            pacing: Pacing::Sleep,
-        } => "closed".to_owned(),
-        Mode::Closed {
-            pacing: Pacing::BusyPoll,
-        } => "closed, busy-poll".to_owned(),
-        Mode::Open { rate, pacing } => match pacing {
-            Pacing::Sleep => format!("open {rate:.0}/s"),
-            Pacing::BusyPoll => format!("open {rate:.0}/s, busy-poll"),
-        },
+    let loop_name = match spec.mode {
+        Mode::Closed { .. } => "closed".to_owned(),
+        Mode::Open { rate, .. } => format!("open {rate:.0}/s"),
+    };
+    let mode_name = match spec.mode.pacing() {
+        Pacing::Sleep => loop_name,
+        Pacing::BusyPoll => format!("{loop_name}, busy-poll"),
     };
     let duration = spec.duration.min(MAX_DURATION);
     let warmup = spec.warmup.min(MAX_DURATION);

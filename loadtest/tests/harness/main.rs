@@ -21,6 +21,10 @@ fn workload() -> Arc<Workload> {
     ))
 }
 
+fn closed(pacing: Pacing) -> Mode {
+    Mode::Closed { pacing }
+}
+
 fn spec(addr: SocketAddr, mode: Mode, connections: usize, secs: f64) -> RunSpec {
     RunSpec {
         target: Target::parse(&format!("http://{addr}"), false).unwrap(),
@@ -106,7 +110,6 @@ async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
         rate: 400.0,
         pacing,
     };
-    let closed = |pacing| Mode::Closed { pacing };
     for mode in [
         closed(Pacing::Sleep),
         closed(Pacing::BusyPoll),
@@ -117,9 +120,9 @@ async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
         eprintln!("{}", describe(&report));
         let p50 = ms(report.percentile(50.0));
         // Closed loop measures the service time directly (sleeping or busy-polling): within
-        // 10 %, as does a busy-polling open loop. A sleeping open loop adds the pacer's wake-up (tens of µs, more when
-        // the two cores are busy with something else), so it gets 15 %. A pacer on tokio's
-        // millisecond timer would add up to 1 ms.
+        // 10 %, as does a busy-polling open loop. A sleeping open loop adds the pacer's
+        // wake-up (tens of µs, more when the two cores are busy with something else), so it
+        // gets 15 %. A pacer on tokio's millisecond timer would add up to 1 ms.
         let tolerance = if mode == open(Pacing::Sleep) {
             0.15
         } else {
@@ -172,14 +175,7 @@ async fn open_loop_shows_a_stall_that_closed_loop_hides() {
     )
     .unwrap();
     let closed = run(
-        &spec(
-            server.addr,
-            Mode::Closed {
-                pacing: Pacing::Sleep,
-            },
-            8,
-            3.0,
-        ),
+        &spec(server.addr, closed(Pacing::Sleep), 8, 3.0),
         workload(),
     )
     .await;
@@ -249,18 +245,7 @@ async fn nothing_listening_is_counted_as_connection_errors() {
         let l = std::net::TcpListener::bind(any_port()).unwrap();
         l.local_addr().unwrap()
     };
-    let report = run(
-        &spec(
-            addr,
-            Mode::Closed {
-                pacing: Pacing::Sleep,
-            },
-            2,
-            0.5,
-        ),
-        workload(),
-    )
-    .await;
+    let report = run(&spec(addr, closed(Pacing::Sleep), 2, 0.5), workload()).await;
     assert_eq!(report.responses(), 0);
     assert!(
         report.errors.keys().any(|k| k.starts_with("connect")),
