@@ -24,6 +24,8 @@
 #                                                   default: fewer samples disturb less)
 #
 # CLIENTS=N sends the redirects as from N clients behind a load balancer (--clients).
+# LOAD_ARGS adds loadtest options to every load: "--threads 1 --busy-poll" keeps the generator
+# from sleeping, so the servers do not pay its loopback wake-ups (BENCHMARKS.md, session 28).
 # CACHE_SIM=1 has callgrind simulate the caches too and prints first-level instruction-cache
 # misses per request beside the instructions.
 # Each BIN is started alone (one worker thread, SQLite) on 127.0.0.1:18087, loaded, and
@@ -51,7 +53,7 @@ metrics() { curl -s http://127.0.0.1:19097/metrics; }
 # The callgrind mode loads the 500 hottest codes, so the per-thread memo hits as at the peak.
 CODES=hot
 [ "$MODE" = callgrind ] && CODES=hot500
-load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/$CODES.txt" ${CLIENTS:+--clients $CLIENTS} --connections 32 "$@"; }
+load() { $LT run --target http://127.0.0.1:18087 --codes-file "$WORK/$CODES.txt" ${CLIENTS:+--clients $CLIENTS} --connections 32 ${LOAD_ARGS:-} "$@"; }
 # tid, name (spaces as _), voluntary and involuntary context switches, minor faults.
 thread_counters() {
   local tid name minflt status

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod cache;
 pub mod clicks;
 pub mod client_ip;
+pub mod clock;
 pub mod domain;
 pub mod hint;
 pub mod password;

@@ -2,12 +2,12 @@
 //! answer from `request_filter` without touching any upstream. Only non-link paths are
 //! proxied, to the admin service.
 
+use linkgate_common::clock::Instant;
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -10,11 +10,11 @@
 //! adjacent.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::HeaderValue;
 
 use super::link::CachedLink;
+use crate::clock::Instant;
 
 /// One allocation: the answer for a key (`None` for an unknown code), when the memo stops
 /// trusting it, and `bytes`: the key, then the link's target (unless it did not fit).

@@ -29,13 +29,14 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 use smallvec::SmallVec;
 
 use super::link::CachedLink;
+use crate::clock::Instant;
 use crate::domain::{LinkId, LinkState, RedirectStatus, TargetUrl};
 
 /// Bytes of links per bucket when the cache is full (a plain link weighs about 100: slot,

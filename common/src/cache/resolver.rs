@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moka::sync::Cache;
 use tokio::sync::{OnceCell, Semaphore};
@@ -18,6 +18,7 @@ use super::hot::{HotLink, MemoEntry};
 use super::l1::L1;
 use super::link::CachedLink;
 use super::redis_tier::RedisTier;
+use crate::clock::Instant;
 use crate::domain::{LinkDomain, MAX_CODE_LEN, ShortCode};
 use crate::store::{Store, StoreError};
 

@@ -5,9 +5,11 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
+
+use crate::clock::Instant;
 use time::format_description::well_known::Rfc3339;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
