@@ -1210,11 +1210,18 @@ async fn flagged_traffic_puts_its_link_in_the_review_queue(store: &Arc<dyn Store
     let links = links(&**store, 2).await;
     let journal = tempfile::tempdir().unwrap();
     let (queue, handle) = start(store, journal.path());
-    let now = Timestamp::now().as_millis();
+    // Every click within one UTC hour, as the review thresholds count them: from a minute
+    // ago, or in this hour's first minute from 61 s before it began.
+    let now = Timestamp::now();
+    let hour = now.hour_start().as_millis();
+    let from = match now.as_millis() - 60_000 {
+        from if from < hour => hour - 61_000,
+        from => from,
+    };
     for i in 0..60 {
         assert!(queue.push(browser_click(
             links[0],
-            now - 60_000 + i * 500,
+            from + i * 500,
             IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
             false
         )));
@@ -1222,7 +1229,7 @@ async fn flagged_traffic_puts_its_link_in_the_review_queue(store: &Arc<dyn Store
     for i in 0..40u8 {
         assert!(queue.push(browser_click(
             links[1],
-            now - 60_000 + i64::from(i) * 1000,
+            from + i64::from(i) * 1000,
             IpAddr::V4(Ipv4Addr::new(100, 64, 0, i)),
             true
         )));
