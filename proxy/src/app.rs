@@ -2,7 +2,6 @@
 //! answer from `request_filter` without touching any upstream. Only non-link paths are
 //! proxied, to the admin service.
 
-use linkgate_common::clock::Instant;
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -17,6 +16,7 @@ use ipnet::IpNet;
 use linkgate_common::budget::ClickBudget;
 use linkgate_common::cache::{HotLink, Resolver, Tier};
 use linkgate_common::clicks::ClickQueue;
+use linkgate_common::clock::Instant;
 use linkgate_common::domain::{
     ClickEvent, ClickId, ClickMethod, LinkId, RedirectStatus, Timestamp, capture_header,
 };

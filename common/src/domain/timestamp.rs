@@ -8,9 +8,9 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::clock::Instant;
-use time::format_description::well_known::Rfc3339;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
