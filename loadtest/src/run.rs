@@ -112,23 +112,20 @@ pub async fn run(spec: &RunSpec, workload: Arc<Workload>) -> Report {
     let mut tasks = JoinSet::new();
     match spec.mode {
         Mode::Closed { pacing } => {
-            // One spinner per worker thread, so that none of them parks.
-            let spinners = if pacing == Pacing::BusyPoll {
-                tokio::runtime::Handle::current().metrics().num_workers()
-            } else {
-                0
-            };
-            let spinners: Vec<_> = (0..spinners)
-                .map(|_| tokio::spawn(spin_until(end)))
-                .collect();
+            // One spinner per worker thread, so that none of them parks; dropping the set
+            // stops any still spinning when the connections end early.
+            let mut spinners = JoinSet::new();
+            if pacing == Pacing::BusyPoll {
+                for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
+                    spinners.spawn(spin_until(end));
+                }
+            }
             for conn in conns {
                 let ctx = ConnCtx::new(spec, &workload, &mode_name, conn, measure_from, end);
                 tasks.spawn(closed_loop(ctx));
             }
             collect(&mut tasks, &mut report, hard_stop).await;
-            for spinner in spinners {
-                spinner.abort();
-            }
+            drop(spinners);
         }
         Mode::Open { rate, pacing } => {
             let (tx, rx) = async_channel::unbounded::<Instant>();

@@ -239,24 +239,13 @@ const BUCKETS_MICROS: [u64; 15] = [
 ];
 const OUTCOMES: usize = Outcome::ALL.len();
 
-/// The latency buckets' upper bounds in nanoseconds.
-const BUCKETS_NANOS: [u64; BUCKETS_MICROS.len()] = {
-    let mut nanos = [0; BUCKETS_MICROS.len()];
-    let mut i = 0;
-    while i < nanos.len() {
-        nanos[i] = BUCKETS_MICROS[i] * 1_000;
-        i += 1;
-    }
-    nanos
-};
-
 /// The bucket of a latency: how many bounds lie below it. Counted without a branch (the
 /// bounds are sorted, so this is their partition point): a binary search's branches on
 /// each request's latency were mispredicted often enough to be half of `logging`'s time.
 fn bucket_of(nanos: u64) -> usize {
-    BUCKETS_NANOS
+    BUCKETS_MICROS
         .iter()
-        .map(|&le| usize::from(le < nanos))
+        .map(|&le| usize::from(le * 1_000 < nanos))
         .sum()
 }
 

@@ -43,9 +43,9 @@ impl Timestamp {
         Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
     }
 
-    /// The wall-clock time at `at`, a recent reading of the monotonic clock (a request's
-    /// start), without reading the clock again: a clock read costs tens of nanoseconds in a
-    /// virtual machine, and a redirect already reads it for its start and its latency. Each
+    /// The wall-clock time at `at`, a recent reading of the monotonic clock
+    /// ([`crate::clock`]; a request's start), without reading the wall clock: that is the
+    /// vDSO's `clock_gettime`, tens of nanoseconds in a virtual machine. Each
     /// thread reads the wall clock again once a second, so a step of the system clock shows
     /// within a second; in between the time follows the monotonic clock, which NTP's slewing
     /// moves apart from the wall clock by under a millisecond a second.
