@@ -14,7 +14,7 @@ use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use linkgate_common::budget::ClickBudget;
-use linkgate_common::cache::{HotLink, Resolver, Tier};
+use linkgate_common::cache::{HotLink, KeyBuf, Resolver, Tier};
 use linkgate_common::clicks::ClickQueue;
 use linkgate_common::clock::Instant;
 use linkgate_common::domain::{
@@ -527,6 +527,11 @@ impl LinkProxy {
         let peer = ctx.peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let req = session.req_header();
         let headers = RequestHeaders::scan(req, self.country_header(ctx));
+        // The link's key first: the memo's slot for it is fetched while the checks below
+        // run. (On the few other paths, a key that is made and not used.)
+        let host = headers.host(req);
+        let mut key_buf = KeyBuf::default();
+        let key = host.map(|host| self.state.resolver.key(&mut key_buf, host, link_code(req)));
         // An untrusted peer's X-Forwarded-For is never read.
         ctx.client = if ctx.peer_trusted {
             client_behind_trusted_peer(
@@ -560,16 +565,13 @@ impl LinkProxy {
             return Prepared::TooMany(retry_after);
         }
         let now = Timestamp::at(ctx.started);
-        let Some(host) = headers.host(req) else {
+        let Some(key) = key else {
             return Prepared::Link(Step::NoHost, now);
         };
         // Decided on the memo's own entry: a hit copies nothing but the target's bytes.
-        let decided = self
-            .state
-            .resolver
-            .cached_with(host, link_code(req), ctx.started, |link| {
-                self.resolved(req, &headers, ctx, link, Tier::L1, now)
-            });
+        let decided = self.state.resolver.cached_with(&key, ctx.started, |link| {
+            self.resolved(req, &headers, ctx, link, Tier::L1, now)
+        });
         match decided {
             Some(step) => Prepared::Link(step, now),
             None => Prepared::Miss(now),

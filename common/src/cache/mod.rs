@@ -6,6 +6,7 @@ mod breaker;
 mod hot;
 mod l1;
 mod link;
+mod memo;
 mod redis_tier;
 mod resolver;
 
@@ -13,4 +14,4 @@ pub use breaker::Breaker;
 pub use hot::HotLink;
 pub use link::{CachedLink, LinkExtras};
 pub use redis_tier::{RedisTier, RedisUnavailable, parse_invalidation};
-pub use resolver::{Resolved, Resolver, ResolverSettings, Tier};
+pub use resolver::{KeyBuf, LinkKey, Resolved, Resolver, ResolverSettings, Tier};
