@@ -14,8 +14,19 @@
 //! thread's own virtual runtime has moved far ahead (its weight is tiny), so a waiting
 //! request thread is eligible and is picked. With nothing else runnable the yield returns
 //! at once. On any other thread `give_way` does nothing.
+//!
+//! The yields are for a thread that runs only on idle CPU. When its work must catch up (the
+//! proxy's governor moves the batcher to the normal policy once its backlog passes half its
+//! room), the yields would give back the very share the move was for: under EEVDF a yield
+//! pushes the thread's deadline a slice ahead, scaled by its small weight, so a nice-10
+//! thread that yields every 100 µs gets far less than nice 10's share beside a busy request
+//! thread. At a saturated peak on two cores that left the batcher's queue overflowing by a
+//! click now and then (BENCHMARKS.md, session 30). So the threads are marked with a
+//! [`Yields`] switch that whoever moves them turns off.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The longest stretch of work between two yields on a background thread.
@@ -28,6 +39,29 @@ thread_local! {
     static YIELDS: Cell<u64> = const { Cell::new(0) };
     /// Calls of [`give_way`] since it last read the clock.
     static CALLS: Cell<u32> = const { Cell::new(0) };
+    /// A background thread's switch (see [`mark_background`]).
+    static SWITCH: RefCell<Option<Yields>> = const { RefCell::new(None) };
+}
+
+/// Whether a group of background threads yields in [`give_way`]: on until turned off, for
+/// as long as their work must not give way (see the module's doc). Clones share the switch.
+#[derive(Debug, Clone)]
+pub struct Yields(Arc<AtomicBool>);
+
+impl Default for Yields {
+    fn default() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl Yields {
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// [`give_way`] reads the clock on one call in this many. It is called once per click in
@@ -35,8 +69,10 @@ thread_local! {
 /// time was a measurable share; a slice may run over by at most this many iterations.
 const CALLS_PER_CLOCK: u32 = 8;
 
-/// Marks the calling thread as a background thread: from now on [`give_way`] yields on it.
-pub fn mark_background() {
+/// Marks the calling thread as a background thread: from now on [`give_way`] yields on it
+/// while `yields` is on.
+pub fn mark_background(yields: &Yields) {
+    SWITCH.with_borrow_mut(|switch| *switch = Some(yields.clone()));
     LAST_YIELD.with(|last| last.set(Some(Instant::now())));
 }
 
@@ -70,7 +106,9 @@ pub fn give_way_now() {
             return;
         };
         let now = Instant::now();
-        if now.duration_since(at) >= SLICE {
+        if now.duration_since(at) >= SLICE
+            && SWITCH.with_borrow(|switch| switch.as_ref().is_none_or(Yields::is_on))
+        {
             std::thread::yield_now();
             YIELDS.with(|n| n.set(n.get() + 1));
             last.set(Some(Instant::now()));
@@ -203,13 +241,22 @@ mod tests {
             assert_eq!(yields(), 0, "an ordinary thread never yields");
 
             let started = Instant::now();
-            mark_background();
+            let switch = Yields::default();
+            mark_background(&switch);
             assert!(is_background());
             busy_for(Duration::from_millis(20));
             let n = yields();
             let most = started.elapsed().as_micros() / SLICE.as_micros();
             assert!(n >= 5, "20 ms of background work yielded only {n} times");
             assert!(u128::from(n) <= most, "{n} yields in {most} slices");
+
+            // Turned off (a clone, as the governor holds it): no yield however long the work.
+            switch.clone().set(false);
+            busy_for(Duration::from_millis(5));
+            assert_eq!(yields(), n, "a thread whose yields are off yielded");
+            switch.set(true);
+            busy_for(Duration::from_millis(5));
+            assert!(yields() > n, "turned on again, the thread never yielded");
         })
         .join()
         .unwrap();

@@ -8,7 +8,8 @@
 //! clicks (queued + buffered) passes `high`, a governor thread (normal priority, so it is
 //! never starved itself) moves them to `SCHED_OTHER` at nice 10, where they get a share of
 //! the CPU under any load, and back to idle once the backlog is under `low`. Shutdown moves
-//! them to nice 10 for the final flush.
+//! them to nice 10 for the final flush. While they run at the normal policy they do not
+//! yield in `background::give_way` (its yields would hand back the share they were given).
 //!
 //! A failure to change a policy only leaves the thread where it was (nice 10 at worst).
 
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use linkgate_common::background::Yields;
 use thread_priority::{
     NormalThreadSchedulePolicy, ThreadId, ThreadPriority, ThreadPriorityValue,
     ThreadSchedulePolicy, set_current_thread_priority, set_thread_priority_and_policy,
@@ -38,6 +40,8 @@ struct Inner {
     threads: Mutex<Vec<ThreadId>>,
     /// Whether they run at the normal policy (nice 10) rather than idle.
     normal: AtomicBool,
+    /// Their yields in `background::give_way`: on while they run idle.
+    yields: Yields,
     stop: AtomicBool,
 }
 
@@ -65,7 +69,7 @@ impl ClickPriority {
         };
         let me = thread_native_id();
         // Long CPU-bound stretches on this thread yield to request threads now and then.
-        linkgate_common::background::mark_background();
+        linkgate_common::background::mark_background(&self.inner.yields);
         if !self.inner.normal.load(Ordering::Relaxed) {
             Self::apply(me, false);
         }
@@ -131,6 +135,7 @@ impl ClickPriority {
         for &thread in threads.iter() {
             Self::apply(thread, normal);
         }
+        self.inner.yields.set(!normal);
     }
 
     fn apply(thread: ThreadId, normal: bool) {
@@ -185,14 +190,20 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(5));
             }
         };
+        assert!(priority.inner.yields.is_on(), "idle threads give way");
         backlog.store(5_000, Ordering::Relaxed);
         wait_for(true);
+        assert!(
+            !priority.inner.yields.is_on(),
+            "raised threads keep their share"
+        );
         // Between the thresholds nothing changes.
         backlog.store(500, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(policy_of(id), policy(true));
         backlog.store(10, Ordering::Relaxed);
         wait_for(false);
+        assert!(priority.inner.yields.is_on());
 
         priority.stop();
         governor.join().unwrap();
