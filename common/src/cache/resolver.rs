@@ -60,7 +60,7 @@ type Entry = Option<Arc<CachedLink>>;
 /// how far past L1's TTL an answer can live, and keeps L1's access statistics fed for hot
 /// keys. Changes never wait for it (every invalidation empties the memos). At 1 s, a hot
 /// set of 10,000 links at 45,000 requests/s went to L1 on about one request in five; at
-/// 5 s, one in 55 at 94,000/s, and those L1 lookups (moka's hashing, read recording and
+/// 5 s, one in 54 at 94,000/s, and those L1 lookups (moka's hashing, read recording and
 /// housekeeping, with the bucket's cache misses: about 3 µs each) were 59 ns a request.
 const MEMO_TTL: Duration = Duration::from_secs(30);
 
@@ -148,7 +148,7 @@ impl Resolver {
 
     /// `host \0 code` in `buf`, hashed for this thread's memo, whose slot for it the CPU
     /// starts fetching at once: a caller with other work before its lookup
-    /// ([`Resolver::cached_with`]) makes it first, and the memo's slot is in cache by then.
+    /// ([`Resolver::cached_with`]) makes the key first, so the fetch overlaps that work.
     /// An invalid host or code is a key that no link has.
     pub fn key<'a>(&self, buf: &'a mut KeyBuf, host: &str, code: &str) -> LinkKey<'a> {
         let Some(key) = key_into(&mut buf.0, host, code) else {
