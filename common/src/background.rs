@@ -32,15 +32,19 @@ use std::time::{Duration, Instant};
 /// The longest stretch of work between two yields on a background thread.
 pub const SLICE: Duration = Duration::from_micros(100);
 
+/// What a background thread keeps: when it last yielded, and its group's switch.
+struct Background {
+    last_yield: Instant,
+    yields: Yields,
+}
+
 thread_local! {
-    /// `Some(last yield)` on a background thread.
-    static LAST_YIELD: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// `Some` on a background thread.
+    static BACKGROUND: RefCell<Option<Background>> = const { RefCell::new(None) };
     /// Yields made by this thread (for tests).
     static YIELDS: Cell<u64> = const { Cell::new(0) };
     /// Calls of [`give_way`] since it last read the clock.
     static CALLS: Cell<u32> = const { Cell::new(0) };
-    /// A background thread's switch (see [`mark_background`]).
-    static SWITCH: RefCell<Option<Yields>> = const { RefCell::new(None) };
 }
 
 /// Whether a group of background threads yields in [`give_way`]: on until turned off, for
@@ -72,13 +76,17 @@ const CALLS_PER_CLOCK: u32 = 8;
 /// Marks the calling thread as a background thread: from now on [`give_way`] yields on it
 /// while `yields` is on.
 pub fn mark_background(yields: &Yields) {
-    SWITCH.with_borrow_mut(|switch| *switch = Some(yields.clone()));
-    LAST_YIELD.with(|last| last.set(Some(Instant::now())));
+    BACKGROUND.with_borrow_mut(|background| {
+        *background = Some(Background {
+            last_yield: Instant::now(),
+            yields: yields.clone(),
+        });
+    });
 }
 
 /// Whether the calling thread is marked as a background thread.
 pub fn is_background() -> bool {
-    LAST_YIELD.with(|last| last.get().is_some())
+    BACKGROUND.with_borrow(Option::is_some)
 }
 
 /// On a background thread, yields the CPU when a [`SLICE`] has passed since the last
@@ -98,20 +106,17 @@ pub fn give_way() {
 }
 
 /// [`give_way`] for callers that already space their calls out (the SQLite progress handler,
-/// every 1,000 VM instructions): reads the clock on every call.
+/// every 1,000 VM instructions): reads the clock on every call while its yields are on.
 #[inline]
 pub fn give_way_now() {
-    LAST_YIELD.with(|last| {
-        let Some(at) = last.get() else {
+    BACKGROUND.with_borrow_mut(|background| {
+        let Some(background) = background.as_mut().filter(|b| b.yields.is_on()) else {
             return;
         };
-        let now = Instant::now();
-        if now.duration_since(at) >= SLICE
-            && SWITCH.with_borrow(|switch| switch.as_ref().is_none_or(Yields::is_on))
-        {
+        if background.last_yield.elapsed() >= SLICE {
             std::thread::yield_now();
             YIELDS.with(|n| n.set(n.get() + 1));
-            last.set(Some(Instant::now()));
+            background.last_yield = Instant::now();
         }
     });
 }

@@ -527,11 +527,6 @@ impl LinkProxy {
         let peer = ctx.peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let req = session.req_header();
         let headers = RequestHeaders::scan(req, self.country_header(ctx));
-        // The link's key first: the memo's slot for it is fetched while the checks below
-        // run. (On the few other paths, a key that is made and not used.)
-        let host = headers.host(req);
-        let mut key_buf = KeyBuf::default();
-        let key = host.map(|host| self.state.resolver.key(&mut key_buf, host, link_code(req)));
         // An untrusted peer's X-Forwarded-For is never read.
         ctx.client = if ctx.peer_trusted {
             client_behind_trusted_peer(
@@ -548,6 +543,12 @@ impl LinkProxy {
             Route::Admin => return Prepared::Admin,
             Route::Link => {}
         }
+        // The link's key before the refusals and limits: the memo's slot for it is fetched
+        // while they run.
+        let mut key_buf = KeyBuf::default();
+        let key = headers
+            .host(req)
+            .map(|host| self.state.resolver.key(&mut key_buf, host, link_code(req)));
         if self
             .state
             .refused_networks

@@ -38,9 +38,8 @@ struct Inner {
     /// The batcher runtime's live threads (added at start, removed before they exit; the
     /// lock is held while their policy changes, so no id outlives its thread there).
     threads: Mutex<Vec<ThreadId>>,
-    /// Whether they run at the normal policy (nice 10) rather than idle.
-    normal: AtomicBool,
-    /// Their yields in `background::give_way`: on while they run idle.
+    /// Their yields in `background::give_way`: on while they run idle, off while they run
+    /// at the normal policy (nice 10), so it also tells which policy is current.
     yields: Yields,
     stop: AtomicBool,
 }
@@ -70,7 +69,7 @@ impl ClickPriority {
         let me = thread_native_id();
         // Long CPU-bound stretches on this thread yield to request threads now and then.
         linkgate_common::background::mark_background(&self.inner.yields);
-        if !self.inner.normal.load(Ordering::Relaxed) {
+        if !self.is_normal() {
             Self::apply(me, false);
         }
         // After the policy: setting it also sets the caller's nice (see `apply`).
@@ -101,7 +100,7 @@ impl ClickPriority {
             .spawn(move || {
                 while !this.inner.stop.load(Ordering::Relaxed) {
                     let waiting = backlog();
-                    let normal = this.inner.normal.load(Ordering::Relaxed);
+                    let normal = this.is_normal();
                     if !normal && waiting > high {
                         tracing::debug!(waiting, "click batcher behind: normal CPU policy");
                         this.set(true);
@@ -122,20 +121,18 @@ impl ClickPriority {
     }
 
     /// Whether the threads currently run at the normal policy.
-    #[cfg(test)]
     fn is_normal(&self) -> bool {
-        self.inner.normal.load(Ordering::Relaxed)
+        !self.inner.yields.is_on()
     }
 
     fn set(&self, normal: bool) {
         let Ok(threads) = self.inner.threads.lock() else {
             return;
         };
-        self.inner.normal.store(normal, Ordering::Relaxed);
+        self.inner.yields.set(!normal);
         for &thread in threads.iter() {
             Self::apply(thread, normal);
         }
-        self.inner.yields.set(!normal);
     }
 
     fn apply(thread: ThreadId, normal: bool) {

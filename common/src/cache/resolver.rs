@@ -151,7 +151,7 @@ impl Resolver {
     /// ([`Resolver::cached_with`]) makes the key first, so the fetch overlaps that work.
     /// An invalid host or code is a key that no link has.
     pub fn key<'a>(&self, buf: &'a mut KeyBuf, host: &str, code: &str) -> LinkKey<'a> {
-        let Some(key) = key_into(&mut buf.0, host, code) else {
+        let Some(key) = key_into(buf, host, code) else {
             return LinkKey(None);
         };
         let hash = self.memo_hasher.hash_one(key);
@@ -230,7 +230,7 @@ impl Resolver {
     /// The miss path of [`Resolver::resolve`], for callers that have just asked
     /// [`Resolver::cached`] (the proxy), so L1 is not consulted twice.
     pub async fn load_missing(&self, host: &str, code: &str) -> Result<Resolved, StoreError> {
-        let mut buf = [0u8; KEY_BUF];
+        let mut buf = KeyBuf::default();
         let Some(key) = key_into(&mut buf, host, code) else {
             return Ok(Resolved {
                 link: None,
@@ -309,7 +309,7 @@ impl Resolver {
     /// requests already waiting for it but not published to L1 (the next request loads
     /// afresh).
     pub fn invalidate_local(&self, host: &str, code: &str) {
-        let mut buf = [0u8; KEY_BUF];
+        let mut buf = KeyBuf::default();
         if let Some(key) = key_into(&mut buf, host, code) {
             // Before the L1 removal: a load that published already is removed from L1
             // below; one that has not finds its flight retired and does not publish.
@@ -405,7 +405,7 @@ impl Default for KeyBuf {
 #[derive(Debug, Clone, Copy)]
 pub struct LinkKey<'a>(Option<(&'a [u8], u64)>);
 
-fn key_into<'a>(buf: &'a mut [u8; KEY_BUF], host: &str, code: &str) -> Option<&'a [u8]> {
+fn key_into<'a>(buf: &'a mut KeyBuf, host: &str, code: &str) -> Option<&'a [u8]> {
     if host.is_empty() || host.len() > MAX_HOST_LEN || code.is_empty() || code.len() > MAX_CODE_LEN
     {
         return None;
@@ -417,7 +417,7 @@ fn key_into<'a>(buf: &'a mut [u8; KEY_BUF], host: &str, code: &str) -> Option<&'
     {
         return None;
     }
-    let (host_part, rest) = buf.split_at_mut(host.len());
+    let (host_part, rest) = buf.0.split_at_mut(host.len());
     for (out, b) in host_part.iter_mut().zip(host.bytes()) {
         if KEY_BYTES[usize::from(b)] & HOST_BYTE == 0 {
             return None;
@@ -426,7 +426,7 @@ fn key_into<'a>(buf: &'a mut [u8; KEY_BUF], host: &str, code: &str) -> Option<&'
     }
     rest[0] = 0;
     rest[1..=code.len()].copy_from_slice(code.as_bytes());
-    Some(&buf[..host.len() + 1 + code.len()])
+    Some(&buf.0[..host.len() + 1 + code.len()])
 }
 
 #[cfg(test)]
@@ -439,7 +439,7 @@ mod tests {
             let alnum = b.is_ascii_alphanumeric();
             let in_code = alnum || b == b'_' || b == b'-';
             let in_host = alnum || b"-.:[]".contains(&b);
-            let mut buf = [0u8; KEY_BUF];
+            let mut buf = KeyBuf::default();
             let code = [b'a', b];
             let code = std::str::from_utf8(&code).unwrap_or("a\u{80}");
             assert_eq!(
@@ -459,13 +459,13 @@ mod tests {
 
     #[test]
     fn keys_fold_host_case_and_keep_code_case() {
-        let mut a = [0u8; KEY_BUF];
-        let mut b = [0u8; KEY_BUF];
+        let mut a = KeyBuf::default();
+        let mut b = KeyBuf::default();
         assert_eq!(
             key_into(&mut a, "Sho.RT", "AbC"),
             key_into(&mut b, "sho.rt", "AbC")
         );
-        let mut c = [0u8; KEY_BUF];
+        let mut c = KeyBuf::default();
         assert_ne!(
             key_into(&mut a, "sho.rt", "abc").map(<[u8]>::to_vec),
             key_into(&mut c, "sho.rt", "AbC").map(<[u8]>::to_vec)
@@ -575,7 +575,7 @@ mod tests {
         let (db, store, _, link) = sqlite_with_link("race", "https://example.com/old").await;
         let resolver = resolver_over(&store);
         // A load begins: its flight is registered and it reads the link as it is now.
-        let mut buf = [0u8; KEY_BUF];
+        let mut buf = KeyBuf::default();
         let key = key_into(&mut buf, "sho.rt", "race").unwrap().to_vec();
         let flight: Flight = Arc::clone(
             resolver
@@ -610,7 +610,7 @@ mod tests {
 
     #[test]
     fn hostile_hosts_and_codes_make_no_key() {
-        let mut buf = [0u8; KEY_BUF];
+        let mut buf = KeyBuf::default();
         assert!(key_into(&mut buf, "", "abc").is_none());
         assert!(key_into(&mut buf, "a\r\nb", "abc").is_none());
         assert!(key_into(&mut buf, &"a".repeat(300), "abc").is_none());
