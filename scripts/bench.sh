@@ -41,6 +41,14 @@ proxy_clicks() { # metrics-port: the proxy's click counters once its batcher has
     grep -E '^linkgate_clicks_(dropped_total|persisted_total|deferred_total|overflow_journaled_total) '
 }
 
+caught_up() { # metrics-port (none: nothing to wait for): until no click is in flight (5 min at most)
+  [ -n "$1" ] || return 0
+  for _ in $(seq 1 300); do
+    [ "$(curl -s "http://127.0.0.1:$1/metrics" | awk '$1 == "linkgate_clicks_in_flight" { print $2 }')" = 0 ] && return 0
+    sleep 1
+  done
+}
+
 # One server alone -> $SERVER_PID, once it accepts connections on 127.0.0.1:PORT:
 #   start_server proxy|bare PORT METRICS-PORT DB JOURNAL [PREFIX...]
 # The proxy runs one worker on the SQLite DB; PREFIX (e.g. `taskset -c 1`) runs either server.
@@ -245,14 +253,8 @@ echo "## CPU per redirect at a fixed 30,000/s (open loop, 10 s), by thread group
 $LT seed --store "sqlite://$WORK/cpu.db" --links 100000 --domain 127.0.0.1:18084 --codes-out "$WORK/cpu-all.txt" >/dev/null
 head -10000 "$WORK/cpu-all.txt" > "$WORK/cpu-hot.txt"
 # The proxy's clicks of a run, deferred while the cores were busy, are processed after it:
-# its snapshots wait for them, so the click pipeline's CPU covers exactly the run's clicks.
-caught_up() { # metrics-port (none: nothing to wait for)
-  [ -n "$1" ] || return 0
-  for _ in $(seq 1 300); do
-    [ "$(curl -s "http://127.0.0.1:$1/metrics" | awk '$1 == "linkgate_clicks_in_flight" { print $2 }')" = 0 ] && return 0
-    sleep 1
-  done
-}
+# its snapshots wait for them (`caught_up`), so the click pipeline's CPU covers exactly the
+# run's clicks.
 cpu_run() { # label pid port [metrics-port]
   $LT run --target "http://127.0.0.1:$3" --codes-file "$WORK/cpu-hot.txt" --rate 30000 \
     $CLIENT_ARGS --connections 32 --duration 3 --warmup 0 >/dev/null
@@ -298,6 +300,13 @@ rss_run() { # store-url label
     --rate 7000 --connections 64 --duration 150 --warmup 0 | grep -E "responses|throughput|errors|unsent"
   curl -s http://127.0.0.1:19092/metrics | grep '^linkgate_proxy_l1_entries'
   grep -E "VmRSS|RssAnon|RssFile" "/proc/$MPID/status"
+  # Read at the end of the load, that includes the click pipeline's last seconds and pages
+  # jemalloc has not yet returned (1 s decay); once the clicks are persisted and those pages
+  # are back, what is left is the million links the proxy holds.
+  caught_up 19092
+  sleep 3
+  echo "settled (no click in flight, 3 s later):"
+  grep -E "VmRSS|RssAnon" "/proc/$MPID/status"
   kill "$MPID" 2>/dev/null || true
   wait "$MPID" 2>/dev/null || true
 }
