@@ -144,19 +144,11 @@ for BIN in "$@"; do
   elif [ "$MODE" = cpu ]; then
     # Clicks deferred while the cores were busy are processed after a run: the snapshots
     # wait for them (a BIN without metrics has none).
-    caught_up() {
-      for _ in $(seq 300); do
-        local f
-        f=$(metrics 2>/dev/null | awk '$1 == "linkgate_clicks_in_flight" { print $2 }') || true
-        [ -z "$f" ] || [ "$f" = 0 ] && return 0
-        sleep 1
-      done
-    }
     load --rate "$RATE" --duration 3 --warmup 0 >/dev/null
-    caught_up
+    caught_up 19097
     cpu_of $PID > "$WORK/cpu-a.txt"
     load --rate "$RATE" --duration "$SECS" --warmup 0 > "$WORK/run.txt"
-    caught_up
+    caught_up 19097
     cpu_of $PID > "$WORK/cpu-b.txt"
     SERVED=$(awk '$1 == "responses" { print $2 }' "$WORK/run.txt")
     echo "== $BIN: $(grep -E '^(throughput|p50|p99) ' "$WORK/run.txt" | awk '{printf "%s %s %s  ", $1, $2, $3}')"

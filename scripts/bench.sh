@@ -28,25 +28,13 @@ SECTIONS=${SECTIONS:-"ingest seed ceiling proxy pinned cpu rss clicks60 admin"}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 proxy_clicks() { # metrics-port: the proxy's click counters once its batcher has caught up
-  # Clicks deferred at the peak are processed after it: wait for them (up to 5 min).
-  local waited=0
+  local from
+  from=$(date +%s)
   sleep 5
-  while [ "$(curl -s "http://127.0.0.1:$1/metrics" | awk '$1 == "linkgate_clicks_in_flight" { print $2 }')" != 0 ] &&
-    [ $waited -lt 300 ]; do
-    sleep 1
-    waited=$((waited + 1))
-  done
-  echo "proxy clicks, $((waited + 5)) s after the run (a click the queue had no room for is dropped and counted):"
+  caught_up "$1"
+  echo "proxy clicks, $(($(date +%s) - from)) s after the run (a click the queue had no room for is dropped and counted):"
   curl -s "http://127.0.0.1:$1/metrics" |
     grep -E '^linkgate_clicks_(dropped_total|persisted_total|deferred_total|overflow_journaled_total) '
-}
-
-caught_up() { # metrics-port (none: nothing to wait for): until no click is in flight (5 min at most)
-  [ -n "$1" ] || return 0
-  for _ in $(seq 1 300); do
-    [ "$(curl -s "http://127.0.0.1:$1/metrics" | awk '$1 == "linkgate_clicks_in_flight" { print $2 }')" = 0 ] && return 0
-    sleep 1
-  done
 }
 
 # One server alone -> $SERVER_PID, once it accepts connections on 127.0.0.1:PORT:
@@ -253,8 +241,8 @@ echo "## CPU per redirect at a fixed 30,000/s (open loop, 10 s), by thread group
 $LT seed --store "sqlite://$WORK/cpu.db" --links 100000 --domain 127.0.0.1:18084 --codes-out "$WORK/cpu-all.txt" >/dev/null
 head -10000 "$WORK/cpu-all.txt" > "$WORK/cpu-hot.txt"
 # The proxy's clicks of a run, deferred while the cores were busy, are processed after it:
-# its snapshots wait for them (`caught_up`), so the click pipeline's CPU covers exactly the
-# run's clicks.
+# its snapshots wait for them (`caught_up`, scripts/lib.sh), so the click pipeline's CPU
+# covers exactly the run's clicks.
 cpu_run() { # label pid port [metrics-port]
   $LT run --target "http://127.0.0.1:$3" --codes-file "$WORK/cpu-hot.txt" --rate 30000 \
     $CLIENT_ARGS --connections 32 --duration 3 --warmup 0 >/dev/null
@@ -344,13 +332,13 @@ $LT run --target http://127.0.0.1:18083 --codes-file "$WORK/c60.txt" \
 # Let the last batches and their aggregation window land, then compare the proxy's own count
 # of redirects with the store.
 # Clicks deferred at the peak are processed after it: up to 5 min.
-caught_up=$(date +%s)
+load_end=$(date +%s)
 for _ in $(seq 1 1200); do
   [ "$(metric linkgate_clicks_in_flight)" = "0" ] &&
     [ "$(metric linkgate_clicks_aggregated_total)" = "$(metric linkgate_clicks_persisted_total)" ] && break
   sleep 0.25
 done
-echo "pipeline caught up $(( $(date +%s) - caught_up )) s after the load; clicks deferred: $(metric linkgate_clicks_deferred_total)"
+echo "pipeline caught up $(( $(date +%s) - load_end )) s after the load; clicks deferred: $(metric linkgate_clicks_deferred_total)"
 served=0
 for o in l1_hit l2_hit store_hit; do
   v=$(metric "linkgate_proxy_requests_total{outcome=\"$o\"}"); served=$((served + ${v:-0}))

@@ -42,6 +42,19 @@ wait_for() {
   return 1
 }
 
+# Waits (up to 5 min) until the proxy whose metrics listen on 127.0.0.1:PORT has no click in
+# flight: clicks deferred while the cores were busy are processed after a load. A server
+# without metrics there (the bare baseline, or no PORT) has nothing to wait for.
+caught_up() { # PORT
+  local i f
+  for ((i = 0; i < 300; i++)); do
+    f=$(curl -s "http://127.0.0.1:${1:-0}/metrics" 2>/dev/null |
+      awk '$1 == "linkgate_clicks_in_flight" { print $2 }') || true
+    if [ -z "$f" ] || [ "$f" = 0 ]; then return 0; fi
+    sleep 1
+  done
+}
+
 # Each thread of a process as "tid name" and its /proc stat fields after the name, so that
 # field N of proc(5) is $N here (minflt $10, utime $14, stime $15): the name may hold
 # spaces, so stat is cut after its last ") ". Spaces in names become underscores.
