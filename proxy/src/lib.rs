@@ -124,10 +124,10 @@ impl Proxy {
         // The batcher starts now (replaying any journal left by an earlier run) and drains
         // the queue the redirect threads fill. It runs on a runtime of its own whose threads
         // (and the blocking threads its SQLite writes use) run on idle CPU while it keeps up
-        // and at nice 10 when it falls behind (see `priority`), with a store connection pool
-        // of its own: redirects get the CPU first, and click writing catches up in the gaps
-        // (the queue and buffer absorb the difference).
-        let click_priority = ClickPriority::default();
+        // and at the normal policy when it falls behind (see `priority`), with a store
+        // connection pool of its own: redirects get the CPU first, and click writing catches
+        // up in the gaps (the queue and buffer absorb the difference).
+        let click_priority = ClickPriority::new();
         let clicks_rt = {
             let (start, stop) = (click_priority.clone(), click_priority.clone());
             tokio::runtime::Builder::new_multi_thread()
@@ -206,7 +206,7 @@ impl Proxy {
             click_priority,
             pipeline,
         } = self;
-        // The batcher's CPU policy follows its backlog (`click_backlog`): nice 10 past half
+        // The batcher's CPU policy follows its backlog (`click_backlog`): normal past half
         // of what the queue and the memory buffer hold (or past `defer_max_clicks`
         // deferred, or while a deferral past its bounds is caught up with), idle CPU again
         // under an eighth (a quarter of that).
@@ -218,7 +218,7 @@ impl Proxy {
             let backlog = move || {
                 let load =
                     |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
-                // A deferral past its bounds is caught up with at nice 10.
+                // A deferral past its bounds is caught up with at the normal policy.
                 if state
                     .pipeline
                     .catching_up
@@ -237,7 +237,7 @@ impl Proxy {
             click_priority
                 .govern(backlog, capacity / 2, capacity / 8)
                 .inspect_err(|error| {
-                    tracing::warn!(%error, "no click priority governor; the batcher stays at nice 10");
+                    tracing::warn!(%error, "no click priority governor; the batcher stays at the normal policy");
                 })
                 .ok()
         };
