@@ -120,10 +120,12 @@ async fn a_fixed_one_millisecond_service_time_reads_as_one_millisecond() {
         eprintln!("{}", describe(&report));
         let p50 = ms(report.percentile(50.0));
         // Closed loop measures the service time directly (sleeping or busy-polling): within
-        // 10 %, as does a busy-polling open loop. A sleeping open loop adds the pacer's
-        // wake-up (tens of µs, more when the two cores are busy with something else), so it
-        // gets 15 %. A pacer on tokio's millisecond timer would add up to 1 ms.
-        let tolerance = if mode == open(Pacing::Sleep) {
+        // 10 %. An open loop adds the pacer's dispatch: a sleeping pacer's wake-up (tens of
+        // µs, more when the two cores are busy with something else), and on a slow sitting
+        // a busy-polling one read 1.08-1.10 ms alone and 1.13-1.14 ms in a CI run
+        // (session 32), so both get 15 %. A pacer on tokio's millisecond timer would add up
+        // to 1 ms.
+        let tolerance = if matches!(mode, Mode::Open { .. }) {
             0.15
         } else {
             0.1
