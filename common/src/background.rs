@@ -18,10 +18,11 @@
 //! The yields are for a thread that runs only on idle CPU. When its work must catch up (the
 //! proxy's governor moves the batcher to the normal policy once its backlog passes half its
 //! room), the yields would give back the very share the move was for: under EEVDF a yield
-//! pushes the thread's deadline a slice ahead, so a raised thread that yields every
-//! 100 µs gets far less than its share beside a busy request thread. At a saturated peak on two cores that left the batcher's queue overflowing by a
-//! click now and then (BENCHMARKS.md, session 30). So the threads are marked with a
-//! [`Yields`] switch that whoever moves them turns off.
+//! pushes the thread's deadline a slice ahead, so a raised thread that yields every 100 µs
+//! gets far less than its share beside a busy request thread. At a saturated peak on two
+//! cores that left the batcher's queue overflowing by a click now and then (BENCHMARKS.md,
+//! session 30). So the threads are marked with a [`Yields`] switch that whoever moves them
+//! turns off.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;

@@ -207,8 +207,8 @@ pub struct ClickSettings {
     /// proxy at its peak), new click events are deferred to files under
     /// `journal_dir/deferred` and processed in order when the CPU allows: redirects keep
     /// the CPU, analytics trail them (by at most about a minute of deferral). Past this
-    /// many deferred clicks the batcher gets CPU of its own (the normal policy) to catch up. 0: never
-    /// defer (the batcher gets CPU as soon as it falls behind).
+    /// many deferred clicks the batcher gets CPU of its own (the normal policy) to catch
+    /// up. 0: never defer (the batcher gets CPU as soon as it falls behind).
     pub defer_max_clicks: u64,
     /// First retry delay after a failed batch write; doubles up to `retry_max_ms`.
     pub retry_initial_ms: u64,

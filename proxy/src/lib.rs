@@ -237,7 +237,10 @@ impl Proxy {
             click_priority
                 .govern(backlog, capacity / 2, capacity / 8)
                 .inspect_err(|error| {
-                    tracing::warn!(%error, "no click priority governor; the batcher stays at the normal policy");
+                    tracing::warn!(
+                        %error,
+                        "no click priority governor; the batcher stays at the normal policy"
+                    );
                 })
                 .ok()
         };

@@ -63,6 +63,8 @@ struct Inner {
 /// The batcher threads' priority where they cannot leave `SCHED_IDLE` (see [`priority`]):
 /// nice 10, fixed, since an unprivileged thread cannot lower its nice value again.
 const UNPRIVILEGED_PRIORITY: u8 = 22;
+/// Nice 0 (see [`priority`]): the only value the crate takes with `SCHED_IDLE`.
+const NICE_0: u8 = 47;
 
 /// The portable priority value the crate maps to `nice`: 22 is nice 10, 47 is nice 0.
 fn priority(value: u8) -> Option<ThreadPriority> {
@@ -83,7 +85,7 @@ fn policy(normal: bool) -> ThreadSchedulePolicy {
 /// policy at nice 0, as the governor moves the batcher's threads: tried on a thread
 /// started for it (a thread that could not come back would stay idle), which ends right
 /// after.
-pub(crate) fn may_leave_idle() -> bool {
+fn may_leave_idle() -> bool {
     std::thread::Builder::new()
         .name("linkgate-probe".into())
         .spawn(|| {
@@ -202,7 +204,7 @@ impl ClickPriority {
     /// value given, which `SCHED_IDLE` only takes as 0: the governor's own, and a batcher
     /// thread's when it calls this itself.
     fn apply(thread: ThreadId, normal: bool) -> bool {
-        priority(47).is_some_and(|nice_0| {
+        priority(NICE_0).is_some_and(|nice_0| {
             set_thread_priority_and_policy(thread, nice_0, policy(normal)).is_ok()
         })
     }
@@ -300,7 +302,7 @@ mod tests {
     fn threads_start_idle_and_follow_the_backlog() {
         assert!(
             may_leave_idle(),
-            "the tests run with CAP_SYS_NICE (as root) or RLIMIT_NICE >= 10"
+            "the tests run with CAP_SYS_NICE (as root) or RLIMIT_NICE 20"
         );
         follows_the_backlog(&ClickPriority::new(), policy(false), 0);
     }
